@@ -1,0 +1,78 @@
+"""``create_app(settings)``: the routes, the error shape, and the lifespan that owns every
+resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.errors import HubError, error_response
+from hub.routes import callbacks, channels, health
+from hub.settings import Settings
+from hub.state import HubState
+
+log = logging.getLogger("hub")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = HubState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.open()
+        try:
+            yield
+        finally:
+            await state.close()
+
+    routes = [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/callbacks/{token}", callbacks.receive, methods=["POST"]),
+        Route("/v1/channels", channels.create, methods=["POST"]),
+        Route("/v1/channels/{channel_id}", channels.show, methods=["GET"]),
+        Route("/v1/channels/{channel_id}/events", channels.stream, methods=["GET"]),
+        Route("/v1/channels/{channel_id}/tasks/{task_id}", channels.task_result, methods=["GET"]),
+        Route("/v1/callback-urls", channels.create_callback_url, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HubError: _hub_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    app.state.hub = state
+    return app
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The path can hold a callback token: log the route, not the URL.
+    log.error("unhandled error on %s %s", request.method, _route_name(request), exc_info=exc)
+    return error_response(500, "internal_error", "the hub failed to handle this request")
+
+
+def _route_name(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "?")

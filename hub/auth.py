@@ -1,0 +1,49 @@
+"""API keys: kept only as hashes, checked in constant time, each key its own tenant."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.requests import HTTPConnection
+
+from hub.errors import HubError
+from hub.settings import Secret
+
+UNAUTHORIZED = HubError(
+    401,
+    "unauthorized",
+    "a valid API key is required: Authorization: Bearer <key>",
+    headers={"www-authenticate": "Bearer"},
+)
+
+
+def key_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class Keys:
+    def __init__(self, keys: tuple[Secret, ...]) -> None:
+        self._hashes = tuple(key_hash(key.reveal()) for key in keys)
+
+    def owner(self, presented: str) -> str | None:
+        """The tenant id of a presented key, or None. Every stored hash is compared, with
+        no early exit, so the time taken says nothing about which key came close."""
+        digest = key_hash(presented)
+        found = None
+        for stored in self._hashes:
+            if hmac.compare_digest(digest, stored):
+                found = stored
+        # The tenant id is derived from the hash, never the key, so it is safe to store.
+        return found.hex()[:32] if found is not None else None
+
+    def require(self, connection: HTTPConnection) -> str:
+        """The tenant id for the request's bearer key, or 401."""
+        header = connection.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented or len(presented) > 512:
+            raise UNAUTHORIZED
+        owner = self.owner(presented.strip())
+        if owner is None:
+            raise UNAUTHORIZED
+        return owner

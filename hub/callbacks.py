@@ -1,0 +1,134 @@
+"""Intake of a callback: read the body within bounds, describe it, and turn it into a
+delivery (the raw bytes, kept) and the ``callback.received`` event it publishes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+
+from hub import events
+from hub.errors import HubError
+from hub.signing import Claims
+from hub.store.base import Delivery
+
+# Where providers put their task id, most specific first.
+_ID_KEYS = (
+    "task_id", "taskId", "exec_id", "predictionID", "prediction_id", "request_id",
+    "session_id", "id",
+)  # fmt: skip
+MAX_REF_LENGTH = 200
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed ``limit`` (before it is all read)."""
+    too_large = HubError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HubError(400, "bad_request", "content-length is not a number")
+        if int(declared) > limit:
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(content_type: str, body: bytes) -> tuple[Any, str | None]:
+    """The body as the event shows it: parsed JSON, a form as an object, else text.
+
+    Returns ``(body, encoding)`` where encoding is ``"base64"`` for bytes that are not text.
+    A body that claims JSON but does not parse is kept as text: nothing is refused for form.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if (
+        media == "application/json"
+        or media.endswith("+json")
+        or (not media and body[:1] in (b"{", b"["))
+    ):
+        try:
+            return orjson.loads(body), None
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode(), "base64"
+    if media == "application/x-www-form-urlencoded":
+        form: dict[str, Any] = {}
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            if key in form:
+                previous = form[key]
+                form[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                form[key] = value
+        return form, None
+    return text, None
+
+
+def find_ref(body: Any) -> str | None:
+    """The provider task id a callback is about, if its body names one."""
+    if not isinstance(body, dict):
+        return None
+    candidates = [body]
+    nested = body.get("data")
+    if isinstance(nested, dict):
+        candidates.append(nested)
+    for candidate in candidates:
+        for key in _ID_KEYS:
+            value = candidate.get(key)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                continue
+            ref = str(value)
+            if 0 < len(ref) <= MAX_REF_LENGTH:
+                return ref
+    return None
+
+
+def delivery(
+    request: Request,
+    token: str,
+    claims: Claims,
+    body: bytes,
+    received_at: float,
+    max_event_body: int,
+) -> Delivery:
+    content_type = request.headers.get("content-type", "")
+    parsed, encoding = parse(content_type, body)
+    ref = find_ref(parsed)
+    data: dict[str, Any] = {"channel_id": claims.channel_id}
+    if ref is not None:
+        data["task_id"] = ref
+    data["content_type"] = content_type
+    if len(body) > max_event_body:
+        # Kept byte for byte in the store; too large to push to every subscriber.
+        data["body"] = None
+        data["body_truncated"] = True
+    else:
+        data["body"] = parsed
+        if encoding is not None:
+            data["body_encoding"] = encoding
+    data["size"] = len(body)
+    data["at"] = events.iso(received_at)
+    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw]
+    return Delivery(
+        channel_id=claims.channel_id,
+        token_hash=hashlib.sha256(token.encode()).digest(),
+        body_sha256=hashlib.sha256(body).digest(),
+        content_type=content_type,
+        headers=orjson.dumps(headers),
+        body=body,
+        received_at=received_at,
+        task_id=claims.task_id,
+        ref=ref,
+        event_data=orjson.dumps(data),
+    )

@@ -1,0 +1,113 @@
+"""The ``hub`` command: ``hub serve`` runs the hub on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
+
+from hub import datadir
+from hub.app import create_app
+from hub.settings import Settings, SettingsError
+from hub.state import HubState
+
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+class Server(uvicorn.Server):
+    """uvicorn waits for open connections before running the lifespan's shutdown, and SSE
+    streams never finish by themselves: so on the signal, end them first."""
+
+    def __init__(self, config: uvicorn.Config, state: HubState) -> None:
+        super().__init__(config)
+        self.hub_state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.hub_state.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def build_server(settings: Settings, *, log_level: str = "info") -> Server:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="on",
+        # The access log would print callback URLs, whose path is a credential.
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        server_header=False,
+    )
+    return Server(config, app.state.hub)
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    changes: dict[str, object] = {}
+    if args.host:
+        changes["host"] = args.host
+    if args.port is not None:
+        changes["port"] = args.port
+    if args.sandbox:
+        changes["sandbox"] = True
+    if changes and not settings_env_public_url():
+        changes["public_url"] = ""  # recomputed from the new host and port
+    settings = settings.replace(**changes)
+    settings, new_key = datadir.prepare(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"hub: listening on {base} (public URL {settings.public_url})", flush=True)
+    print(f"hub: data in {settings.data_dir.resolve()}", flush=True)
+    if new_key is not None:
+        print(
+            f"hub: generated API key (kept in {settings.data_dir}/api-key): {new_key}", flush=True
+        )
+    elif (settings.data_dir / datadir.API_KEY_FILE).exists():
+        print(f"hub: API key in {settings.data_dir / datadir.API_KEY_FILE}", flush=True)
+    build_server(settings).run()
+    return 0
+
+
+def settings_env_public_url() -> bool:
+    import os
+
+    return bool(os.environ.get("HUB_PUBLIC_URL"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub", description="The hub: callbacks in, SSE out.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the hub")
+    serve_parser.add_argument("--host", help="address to bind (HUB_HOST, default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to bind (HUB_PORT, default 8000)")
+    serve_parser.add_argument(
+        "--sandbox", action="store_true", help="run the providers' emulators in-process"
+    )
+    serve_parser.set_defaults(run=serve)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

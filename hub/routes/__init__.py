@@ -1,0 +1,1 @@
+"""Thin HTTP handlers, grouped by resource."""

@@ -1,0 +1,23 @@
+"""``GET /healthz``: the process answers and the store is reachable."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub import __version__
+from hub.routes.common import hub, json_response
+
+log = logging.getLogger("hub")
+
+
+async def healthz(request: Request) -> Response:
+    state = hub(request)
+    try:
+        await state.store.ping()
+    except Exception:
+        log.exception("health check: store unreachable")
+        return json_response({"status": "error", "store": "unreachable"}, 503)
+    return json_response({"status": "ok", "store": "ok", "version": __version__})

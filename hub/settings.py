@@ -1,0 +1,143 @@
+"""One typed Settings object, read from ``HUB_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class Secret:
+    """A string that never shows itself in ``repr`` or ``str`` (and so never in a log)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SettingsError(ValueError):
+    """A ``HUB_*`` variable holds a value the hub cannot use."""
+
+
+DAY = 86_400
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("hub-data")
+    database_url: str = ""
+    # Newest first: the first key signs, every key verifies, so a secret can rotate
+    # without breaking URLs already handed out.
+    secret_keys: tuple[Secret, ...] = ()
+    # Defaults to http://HOST:PORT; set it to the address providers can reach.
+    public_url: str = ""
+    api_keys: tuple[Secret, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_callback_bytes: int = 32 * 1024 * 1024
+    # A callback body larger than this is kept byte for byte but left out of its event.
+    max_event_body_bytes: int = 1024 * 1024
+    retention_seconds: int = 7 * DAY
+    prune_interval_seconds: float = 3600.0
+    channel_ttl_seconds: int = 7 * DAY
+    max_ttl_seconds: int = 365 * DAY
+    watch_ttl_seconds: int = DAY
+    heartbeat_seconds: float = 15.0
+    retry_ms: int = 2000
+    max_wait_seconds: int = 300
+    subscriber_queue_size: int = 1000
+    replay_page_size: int = 1000
+    sqlite_synchronous: str = "FULL"
+    sandbox: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'hub.db'}")
+        public_url = self.public_url
+        if not public_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+            public_url = f"http://{host}:{self.port}"
+        object.__setattr__(self, "public_url", public_url.rstrip("/"))
+
+    @property
+    def sqlite_path(self) -> Path:
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise SettingsError(f"HUB_DATABASE_URL: unsupported database {self.database_url!r}")
+        return Path(self.database_url[len(prefix) :])
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``HUB_*`` variables; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = "HUB_" + field.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(name, field.default, raw)
+        # Short names that DESIGN.md documents.
+        for name, field_name in (
+            ("HUB_SECRET", "secret_keys"),
+            ("HUB_RETENTION", "retention_seconds"),
+        ):
+            raw = env.get(name)
+            if raw:
+                default = cls.__dataclass_fields__[field_name].default
+                values[field_name] = _parse(name, default, raw)
+        if "port" not in values and env.get("PORT"):
+            values["port"] = _parse("PORT", 0, env["PORT"])
+        return cls(**values)
+
+
+def _parse(name: str, default: object, raw: str) -> object:
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(_duration(raw)) if name.endswith(("SECONDS", "RETENTION")) else int(raw)
+        if isinstance(default, float):
+            return _duration(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, tuple):
+            return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"{name}: cannot use {raw!r}") from None
+    return raw
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY}
+
+
+def _duration(raw: str) -> float:
+    """``90``, ``1.5``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds."""
+    raw = raw.strip().lower()
+    if raw and raw[-1] in _UNITS:
+        return float(raw[:-1]) * _UNITS[raw[-1]]
+    return float(raw)

@@ -1,0 +1,62 @@
+"""Signed, expiring tokens (itsdangerous): one serializer per purpose, each with its own salt.
+
+A token carries its own expiry (``e``, Unix seconds) because each URL is issued with its own
+TTL. The signature is checked before anything in the payload is trusted, and the expiry only
+after: a forged token is always 401, a genuine but old one 410.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from hub.errors import HubError
+from hub.settings import Secret
+
+# Longer than any token the hub issues; checked before any crypto so a huge token costs nothing.
+MAX_TOKEN_LENGTH = 1024
+
+CALLBACK = "hub.callback.v1"
+WATCH = "hub.watch.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    channel_id: str
+    expires_at: int
+    task_id: str | None = None
+
+
+class Signer:
+    def __init__(self, secret_keys: tuple[Secret, ...]) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        # itsdangerous signs with the last key and verifies with every key: newest last.
+        keys = [key.reveal() for key in reversed(secret_keys)]
+        self._serializers = {
+            purpose: URLSafeSerializer(keys, salt=purpose) for purpose in (CALLBACK, WATCH)
+        }
+
+    def issue(self, purpose: str, claims: Claims) -> str:
+        payload: dict[str, Any] = {"c": claims.channel_id, "e": claims.expires_at}
+        if claims.task_id is not None:
+            payload["t"] = claims.task_id
+        token = self._serializers[purpose].dumps(payload)
+        assert isinstance(token, str)
+        return token
+
+    def verify(self, purpose: str, token: str, now: float | None = None) -> Claims:
+        """The token's claims, or HubError 401 (not ours, tampered) / 410 (expired)."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise HubError(401, "invalid_token", "the token is not valid")
+        try:
+            payload = self._serializers[purpose].loads(token)
+            claims = Claims(payload["c"], int(payload["e"]), payload.get("t"))
+        except (BadSignature, KeyError, TypeError, ValueError):
+            raise HubError(401, "invalid_token", "the token is not valid") from None
+        if claims.expires_at <= (time.time() if now is None else now):
+            raise HubError(410, "expired_token", "the token has expired")
+        return claims

@@ -1,0 +1,163 @@
+"""The one SSE writer every stream uses: replay from the store, then live, with no gap and no
+duplicate at the seam.
+
+The seam: subscribe to the broker first, then read the store. An event committed before the
+subscription is in the store; one committed after it is in the queue; one in both is skipped
+by id, since ids only grow and the broker delivers in id order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from hub import events
+from hub.broker import Broker, Subscription, SubscriptionClosed
+from hub.events import Event
+from hub.store.base import EventQuery, Store
+
+log = logging.getLogger("hub.sse")
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    # Tells nginx-style proxies not to buffer the stream.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    heartbeat: float
+    retry_ms: int
+    page_size: int
+    # A client that takes longer than this to accept one write is cut off.
+    send_timeout: float = 30.0
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class EventStream(Response):
+
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        query: EventQuery,
+        last_event_id: int | None,
+        config: StreamConfig,
+        *,
+        is_last: Callable[[Event], bool] | None = None,
+    ) -> None:
+        # No Response.__init__: it would add a content-length, and a stream has none.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(HEADERS)
+        self._store = store
+        self._broker = broker
+        self._query = query
+        self._last = last_event_id
+        self._config = config
+        self._is_last = is_last
+        self._send: Send | None = None
+        self._subscription: Subscription | None = None
+        self._disconnected = False
+        self._done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._send = send
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        try:
+            await self._write(events.retry(self._config.retry_ms))
+            await self._stream()
+        except (_Disconnected, TimeoutError, OSError):
+            pass
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if not self._disconnected:
+            with contextlib.suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                self._disconnected = True
+                if self._subscription is not None:
+                    self._subscription.close()
+                return
+
+    async def _write(self, data: bytes) -> None:
+        if self._disconnected:
+            raise _Disconnected
+        assert self._send is not None
+        async with asyncio.timeout(self._config.send_timeout):
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def _stream(self) -> None:
+        if self._last is not None:
+            await self._announce_gap(self._last)
+        while not self._done:
+            async with self._broker.subscribe(self._query) as subscription:
+                self._subscription = subscription
+                if self._disconnected:
+                    return
+                if self._last is not None:
+                    await self._replay()
+                if subscription.overflowed:
+                    # Live events outran our own replay: replay again from where it got to.
+                    continue
+                await self._live(subscription)
+                return
+
+    async def _announce_gap(self, last: int) -> None:
+        pruned = await self._store.pruned_through(self._query)
+        if last < pruned:
+            data = events.dumps({"last_event_id": last, "pruned_through": pruned})
+            await self._write(events.encode(data, event=events.STREAM_GAP))
+
+    async def _replay(self) -> None:
+        assert self._last is not None
+        while not self._done:
+            page = await self._store.events_after(self._query, self._last, self._config.page_size)
+            await self._emit(page)
+            if len(page) < self._config.page_size:
+                return
+
+    async def _live(self, subscription: Subscription) -> None:
+        heartbeat = events.comment()
+        while not self._done:
+            try:
+                ready = await subscription.wait(self._config.heartbeat)
+            except SubscriptionClosed:
+                # Shutdown, disconnect, or this client fell too far behind: in every case
+                # the stream ends and the client resumes with Last-Event-ID.
+                return
+            if ready:
+                await self._emit(subscription.drain())
+            else:
+                await self._write(heartbeat)
+
+    async def _emit(self, batch: Sequence[Event]) -> None:
+        frames = []
+        for event in batch:
+            if self._last is not None and event.id <= self._last:
+                continue
+            frames.append(event.frame)
+            self._last = event.id
+            if self._is_last is not None and self._is_last(event):
+                self._done = True
+                break
+        if frames:
+            await self._write(b"".join(frames))

@@ -1,0 +1,16 @@
+"""Durable state. One interface (``base.Store``); SQLite is the default implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from hub.events import Event
+from hub.settings import Settings
+from hub.store.base import Store
+
+
+def open_store(settings: Settings, on_commit: Callable[[Sequence[Event]], None]) -> Store:
+    """The store for ``settings.database_url``; ``on_commit`` gets new events in id order."""
+    from hub.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.sqlite_path, on_commit, synchronous=settings.sqlite_synchronous)

@@ -1,0 +1,52 @@
+"""SQLite schema, one migration per entry; ``PRAGMA user_version`` records how many ran."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: channels, raw deliveries, events.
+    """
+    CREATE TABLE channels (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        label TEXT,
+        created_at REAL NOT NULL,
+        expires_at INTEGER NOT NULL,
+        pruned_through INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX channels_owner ON channels (owner);
+
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        token_hash BLOB NOT NULL,
+        body_sha256 BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        content_type TEXT NOT NULL,
+        headers BLOB NOT NULL,
+        body BLOB NOT NULL,
+        task_id TEXT,
+        ref TEXT
+    );
+    -- A provider's retry of the same bytes to the same URL is the same delivery.
+    CREATE UNIQUE INDEX deliveries_dedupe ON deliveries (token_hash, body_sha256);
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        channel_id TEXT,
+        task_id TEXT,
+        ref TEXT,
+        delivery_id INTEGER,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX events_channel ON events (channel_id, id) WHERE channel_id IS NOT NULL;
+    CREATE INDEX events_task ON events (task_id, id) WHERE task_id IS NOT NULL;
+    CREATE INDEX events_ref ON events (channel_id, ref, id) WHERE ref IS NOT NULL;
+    CREATE INDEX events_created ON events (created_at);
+
+    -- Small counters, such as the highest event id retention has deleted.
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+)
