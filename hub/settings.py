@@ -61,6 +61,8 @@ class Settings:
     max_ttl_seconds: int = 365 * DAY
     watch_ttl_seconds: int = DAY
     heartbeat_seconds: float = 15.0
+    # A subscriber that takes longer than this to accept one write is cut off.
+    send_timeout_seconds: float = 30.0
     retry_ms: int = 2000
     max_wait_seconds: int = 300
     subscriber_queue_size: int = 1000

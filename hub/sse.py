@@ -37,7 +37,6 @@ class StreamConfig:
     heartbeat: float
     retry_ms: int
     page_size: int
-    # A client that takes longer than this to accept one write is cut off.
     send_timeout: float = 30.0
 
 
@@ -46,7 +45,6 @@ class _Disconnected(Exception):
 
 
 class EventStream(Response):
-
     def __init__(
         self,
         store: Store,
@@ -76,18 +74,24 @@ class EventStream(Response):
         self._send = send
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         watcher = asyncio.create_task(self._watch_disconnect(receive))
+        stalled = False
         try:
             await self._write(events.retry(self._config.retry_ms))
             await self._stream()
-        except (_Disconnected, TimeoutError, OSError):
+        except _Disconnected:
             pass
+        except TimeoutError:
+            stalled = True
+            log.info("a subscriber stopped reading; its stream is cut off")
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if not self._disconnected:
-            with contextlib.suppress(OSError):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not self._disconnected and not stalled:
+            # Bounded: the client may stop reading at any moment, this one included.
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self._config.send_timeout):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while True:

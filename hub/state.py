@@ -31,6 +31,7 @@ class HubState:
             heartbeat=settings.heartbeat_seconds,
             retry_ms=settings.retry_ms,
             page_size=settings.replay_page_size,
+            send_timeout=settings.send_timeout_seconds,
         )
         self.shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()

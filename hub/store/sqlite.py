@@ -57,6 +57,8 @@ class SQLiteStore:
         self._task: asyncio.Task[None] | None = None
         self._next_event_id = 1
         self._next_delivery_id = 1
+        # Transactions committed so far: with group commit, fewer than writes.
+        self.commits = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class SQLiteStore:
                 if pending.op is not None:
                     results[i] = await pending.op(db)
             await db.commit()
+            self.commits += 1
         except BaseException:
             for pending in batch:
                 pending.events.clear()

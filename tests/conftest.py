@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from hub.app import create_app
+from hub.settings import Secret, Settings
+from hub.state import HubState
+from tests.helpers import KEY, OTHER_KEY, LiveHub, live_hub
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    def make(**changes: Any) -> Settings:
+        base = Settings(
+            data_dir=tmp_path / "data",
+            secret_keys=(Secret("test-secret"),),
+            api_keys=(Secret(KEY), Secret(OTHER_KEY)),
+            public_url="http://hub.test",
+            sqlite_synchronous="NORMAL",
+        )
+        return base.replace(**changes)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Starlette:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process, lifespan run, requests through ASGITransport."""
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
+            yield c
+
+
+@pytest.fixture
+def state(app: Starlette, client: httpx.AsyncClient) -> HubState:
+    hub_state: HubState = app.state.hub
+    return hub_state
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[LiveHub]:
+    async with live_hub(settings) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client for talking to a live hub over loopback."""
+    async with httpx.AsyncClient(timeout=30) as c:
+        yield c

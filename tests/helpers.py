@@ -1,0 +1,129 @@
+"""Test helpers: a real hub on a loopback port, an SSE reader, waiting without sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.cli import Server, build_server
+from hub.settings import Settings
+from hub.state import HubState
+
+KEY = "test-key-one"
+OTHER_KEY = "test-key-two"
+AUTH = {"authorization": f"Bearer {KEY}"}
+OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
+
+
+@dataclass
+class LiveHub:
+    url: str
+    state: HubState
+    server: Server
+
+
+@contextlib.asynccontextmanager
+async def live_hub(settings: Settings) -> AsyncIterator[LiveHub]:
+    """The hub on real uvicorn on 127.0.0.1, on a port picked by the kernel."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = build_server(settings.replace(public_url=url, port=port), log_level="warning")
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started or task.done(), timeout=10)
+        if task.done():
+            task.result()
+        yield LiveHub(url, server.hub_state, server)
+    finally:
+        server.hub_state.begin_shutdown()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, every: float = 0.005
+) -> None:
+    """Wait for ``condition`` to hold, checking often; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(every)
+
+
+@dataclass
+class Frame:
+    id: str | None = None
+    event: str | None = None
+    data: list[str] = field(default_factory=list)
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads("\n".join(self.data))
+
+
+class SSE:
+    """Reads frames off a streaming httpx response, the way an EventSource parses them."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self, timeout: float = 5.0) -> Frame:
+        frame = Frame()
+        async with asyncio.timeout(timeout):
+            async for line in self._lines:
+                if line == "":
+                    if frame.data or frame.event or frame.id or frame.retry is not None:
+                        return frame
+                    if frame.comments:
+                        return frame
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "":
+                    frame.comments.append(value)
+                elif name == "data":
+                    frame.data.append(value)
+                elif name == "event":
+                    frame.event = value
+                elif name == "id":
+                    frame.id = value
+                elif name == "retry":
+                    frame.retry = int(value)
+            raise EOFError("the stream ended")
+
+    async def events(self, count: int, timeout: float = 10.0) -> list[Frame]:
+        """The next ``count`` events (frames with data), skipping comments and retry hints."""
+        found: list[Frame] = []
+        async with asyncio.timeout(timeout):
+            while len(found) < count:
+                frame = await self.next(timeout)
+                if frame.data:
+                    found.append(frame)
+        return found
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[SSE]:
+    async with client.stream("GET", url, headers=headers, timeout=30) as response:
+        assert response.status_code == 200, (response.status_code, await response.aread())
+        yield SSE(response)

@@ -1,0 +1,76 @@
+import asyncio
+
+import pytest
+
+from hub.broker import Broker, SubscriptionClosed
+from hub.events import Event
+from hub.store.base import EventQuery
+
+
+def event(id: int, channel: str = "ch_a", type: str = "callback.received", **kw) -> Event:
+    return Event(id, type, b"{}", channel_id=channel, **kw)
+
+
+async def test_publish_reaches_matching_subscribers_only():
+    broker = Broker()
+    async with (
+        broker.subscribe(EventQuery(channel_id="ch_a")) as a,
+        broker.subscribe(
+            EventQuery(channel_id="ch_a", types=frozenset({"task.succeeded"}))
+        ) as typed,
+        broker.subscribe(EventQuery(channel_id="ch_a", ref="r1")) as by_ref,
+        broker.subscribe(EventQuery(channel_id="ch_b")) as b,
+        broker.subscribe(EventQuery(task_id="task_1")) as task,
+    ):
+        broker.publish([event(1, ref="r1"), event(2, task_id="task_1", type="task.succeeded")])
+        assert [e.id for e in a.drain()] == [1, 2]
+        assert [e.id for e in typed.drain()] == [2]
+        assert [e.id for e in by_ref.drain()] == [1]
+        assert b.drain() == []
+        assert [e.id for e in task.drain()] == [2]
+    assert broker.subscriber_count == 0
+
+
+async def test_a_full_queue_closes_that_subscriber_and_no_other():
+    broker = Broker(queue_size=2)
+    async with (
+        broker.subscribe(EventQuery(channel_id="ch_a")) as slow,
+        broker.subscribe(EventQuery(channel_id="ch_a"), maxsize=10) as fast,
+    ):
+        broker.publish([event(i) for i in range(1, 4)])
+        assert slow.overflowed and slow.closed
+        assert not fast.closed
+        assert [e.id for e in fast.drain()] == [1, 2, 3]
+        # What was queued before the overflow can still be drained, then it reports closed.
+        assert await slow.wait(0) is True
+        assert [e.id for e in slow.drain()] == [1, 2]
+        with pytest.raises(SubscriptionClosed):
+            await slow.wait(1)
+
+
+async def test_wait_times_out_then_wakes_on_publish():
+    broker = Broker()
+    async with broker.subscribe(EventQuery(channel_id="ch_a")) as sub:
+        assert await sub.wait(0.01) is False
+        waiter = asyncio.create_task(sub.wait(5))
+        await asyncio.sleep(0)
+        broker.publish([event(1)])
+        assert await waiter is True
+
+
+async def test_close_ends_every_stream_and_refuses_new_ones():
+    broker = Broker()
+    async with broker.subscribe(EventQuery(channel_id="ch_a")) as sub:
+        waiter = asyncio.create_task(sub.wait(5))
+        await asyncio.sleep(0)
+        broker.close()
+        with pytest.raises(SubscriptionClosed):
+            await waiter
+    async with broker.subscribe(EventQuery(channel_id="ch_a")) as late:
+        assert late.closed
+
+
+async def test_a_subscription_must_name_a_channel_or_task():
+    with pytest.raises(ValueError):
+        async with Broker().subscribe(EventQuery()):
+            pass
