@@ -1,0 +1,118 @@
+"""HTTP plumbing shared by the emulators: bounded bodies, keys, URLs, ids and timestamps."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.sandbox.settings import SandboxSettings
+from hub.sandbox.state import FileStore
+from hub.sandbox.validation import ApiError
+
+MAX_JSON_BODY = 8 * 1024 * 1024
+# The providers allow 16 images of up to 50 MB each; the sandbox holds bodies in memory,
+# so it bounds the whole request well below that product.
+MAX_MULTIPART_BODY = 128 * 1024 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "Request body is too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "Request body is too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return value
+
+
+def content_type(request: Request) -> str:
+    return request.headers.get("content-type", "")
+
+
+def media_type(request: Request) -> str:
+    return content_type(request).split(";", 1)[0].strip().lower()
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def key_accepted(settings: SandboxSettings, key: str | None) -> bool:
+    """Any non-empty key, or exactly the configured one."""
+    if not key:
+        return False
+    if settings.api_key is None:
+        return True
+    return hmac.compare_digest(key.encode(), settings.api_key.encode())
+
+
+def mount_url(request: Request) -> str:
+    """The absolute URL of the provider's mount point, e.g. http://host/sandbox/eachlabs.
+
+    Starlette's Mount puts its prefix in root_path, so this holds however deeply the
+    sandbox is mounted inside another app.
+    """
+    root = request.scope.get("root_path", "")
+    return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def unix_now() -> float:
+    return time.time()
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_bytes(value: object) -> bytes:
+    """The exact bytes sent for a callback body; signatures are computed over these."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def files_route(files: FileStore) -> Route:
+    """``GET /files/{name}``: outputs and uploads, public like the providers' CDN URLs."""
+
+    async def serve(request: Request) -> Response:
+        stored = files.get(request.path_params["name"])
+        if stored is None:
+            raise ApiError(404, "File not found")
+        return Response(
+            stored.data,
+            media_type=stored.content_type,
+            headers={"Cache-Control": "public, max-age=604800, immutable"},
+        )
+
+    return Route("/files/{name}", serve, methods=["GET"])
