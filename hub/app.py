@@ -11,10 +11,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from hub.errors import HubError, error_response
-from hub.routes import callbacks, channels, health
+from hub.routes import blobs, callbacks, channels, health, tasks
 from hub.settings import Settings
 from hub.state import HubState
 
@@ -34,7 +34,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await state.close()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/callbacks/{token}", callbacks.receive, methods=["POST"]),
         Route("/v1/channels", channels.create, methods=["POST"]),
@@ -42,7 +42,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/channels/{channel_id}/events", channels.stream, methods=["GET"]),
         Route("/v1/channels/{channel_id}/tasks/{task_id}", channels.task_result, methods=["GET"]),
         Route("/v1/callback-urls", channels.create_callback_url, methods=["POST"]),
+        Route("/v1/tasks", tasks.create, methods=["POST"]),
+        Route("/v1/tasks/{task_id}", tasks.show, methods=["GET"]),
+        Route("/v1/tasks/{task_id}/events", tasks.stream, methods=["GET"]),
+        Route("/v1/uploads", blobs.upload, methods=["POST"]),
+        Route("/v1/blobs/{blob_id}", blobs.show, methods=["GET"]),
+        Route("/blobs/{token}", blobs.public, methods=["GET"]),
     ]
+    if state.sandbox is not None:
+        # The providers' emulators, in-process; the hub's lifespan starts and stops them.
+        routes.append(Mount("/sandbox", app=state.sandbox.app))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -13,7 +13,6 @@ from starlette.requests import Request
 
 from hub import events
 from hub.errors import HubError
-from hub.signing import Claims
 from hub.store.base import Delivery
 
 # Where providers put their task id, most specific first.
@@ -94,18 +93,19 @@ def find_ref(body: Any) -> str | None:
     return None
 
 
-def delivery(
+def channel_delivery(
     request: Request,
     token: str,
-    claims: Claims,
+    channel_id: str,
     body: bytes,
     received_at: float,
     max_event_body: int,
 ) -> Delivery:
+    """A callback to a channel's URL, and the ``callback.received`` event it publishes."""
     content_type = request.headers.get("content-type", "")
     parsed, encoding = parse(content_type, body)
     ref = find_ref(parsed)
-    data: dict[str, Any] = {"channel_id": claims.channel_id}
+    data: dict[str, Any] = {"channel_id": channel_id}
     if ref is not None:
         data["task_id"] = ref
     data["content_type"] = content_type
@@ -119,16 +119,31 @@ def delivery(
             data["body_encoding"] = encoding
     data["size"] = len(body)
     data["at"] = events.iso(received_at)
+    return raw_delivery(
+        request, token, body, received_at, channel_id, None, ref, orjson.dumps(data)
+    )
+
+
+def raw_delivery(
+    request: Request,
+    token: str,
+    body: bytes,
+    received_at: float,
+    channel_id: str | None,
+    task_id: str | None,
+    ref: str | None,
+    event_data: bytes | None,
+) -> Delivery:
     headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw]
     return Delivery(
-        channel_id=claims.channel_id,
+        channel_id=channel_id,
         token_hash=hashlib.sha256(token.encode()).digest(),
         body_sha256=hashlib.sha256(body).digest(),
-        content_type=content_type,
+        content_type=request.headers.get("content-type", ""),
         headers=orjson.dumps(headers),
         body=body,
         received_at=received_at,
-        task_id=claims.task_id,
+        task_id=task_id,
         ref=ref,
-        event_data=orjson.dumps(data),
+        event_data=event_data,
     )

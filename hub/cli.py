@@ -74,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         changes["public_url"] = ""  # recomputed from the new host and port
     settings = settings.replace(**changes)
     settings, new_key = datadir.prepare(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging()
     base = f"http://{settings.host}:{settings.port}"
     print(f"hub: listening on {base} (public URL {settings.public_url})", flush=True)
     print(f"hub: data in {settings.data_dir.resolve()}", flush=True)
@@ -88,10 +88,39 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def sandbox(args: argparse.Namespace) -> int:
+    """The providers' emulators alone, each under /<provider>."""
+    import os
+
+    from hub.sandbox.app import SandboxSettings, create_sandbox_app
+
+    settings = SandboxSettings.from_env(os.environ)
+    _configure_logging()
+    print(
+        f"hub sandbox: http://{args.host}:{args.port}/<acedata|eachlabs|atlascloud|segmind>",
+        flush=True,
+    )
+    uvicorn.run(
+        create_sandbox_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return 0
+
+
 def settings_env_public_url() -> bool:
     import os
 
     return bool(os.environ.get("HUB_PUBLIC_URL"))
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request URL at INFO; URLs can carry signed tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sandbox", action="store_true", help="run the providers' emulators in-process"
     )
     serve_parser.set_defaults(run=serve)
+    sandbox_parser = commands.add_parser("sandbox", help="run the providers' emulators alone")
+    sandbox_parser.add_argument("--host", default="127.0.0.1")
+    sandbox_parser.add_argument("--port", type=int, default=9000)
+    sandbox_parser.set_defaults(run=sandbox)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -69,6 +69,18 @@ class Settings:
     replay_page_size: int = 1000
     sqlite_synchronous: str = "FULL"
     sandbox: bool = False
+    # Lets input and output image URLs point at loopback (a sandbox run alone on this
+    # machine). Implied by sandbox mode; never for a public deployment.
+    allow_loopback_urls: bool = False
+    # Tasks: a deadline after which a task is timed_out, submit attempts, work at once.
+    task_timeout_seconds: int = 600
+    task_max_attempts: int = 5
+    worker_concurrency: int = 32
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+    # Every other HUB_* variable (HUB_EACHLABS_API_KEY, HUB_SANDBOX_LATENCY, ...), read by
+    # the modules they configure. Out of repr: it holds provider keys.
+    extra_env: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -78,6 +90,10 @@ class Settings:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
             public_url = f"http://{host}:{self.port}"
         object.__setattr__(self, "public_url", public_url.rstrip("/"))
+
+    @property
+    def loopback_allowed(self) -> bool:
+        return self.sandbox or self.allow_loopback_urls
 
     @property
     def sqlite_path(self) -> Path:
@@ -95,20 +111,25 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
+            if field.name == "extra_env":
+                continue
             name = "HUB_" + field.name.upper()
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
             values[field.name] = _parse(name, field.default, raw)
         # Short names that DESIGN.md documents.
-        for name, field_name in (
-            ("HUB_SECRET", "secret_keys"),
-            ("HUB_RETENTION", "retention_seconds"),
-        ):
+        aliases = (("HUB_SECRET", "secret_keys"), ("HUB_RETENTION", "retention_seconds"))
+        for name, field_name in aliases:
             raw = env.get(name)
             if raw:
                 default = cls.__dataclass_fields__[field_name].default
                 values[field_name] = _parse(name, default, raw)
+        known = {"HUB_" + f.name.upper() for f in dataclasses.fields(cls)}
+        known |= {name for name, _ in aliases}
+        values["extra_env"] = tuple(
+            sorted((k, v) for k, v in env.items() if k.startswith("HUB_") and k not in known)
+        )
         if "port" not in values and env.get("PORT"):
             values["port"] = _parse("PORT", 0, env["PORT"])
         return cls(**values)

@@ -21,13 +21,18 @@ MAX_TOKEN_LENGTH = 1024
 
 CALLBACK = "hub.callback.v1"
 WATCH = "hub.watch.v1"
+# A blob served to a provider that needs an image URL.
+BLOB = "hub.blob.v1"
 
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    channel_id: str
+    """What a token grants: a channel's inbox or stream, one task's callback, one blob."""
+
+    channel_id: str | None
     expires_at: int
     task_id: str | None = None
+    blob_id: str | None = None
 
 
 class Signer:
@@ -37,13 +42,14 @@ class Signer:
         # itsdangerous signs with the last key and verifies with every key: newest last.
         keys = [key.reveal() for key in reversed(secret_keys)]
         self._serializers = {
-            purpose: URLSafeSerializer(keys, salt=purpose) for purpose in (CALLBACK, WATCH)
+            purpose: URLSafeSerializer(keys, salt=purpose) for purpose in (CALLBACK, WATCH, BLOB)
         }
 
     def issue(self, purpose: str, claims: Claims) -> str:
-        payload: dict[str, Any] = {"c": claims.channel_id, "e": claims.expires_at}
-        if claims.task_id is not None:
-            payload["t"] = claims.task_id
+        payload: dict[str, Any] = {"e": claims.expires_at}
+        for key, value in (("c", claims.channel_id), ("t", claims.task_id), ("b", claims.blob_id)):
+            if value is not None:
+                payload[key] = value
         token = self._serializers[purpose].dumps(payload)
         assert isinstance(token, str)
         return token
@@ -54,7 +60,7 @@ class Signer:
             raise HubError(401, "invalid_token", "the token is not valid")
         try:
             payload = self._serializers[purpose].loads(token)
-            claims = Claims(payload["c"], int(payload["e"]), payload.get("t"))
+            claims = Claims(payload.get("c"), int(payload["e"]), payload.get("t"), payload.get("b"))
         except (BadSignature, KeyError, TypeError, ValueError):
             raise HubError(401, "invalid_token", "the token is not valid") from None
         if claims.expires_at <= (time.time() if now is None else now):

@@ -9,15 +9,26 @@ import logging
 import time
 from collections.abc import Coroutine
 
+import httpx
+
 from hub.auth import Keys
 from hub.broker import Broker
+from hub.providers import PROVIDERS
+from hub.providers.config import provider_configs
+from hub.sandbox.app import Sandbox, SandboxSettings
 from hub.settings import Settings
 from hub.signing import Signer
 from hub.sse import StreamConfig
 from hub.store import open_store
 from hub.store.base import Store
+from hub.tasks import TaskEngine
 
 log = logging.getLogger("hub")
+
+# One client for every outbound call: providers, input images, outputs. Segmind's
+# synchronous call takes about a minute, so reads may be long; connects may not.
+CLIENT_TIMEOUT = httpx.Timeout(200.0, connect=10.0)
+CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
 class HubState:
@@ -33,11 +44,42 @@ class HubState:
             page_size=settings.replay_page_size,
             send_timeout=settings.send_timeout_seconds,
         )
+        self.provider_configs = provider_configs(settings)
+        self.sandbox: Sandbox | None = None
+        if settings.sandbox:
+            self.sandbox = Sandbox(SandboxSettings.from_env(dict(settings.extra_env)))
         self.shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._engine: TaskEngine | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("the hub is not started")
+        return self._client
+
+    @property
+    def engine(self) -> TaskEngine:
+        if self._engine is None:
+            raise RuntimeError("the hub is not started")
+        return self._engine
 
     async def open(self) -> None:
         await self.store.open()
+        self._client = httpx.AsyncClient(
+            timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, headers={"user-agent": "hub"}
+        )
+        if self.sandbox is not None:
+            await self.sandbox.start()
+        providers = {
+            name: PROVIDERS[name](config, self._client)
+            for name, config in self.provider_configs.items()
+        }
+        self._engine = TaskEngine(
+            self.settings, self.store, self.signer, self._client, providers, self.provider_configs
+        )
+        await self._engine.start()
         self._spawn(self._prune_forever(), "hub-retention")
 
     def begin_shutdown(self) -> None:
@@ -52,6 +94,12 @@ class HubState:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._engine is not None:
+            await self._engine.stop()
+        if self.sandbox is not None:
+            await self.sandbox.stop()
+        if self._client is not None:
+            await self._client.aclose()
         await self.store.close()
 
     def _spawn(self, coro: Coroutine[None, None, None], name: str) -> None:

@@ -24,7 +24,14 @@ def free_port() -> int:
 
 
 class HubProcess:
-    def __init__(self, data_dir, port: int) -> None:
+    def __init__(
+        self,
+        data_dir,
+        port: int,
+        *,
+        extra: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("serve",),
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         env = {
@@ -33,21 +40,22 @@ class HubProcess:
             "HUB_API_KEYS": KEY,
             "HUB_SECRET": "process-test-secret",
             "HUB_HEARTBEAT_SECONDS": "0.3",
+            **(extra or {}),
         }
         self.log = data_dir / f"hub-{port}-{os.urandom(3).hex()}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub", "serve", "--port", str(port)],
+                [sys.executable, "-m", "hub", *command, "--port", str(port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
-    async def ready(self, http: httpx.AsyncClient) -> None:
+    async def ready(self, http: httpx.AsyncClient, path: str = "/healthz") -> None:
         async def up() -> bool:
             assert self.proc.poll() is None, self.output()
             with contextlib.suppress(httpx.TransportError):
-                return (await http.get(self.url + "/healthz")).status_code == 200
+                return (await http.get(self.url + path)).status_code == 200
             return False
 
         await until(up, timeout=20, every=0.05)
@@ -128,3 +136,49 @@ async def test_sigterm_ends_streams_and_exits(tmp_path, http):
         if hub.proc.poll() is None:
             hub.kill()
     assert "Application shutdown complete" in hub.output()
+
+
+async def test_a_task_interrupted_by_kill_9_finishes_after_restart(tmp_path, http):
+    """The hub dies while a provider is working on its task; the restarted hub picks the
+    task up from the store and polls it to the end, without submitting it again."""
+    sandbox = HubProcess(
+        tmp_path, free_port(), command=("sandbox",), extra={"HUB_SANDBOX_LATENCY": "2"}
+    )
+    port = free_port()
+    extra = {
+        "HUB_ATLASCLOUD_URL": f"{sandbox.url}/atlascloud",
+        "HUB_ATLASCLOUD_API_KEY": "key",
+        "HUB_ATLASCLOUD_FIRST_POLL_AFTER": "0.2",
+        "HUB_ATLASCLOUD_POLL_INTERVAL": "0.2",
+        "HUB_ALLOW_LOOPBACK_URLS": "1",
+    }
+    hub = HubProcess(tmp_path, port, extra=extra)
+    restarted = None
+    try:
+        await sandbox.ready(http, "/eachlabs/_sandbox/faults")
+        await hub.ready(http)
+        from tests.test_tasks_e2e import data_url, png
+
+        body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(png())]}}
+        created = (await http.post(hub.url + "/v1/tasks", json=body, headers=AUTH)).json()
+        async with stream(http, created["stream_url"], AUTH) as sse:
+            while (await sse.next(10)).event != "task.submitted":
+                pass
+        hub.kill()
+
+        restarted = HubProcess(tmp_path, port, extra=extra)
+        await restarted.ready(http)
+        seen = []
+        async with stream(http, created["stream_url"], AUTH) as sse:
+            with contextlib.suppress(EOFError):
+                while True:
+                    frame = await sse.next(30)
+                    if frame.event:
+                        seen.append(frame.event)
+        assert seen == ["task.queued", "task.submitted", "task.succeeded"]
+        record = (await http.get(f"{hub.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
+        assert record["status"] == "succeeded" and record["attempts"] == 1
+    finally:
+        for proc in (hub, restarted, sandbox):
+            if proc is not None and proc.proc.poll() is None:
+                proc.kill()

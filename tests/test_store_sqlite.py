@@ -8,6 +8,7 @@ import pytest
 from hub.events import Event
 from hub.store.base import Channel, Delivery, EventQuery
 from hub.store.sqlite import SQLiteStore
+from hub.store.sqlite_schema import MIGRATIONS
 
 
 def delivery(
@@ -128,7 +129,7 @@ async def test_migrations_are_versioned_and_run_once(tmp_path):
         await s.open()
         await s.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

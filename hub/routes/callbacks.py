@@ -1,4 +1,5 @@
-"""``POST /callbacks/{token}``: the providers' target. The signed token is the credential."""
+"""``POST /callbacks/{token}``: the providers' target. The signed token is the credential:
+it names a channel (an inbox anyone may post to) or one of the hub's own tasks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import callbacks
+from hub.errors import HubError, not_found
+from hub.providers.base import CallbackRejected
 from hub.routes.common import hub, json_response
 from hub.signing import CALLBACK
+from hub.state import HubState
 
 
 async def receive(request: Request) -> Response:
@@ -17,11 +21,37 @@ async def receive(request: Request) -> Response:
     token = request.path_params["token"]
     claims = state.signer.verify(CALLBACK, token)
     body = await callbacks.read_body(request, state.settings.max_callback_bytes)
-    delivery = callbacks.delivery(
-        request, token, claims, body, time.time(), state.settings.max_event_body_bytes
+    received_at = time.time()
+    if claims.task_id is not None:
+        return await _task_callback(state, request, token, claims.task_id, body, received_at)
+    assert claims.channel_id is not None
+    delivery = callbacks.channel_delivery(
+        request, token, claims.channel_id, body, received_at, state.settings.max_event_body_bytes
     )
     # Answered only once committed: a 200 means the bytes are on disk.
     event = await state.store.add_delivery(delivery)
     if event is None:
         return json_response({"ok": True, "duplicate": True})
     return json_response({"ok": True, "duplicate": False, "event_id": event.id})
+
+
+async def _task_callback(
+    state: HubState, request: Request, token: str, task_id: str, body: bytes, received_at: float
+) -> Response:
+    """A provider reporting on a task: verified (signature over the raw bytes), then applied
+    in one transaction with the delivery, once however often it is sent."""
+    task = await state.store.get_task(task_id)
+    provider = state.engine.providers.get(task.provider) if task is not None else None
+    if task is None or provider is None:
+        raise not_found("task")
+    try:
+        outcome = await provider.parse_callback(request.headers, body, task.callback_secret)
+    except CallbackRejected as exc:
+        codes = {401: "invalid_signature", 503: "unavailable"}
+        code = codes.get(exc.status, "bad_request")
+        raise HubError(exc.status, code, exc.message) from None
+    delivery = callbacks.raw_delivery(
+        request, token, body, received_at, task.channel_id, task.id, task.provider_task_id, None
+    )
+    applied = await state.engine.apply_callback(task.id, outcome, delivery)
+    return json_response({"ok": True, "applied": applied})

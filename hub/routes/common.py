@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from hub.callbacks import read_body
 from hub.errors import HubError, invalid
 from hub.state import HubState
 
@@ -25,11 +26,11 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
 
 
-async def json_object(request: Request, *, optional: bool = False) -> dict[str, Any]:
+async def json_object(
+    request: Request, *, optional: bool = False, limit: int = MAX_JSON_BYTES
+) -> dict[str, Any]:
     """The request's JSON object body: 413 if too large, 400 if not JSON, 422 if not an object."""
-    from hub.callbacks import read_body
-
-    body = await read_body(request, MAX_JSON_BYTES)
+    body = await read_body(request, limit)
     if not body.strip() and optional:
         return {}
     try:

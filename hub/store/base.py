@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ class Channel:
 class Delivery:
     """A callback exactly as it arrived, and the event it becomes once stored."""
 
-    channel_id: str
+    channel_id: str | None
     # sha256 of the callback token: the same URL, without keeping the credential itself.
     token_hash: bytes
     body_sha256: bytes
@@ -32,7 +32,9 @@ class Delivery:
     received_at: float
     task_id: str | None
     ref: str | None
-    event_data: bytes
+    # The callback.received event's payload; None keeps the delivery without publishing
+    # (a task's provider callback, which the task's own events report).
+    event_data: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +81,87 @@ class Store(Protocol):
         """The highest event id of this stream that retention has deleted (0 if none)."""
 
     async def prune(self, before: float) -> int:
-        """Delete events and deliveries older than ``before``; return how many events went."""
+        """Delete events, deliveries and blobs older than ``before``; return how many
+        events went."""
+
+    # -- tasks and blobs -------------------------------------------------------------------
+
+    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event: ...
+
+    async def get_task(self, task_id: str) -> TaskRecord | None: ...
+
+    async def update_task(
+        self,
+        task_id: str,
+        expect: frozenset[str],
+        changes: Mapping[str, object],
+        events: Sequence[NewEvent] = (),
+        blobs: Sequence[Blob] = (),
+        delivery: Delivery | None = None,
+    ) -> list[Event] | None:
+        """Apply ``changes`` if the task's status is one of ``expect``; write ``events``
+        and ``blobs`` (and the callback ``delivery`` that caused it) in the same transaction.
+        None if the status did not match, or the delivery is a byte-identical retry: a
+        transition happens once however many callers race for it."""
+
+    async def claim_tasks(self, now: float, lease: float, limit: int) -> list[TaskRecord]:
+        """Up to ``limit`` tasks due at ``now``, each leased for ``lease`` seconds so no
+        other worker takes it meanwhile."""
+
+    async def release_leases(self) -> None:
+        """Forget every lease: the one worker that could hold them has restarted."""
+
+    async def next_due(self) -> float | None: ...
+
+    async def put_blob(self, blob: Blob) -> None: ...
+
+    async def get_blob(self, blob_id: str) -> Blob | None: ...
+
+
+TERMINAL = frozenset({"succeeded", "failed", "timed_out", "canceled"})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: str
+    owner: str
+    provider: str
+    status: str  # queued -> submitted -> succeeded | failed | timed_out
+    input: bytes  # JSON: prompt, image blob ids, options
+    channel_id: str | None
+    provider_task_id: str | None
+    callback_secret: str | None
+    outputs: bytes  # JSON list of {"blob_id", "content_type"}
+    result: bytes | None  # JSON outcome whose outputs still have to be fetched
+    error: str | None
+    attempts: int
+    next_at: float | None  # when the worker looks at it next; None once terminal
+    deadline: float
+    created_at: float
+    updated_at: float
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    id: str
+    owner: str
+    content_type: str
+    size: int
+    sha256: bytes
+    created_at: float
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to write with a change; the store gives it its id at commit."""
+
+    type: str
+    data: bytes
+    channel_id: str | None = None
+    task_id: str | None = None
+    ref: str | None = None

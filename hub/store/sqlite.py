@@ -1,43 +1,35 @@
 """The default store: SQLite in WAL mode through aiosqlite.
 
-Writes go through one writer task that commits whatever is waiting in one transaction
-(group commit): under load many callbacks share one fsync. The writer assigns event and
-delivery ids itself, in commit order, and hands each committed batch to ``on_commit`` in id
-order before any caller is answered, so subscribers see events in id order. That needs the
-writer to be the only one, which is why SQLite mode is one process (replicas use PostgreSQL).
-Reads use a second connection, which WAL lets run beside the writer.
+Writes go through the group-commit ``Writer`` (one connection, one task); reads use a second
+connection, which WAL lets run beside the writer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from hub.events import Event
-from hub.store.base import Channel, Delivery, EventQuery
+from hub.store.base import Blob, Channel, Delivery, EventQuery, NewEvent, TaskRecord
 from hub.store.sqlite_schema import MIGRATIONS
+from hub.store.sqlite_writer import Tx, Writer
 
 log = logging.getLogger("hub.store")
 
-MAX_BATCH = 512
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
-
-Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
-
-
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Any]
-    delivery: Delivery | None = None
-    op: Op | None = None
-    events: list[Event] = field(default_factory=list)
+_TASK_COLUMNS = (
+    "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
+    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
+)
+# What update_task may change; anything else is a programming error.
+_TASK_FIELDS = frozenset(
+    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at"}
+)
 
 
 class SQLiteStore:
@@ -51,25 +43,23 @@ class SQLiteStore:
         self._path = path
         self._on_commit = on_commit
         self._synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: Writer | None = None
+        self._write_db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._next_event_id = 1
-        self._next_delivery_id = 1
-        # Transactions committed so far: with group commit, fewer than writes.
-        self.commits = 0
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer is not None else 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._migrate(self._writer)
-        self._next_event_id = await self._sequence("events") + 1
-        self._next_delivery_id = await self._sequence("deliveries") + 1
+        self._write_db = await self._connect()
+        await self._migrate(self._write_db)
+        self._writer = Writer(self._write_db, self._on_commit)
+        await self._writer.start()
         self._reader = await self._connect()
-        self._task = asyncio.create_task(self._write_loop(), name="hub-sqlite-writer")
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -85,34 +75,19 @@ class SQLiteStore:
             row = await cursor.fetchone()
         version = int(row[0]) if row else 0
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first; the version bump rides in the script's own
-            # transaction so a crash mid-migration leaves the old version recorded.
+            # The version bump rides in the script's own transaction, so a crash
+            # mid-migration leaves the old version recorded and the script runs again.
             await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
             log.info("store migrated to version %d", number)
 
-    async def _sequence(self, table: str) -> int:
-        assert self._writer is not None
-        # AUTOINCREMENT's sqlite_sequence remembers the highest id ever used, even after
-        # retention deleted it, so an id is never handed out twice.
-        sql = "SELECT seq FROM sqlite_sequence WHERE name = ?"
-        async with self._writer.execute(sql, (table,)) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(RuntimeError("the store is closed"))
-        for db in (self._reader, self._writer):
+        if self._writer is not None:
+            await self._writer.stop()
+        for db in (self._reader, self._write_db):
             if db is not None:
                 await db.close()
-        self._reader = self._writer = None
+        self._reader = self._write_db = None
+        self._writer = None
 
     async def ping(self) -> None:
         async with self._read("SELECT 1") as cursor:
@@ -120,22 +95,28 @@ class SQLiteStore:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def _write(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("the store is closed")
+        return self._writer
+
     async def create_channel(self, channel: Channel) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
             await db.execute(
                 "INSERT INTO channels (id, owner, label, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at),
             )
 
-        await self._submit(_Pending(self._future(), op=op))
+        await self._write().run(op)
 
     async def add_delivery(self, delivery: Delivery) -> Event | None:
-        result: Event | None = await self._submit(_Pending(self._future(), delivery=delivery))
+        writer = self._write()
+        result = await writer.delivery(delivery)
         return result
 
     async def prune(self, before: float) -> int:
-        async def op(db: aiosqlite.Connection) -> int:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> int:
             cutoff = (before,)
             await db.execute(
                 "UPDATE channels SET pruned_through = MAX(pruned_through, ("
@@ -153,133 +134,93 @@ class SQLiteStore:
             cursor = await db.execute("DELETE FROM events WHERE created_at < ?", cutoff)
             deleted = cursor.rowcount
             await db.execute("DELETE FROM deliveries WHERE received_at < ?", cutoff)
+            await db.execute("DELETE FROM blobs WHERE created_at < ?", cutoff)
             return deleted
 
-        deleted: int = await self._submit(_Pending(self._future(), op=op))
+        deleted: int = await self._write().run(op)
         return deleted
 
-    def _future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _submit(self, pending: _Pending) -> Any:
-        if self._task is None or self._task.done():
-            raise RuntimeError("the store is closed")
-        self._queue.put_nowait(pending)
-        return await pending.future
-
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                results = await self._commit(batch)
-            except Exception:
-                # One bad write must not fail the others that shared its transaction:
-                # retry each alone so only the guilty one sees its error.
-                log.exception("batch of %d writes failed; retrying one by one", len(batch))
-                for pending in batch:
-                    try:
-                        result = await self._commit([pending])
-                    except Exception as exc:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
-                    else:
-                        self._finish([pending], result)
-                continue
-            self._finish(batch, results)
-
-    def _finish(self, batch: list[_Pending], results: list[Any]) -> None:
-        events = [event for pending in batch for event in pending.events]
-        if events:
-            try:
-                self._on_commit(events)
-            except Exception:
-                log.exception("publishing committed events failed")
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
-
-    async def _commit(self, batch: list[_Pending]) -> list[Any]:
-        db = self._writer
-        assert db is not None
-        next_event, next_delivery = self._next_event_id, self._next_delivery_id
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            results = [None] * len(batch)
-            deliveries = [(i, p) for i, p in enumerate(batch) if p.delivery is not None]
-            if deliveries:
-                next_event, next_delivery = await self._insert_deliveries(
-                    db, deliveries, results, next_event, next_delivery
-                )
-            for i, pending in enumerate(batch):
-                if pending.op is not None:
-                    results[i] = await pending.op(db)
-            await db.commit()
-            self.commits += 1
-        except BaseException:
-            for pending in batch:
-                pending.events.clear()
-            with contextlib.suppress(Exception):
-                await db.rollback()
-            raise
-        self._next_event_id, self._next_delivery_id = next_event, next_delivery
-        return results
-
-    async def _insert_deliveries(
-        self,
-        db: aiosqlite.Connection,
-        deliveries: list[tuple[int, _Pending]],
-        results: list[Any],
-        next_event: int,
-        next_delivery: int,
-    ) -> tuple[int, int]:
-        first = next_delivery
-        rows = []
-        for _, pending in deliveries:
-            d = pending.delivery
-            assert d is not None
-            rows.append((
-                next_delivery, d.channel_id, d.token_hash, d.body_sha256, d.received_at,
-                d.content_type, d.headers, d.body, d.task_id, d.ref,
-            ))  # fmt: skip
-            next_delivery += 1
-        # A retry of bytes already accepted on the same URL is ignored by the unique index;
-        # which ids made it in tells the duplicates apart without a query per delivery.
-        await db.executemany(
-            "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
-            " received_at, content_type, headers, body, task_id, ref)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        async with db.execute(
-            "SELECT id FROM deliveries WHERE id >= ? AND id < ?", (first, next_delivery)
-        ) as cursor:
-            stored = {int(row[0]) for row in await cursor.fetchall()}
-        event_rows = []
-        for offset, (i, pending) in enumerate(deliveries):
-            if first + offset not in stored:
-                continue
-            d = pending.delivery
-            assert d is not None
-            event = Event(
-                next_event, "callback.received", d.event_data,
-                channel_id=d.channel_id, task_id=d.task_id, ref=d.ref, created_at=d.received_at,
+    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> Event:
+            await db.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
+                (
+                    task.id, task.owner, task.provider, task.status, task.input,
+                    task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
+                    task.result, task.error, task.attempts, task.next_at, task.deadline,
+                    task.created_at, task.updated_at,
+                ),
             )  # fmt: skip
-            event_rows.append((
-                event.id, event.type, event.channel_id, event.task_id, event.ref,
-                first + offset, event.data, event.created_at,
-            ))  # fmt: skip
-            pending.events.append(event)
-            results[i] = event
-            next_event += 1
-        if event_rows:
-            await db.executemany(
-                "INSERT INTO events (id, type, channel_id, task_id, ref, delivery_id, data,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                event_rows,
+            return tx.emit(event)
+
+        created: Event = await self._write().run(op)
+        return created
+
+    async def update_task(
+        self,
+        task_id: str,
+        expect: frozenset[str],
+        changes: Mapping[str, object],
+        events: Sequence[NewEvent] = (),
+        blobs: Sequence[Blob] = (),
+        delivery: Delivery | None = None,
+    ) -> list[Event] | None:
+        unknown = set(changes) - _TASK_FIELDS
+        if unknown:
+            raise ValueError(f"update_task cannot change {sorted(unknown)}")
+
+        async def op(db: aiosqlite.Connection, tx: Tx) -> list[Event] | None:
+            columns = sorted(changes)
+            assignments = "".join(f"{column} = ?, " for column in columns)
+            states = ", ".join("?" * len(expect))
+            # A savepoint, so a transition whose callback turns out to be a byte-identical
+            # retry is undone without touching the rest of the batch.
+            await db.execute("SAVEPOINT task_update")
+            cursor = await db.execute(
+                f"UPDATE tasks SET {assignments}lease_until = NULL, updated_at = ?"  # noqa: S608
+                f" WHERE id = ? AND status IN ({states})",
+                (*(changes[c] for c in columns), _now(), task_id, *sorted(expect)),
             )
-        return next_event, next_delivery
+            applied = cursor.rowcount == 1
+            if applied and delivery is not None:
+                applied = await _insert_delivery(db, tx, delivery)
+            if not applied:
+                await db.execute("ROLLBACK TO task_update")
+            await db.execute("RELEASE task_update")
+            if not applied:
+                return None
+            await _insert_blobs(db, blobs)
+            return [tx.emit(event) for event in events]
+
+        result: list[Event] | None = await self._write().run(op)
+        return result
+
+    async def claim_tasks(self, now: float, lease: float, limit: int) -> list[TaskRecord]:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> list[TaskRecord]:
+            async with db.execute(
+                f"UPDATE tasks SET lease_until = ? WHERE id IN ("  # noqa: S608
+                " SELECT id FROM tasks WHERE next_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)"
+                f" RETURNING {_TASK_COLUMNS}",
+                (now + lease, now, now, limit),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            return [_task(row) for row in rows]
+
+        claimed: list[TaskRecord] = await self._write().run(op)
+        return claimed
+
+    async def release_leases(self) -> None:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
+            await db.execute("UPDATE tasks SET lease_until = NULL WHERE lease_until IS NOT NULL")
+
+        await self._write().run(op)
+
+    async def put_blob(self, blob: Blob) -> None:
+        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
+            await _insert_blobs(db, [blob])
+
+        await self._write().run(op)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -319,6 +260,61 @@ class SQLiteStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"  # noqa: S608
+        async with self._read(sql, (task_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _task(row) if row else None
+
+    async def next_due(self) -> float | None:
+        sql = (
+            "SELECT MIN(MAX(next_at, COALESCE(lease_until, 0))) FROM tasks"
+            " WHERE next_at IS NOT NULL"
+        )
+        async with self._read(sql) as cursor:
+            row = await cursor.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def get_blob(self, blob_id: str) -> Blob | None:
+        sql = (
+            "SELECT id, owner, content_type, size, sha256, created_at, data FROM blobs WHERE id = ?"
+        )
+        async with self._read(sql, (blob_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        id_, owner, content_type, size, sha256, created_at, data = row
+        return Blob(id_, owner, content_type, size, bytes(sha256), created_at, bytes(data))
+
+
+async def _insert_delivery(db: aiosqlite.Connection, tx: Tx, d: Delivery) -> bool:
+    cursor = await db.execute(
+        "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
+        " received_at, content_type, headers, body, task_id, ref)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            tx.delivery_id(), d.channel_id, d.token_hash, d.body_sha256, d.received_at,
+            d.content_type, d.headers, d.body, d.task_id, d.ref,
+        ),
+    )  # fmt: skip
+    return cursor.rowcount == 1
+
+
+def _now() -> float:
+    return time.time()
+
+
+async def _insert_blobs(db: aiosqlite.Connection, blobs: Sequence[Blob]) -> None:
+    if blobs:
+        await db.executemany(
+            "INSERT OR IGNORE INTO blobs (id, owner, content_type, size, sha256, data, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (b.id, b.owner, b.content_type, b.size, b.sha256, b.data, b.created_at)
+                for b in blobs
+            ],
+        )
+
 
 def _where(query: EventQuery) -> tuple[str, list[Any]]:
     """SQL conditions for ``query``: fixed column names, every value a bound parameter."""
@@ -344,3 +340,13 @@ def _event(row: Any) -> Event:
         id_, type_, bytes(data),
         channel_id=channel_id, task_id=task_id, ref=ref, created_at=created_at,
     )  # fmt: skip
+
+
+def _task(row: Any) -> TaskRecord:
+    values = list(row)
+    for index in (4, 8, 9):  # input, outputs, result come back as bytes or str
+        if isinstance(values[index], str):
+            values[index] = values[index].encode()
+        elif isinstance(values[index], memoryview):
+            values[index] = bytes(values[index])
+    return TaskRecord(*values)

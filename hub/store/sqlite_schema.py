@@ -17,7 +17,7 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        channel_id TEXT NOT NULL,
+        channel_id TEXT,
         token_hash BLOB NOT NULL,
         body_sha256 BLOB NOT NULL,
         received_at REAL NOT NULL,
@@ -48,5 +48,40 @@ MIGRATIONS: tuple[str, ...] = (
 
     -- Small counters, such as the highest event id retention has deleted.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+    # 2: tasks and blobs.
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input BLOB NOT NULL,
+        channel_id TEXT,
+        provider_task_id TEXT,
+        callback_secret TEXT,
+        outputs BLOB NOT NULL DEFAULT '[]',
+        result BLOB,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL,
+        lease_until REAL,
+        deadline REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX tasks_due ON tasks (next_at) WHERE next_at IS NOT NULL;
+    CREATE INDEX tasks_owner ON tasks (owner, created_at);
+
+    CREATE TABLE blobs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX blobs_created ON blobs (created_at);
     """,
 )

@@ -1,0 +1,146 @@
+"""The one interface every provider adapter implements, and the records it trades in.
+
+An adapter turns the hub's edit request into its provider's HTTP call, reads the answer,
+polls, and parses a callback. It never touches the store: the task engine (``hub.tasks``)
+owns state, retries, deadlines and outputs. Everything that differs between providers
+lives in the adapter modules and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import httpx
+
+SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
+QUALITIES = ("auto", "low", "medium", "high")
+BACKGROUNDS = ("auto", "transparent", "opaque")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    base_url: str  # no trailing slash, e.g. "https://api.eachlabs.ai" or ".../sandbox/eachlabs"
+    api_key: str = field(repr=False)
+    # Enforced by the engine, not discovered by failing. 0 = no limit.
+    requests_per_minute: int = 0
+    concurrency: int = 0
+    # Seconds to wait after submitting before the first status check, then between checks.
+    first_poll_after: float = 3.0
+    poll_interval: float = 3.0
+    request_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An input image the hub holds as a blob."""
+
+    blob_id: str
+    content_type: str  # image/png, image/jpeg or image/webp
+    filename: str  # e.g. "image-1.png"
+    # A signed, expiring URL where the provider can GET the bytes from the hub.
+    url: str
+    # The bytes, loaded on demand (multipart uploads need them; URL-based calls don't).
+    load: Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class EditRequest:
+    task_id: str  # the hub's own id
+    prompt: str
+    images: tuple[InputImage, ...]  # 1 to 16
+    mask: InputImage | None = None
+    size: str | None = None  # one of SIZES, None = provider default
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    n: int | None = None
+    # A signed hub URL for this task's callback, or None when the provider must be polled
+    # (no callback support, or a rule it has, like AtlasCloud's https-only webhooks).
+    callback_url: str | None = None
+    # A per-task secret the provider signs its callback with, where it supports one.
+    callback_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One result image: bytes the provider returned, or a URL to download them from."""
+
+    data: bytes | None = None
+    url: str | None = None
+    content_type: str | None = None
+
+
+State = Literal["pending", "succeeded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the provider said about a task."""
+
+    state: State
+    provider_task_id: str | None = None
+    outputs: tuple[Output, ...] = ()
+    # For "failed": what happened, in words a user can act on (with the provider's code).
+    error: str | None = None
+    # Provider details worth keeping (status string, timings), small.
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A call to the provider did not work.
+
+    ``retryable``: a 429, a 5xx, a timeout or a network error; the engine retries with
+    backoff, honouring ``retry_after`` (seconds). Otherwise the task fails with ``message``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+class CallbackRejected(Exception):
+    """A callback that fails its signature check (-> 401) or cannot be read (-> 400)."""
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Provider(Protocol):
+    name: str
+    # True if the provider POSTs results to a URL the hub gives it.
+    supports_callback: bool
+
+    def wants_callback(self, public_url: str) -> bool:
+        """Whether to hand this provider a callback URL built on ``public_url``."""
+
+    async def submit(self, request: EditRequest) -> Outcome:
+        """Send the job. ``pending`` with the provider's task id, or already terminal for
+        providers that answer synchronously. Raises ProviderError."""
+
+    async def poll(self, provider_task_id: str) -> Outcome:
+        """Ask the provider once how the task is doing. Raises ProviderError."""
+
+    async def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, secret: str | None
+    ) -> Outcome:
+        """Verify (over the raw bytes, before parsing) and read a callback.
+        Raises CallbackRejected."""
+
+
+ProviderFactory = Callable[[ProviderConfig, httpx.AsyncClient], Provider]

@@ -1,0 +1,99 @@
+"""Segmind (``gpt-image-1-edit``, v1): one synchronous call that answers with the image.
+
+``POST /v1/gpt-image-1-edit`` holds the request for about a minute and answers with the
+raw image bytes (not JSON), with accounting in ``x-*`` headers. The hub makes this call
+from a background worker, so the wait never sits in a client's request.
+
+Quirks handled here:
+- The key goes in ``x-api-key`` only; the gateway refuses it as a Bearer token.
+- ``image_urls`` is an array of URLs; ``mask`` is a URL (documented as required, sent
+  as null in every example: it is left out when there is none).
+- ``background`` takes only transparent|opaque: "auto" is left out.
+- The seed's sample calls ``response.json()``; that is a template error, the body is
+  the image. Its type comes from the response's Content-Type (checked against the bytes).
+- Errors are ``{"error": "..."}``, except 405, which the gateway answers in HTML;
+  406 is "Insufficient credits" or a spend limit; 429 carries no Retry-After.
+- There are no inference webhooks and v1 has no status endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from hub.providers.base import (
+    CallbackRejected,
+    EditRequest,
+    Outcome,
+    Output,
+    ProviderConfig,
+    ProviderError,
+)
+from hub.providers.http import MAX_IMAGE_BYTES, ProviderHTTP, sniff_image_type
+
+EDIT_PATH = "/v1/gpt-image-1-edit"
+BACKGROUNDS = ("transparent", "opaque")
+# Accounting headers worth keeping with the task.
+_DETAIL_HEADERS = {
+    "x-cost": "cost",
+    "x-generation-time": "generation_time",
+    "x-remaining-credits": "remaining_credits",
+}
+
+
+class Segmind:
+    name = "segmind"
+    supports_callback = False
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        # The call lasts about a minute: ProviderHTTP applies config.request_timeout to it.
+        self._http = ProviderHTTP(config, client, {"x-api-key": config.api_key})
+
+    def wants_callback(self, public_url: str) -> bool:
+        return False
+
+    async def submit(self, request: EditRequest) -> Outcome:
+        payload: dict[str, object] = {
+            "image_urls": [image.url for image in request.images],
+            "prompt": request.prompt,
+        }
+        if request.mask is not None:
+            payload["mask"] = request.mask.url
+        if request.background in BACKGROUNDS:
+            payload["background"] = request.background
+        options = {
+            "output_format": request.output_format,
+            "quality": request.quality,
+            "size": request.size,
+        }
+        payload.update({key: value for key, value in options.items() if value is not None})
+        reply = await self._http.request("POST", EDIT_PATH, json=payload, limit=MAX_IMAGE_BYTES)
+        sniffed = sniff_image_type(reply.content)
+        declared = reply.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if sniffed is None:
+            raise self._http.error(
+                f"answered HTTP {reply.status} without an image (Content-Type {declared or '-'})"
+            )
+        content_type = declared if declared.startswith("image/") else sniffed
+        headers = reply.headers
+        detail: dict[str, object] = {
+            field: headers[name] for name, field in _DETAIL_HEADERS.items() if name in headers
+        }
+        return Outcome(
+            "succeeded",
+            provider_task_id=reply.headers.get("x-request-id"),
+            outputs=(Output(data=reply.content, content_type=content_type),),
+            detail=detail,
+        )
+
+    async def poll(self, provider_task_id: str) -> Outcome:
+        raise ProviderError(
+            "segmind: the v1 API answers synchronously and has no status endpoint to poll",
+            retryable=False,
+        )
+
+    async def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, secret: str | None
+    ) -> Outcome:
+        raise CallbackRejected("Segmind sends no callbacks for model inference", status=400)

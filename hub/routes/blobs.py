@@ -1,0 +1,96 @@
+"""Blobs: upload an input image, read a blob with a key, or through a signed URL (providers)."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive
+
+from hub import blobs
+from hub.callbacks import read_body
+from hub.errors import HubError, invalid, not_found
+from hub.routes.common import hub, json_response
+from hub.signing import BLOB
+from hub.store.base import Blob
+
+BLOB_ID = re.compile(r"blob_[0-9a-f]{24}")
+
+
+async def upload(request: Request) -> Response:
+    state = hub(request)
+    owner = state.keys.require(request)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise HubError(415, "unsupported_media_type", "send multipart/form-data with a file field")
+    # Read within the bound first, then parse what was read: the parser never sees more.
+    body = await read_body(request, state.settings.max_upload_bytes + 64 * 1024)
+    bounded = Request(request.scope, _replay(body))
+    try:
+        form = await bounded.form(max_files=1, max_fields=8)
+    except Exception:
+        raise HubError(400, "bad_request", "the multipart body cannot be parsed") from None
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise invalid("file", "is required: a multipart file field named 'file'")
+        data = await file.read()
+    finally:
+        await form.close()
+    if len(data) > state.settings.max_upload_bytes:
+        raise HubError(
+            413, "payload_too_large", f"file: larger than {state.settings.max_upload_bytes} bytes"
+        )
+    content_type = await blobs.image_type(data, "file")
+    blob = blobs.make(owner, data, content_type)
+    await state.store.put_blob(blob)
+    return json_response(
+        {"id": blob.id, "url": blobs.url(state.settings.public_url, blob.id),
+         "content_type": blob.content_type, "size": blob.size},
+        201,
+    )  # fmt: skip
+
+
+async def show(request: Request) -> Response:
+    state = hub(request)
+    owner = state.keys.require(request)
+    blob_id = request.path_params["blob_id"]
+    blob = await state.store.get_blob(blob_id) if BLOB_ID.fullmatch(blob_id) else None
+    if blob is None or blob.owner != owner:
+        raise not_found("blob")
+    return _bytes(blob)
+
+
+async def public(request: Request) -> Response:
+    """A blob at a signed, expiring URL: how providers fetch the hub's input images."""
+    state = hub(request)
+    claims = state.signer.verify(BLOB, request.path_params["token"])
+    blob = await state.store.get_blob(claims.blob_id or "")
+    if blob is None:
+        raise not_found("blob")
+    return _bytes(blob)
+
+
+def _bytes(blob: Blob) -> Response:
+    extension = blobs.EXTENSIONS.get(blob.content_type, "bin")
+    headers = {
+        "cache-control": "private, max-age=3600",
+        "x-content-type-options": "nosniff",
+        "content-disposition": f'inline; filename="{blob.id}.{extension}"',
+    }
+    return Response(blob.data, media_type=blob.content_type, headers=headers)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

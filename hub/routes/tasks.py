@@ -1,0 +1,76 @@
+"""Tasks: submit an edit to a provider, read its state, watch its events."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub import inputs
+from hub.errors import invalid, not_found
+from hub.providers import PROVIDERS
+from hub.routes.channels import last_event_id
+from hub.routes.common import hub, json_object, json_response
+from hub.sse import EventStream
+from hub.state import HubState
+from hub.store.base import TERMINAL, EventQuery, TaskRecord
+
+TASK_ID = re.compile(r"task_[0-9a-f]{24}")
+# A task request names images by URL; data: URLs can be large, so the body may be too.
+MAX_TASK_BODY = 80 * 1024 * 1024
+
+
+async def create(request: Request) -> Response:
+    state = hub(request)
+    owner = state.keys.require(request)
+    body = await json_object(request, limit=MAX_TASK_BODY)
+    engine = state.engine
+    provider, _ = inputs.check_shape(body, frozenset(PROVIDERS))
+    if provider not in engine.providers:
+        raise invalid(
+            "provider", f"{provider} is not configured: set HUB_{provider.upper()}_API_KEY"
+        )
+    sources = inputs.Sources(
+        owner=owner,
+        store=state.store,
+        client=state.client,
+        max_image_bytes=state.settings.max_image_bytes,
+        allow_private=state.settings.loopback_allowed,
+    )
+    spec = await inputs.parse(body, frozenset(engine.providers), sources)
+    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
+    data = engine.describe(task)
+    return json_response(
+        {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}, 202
+    )
+
+
+async def show(request: Request) -> Response:
+    state = hub(request)
+    task = await _owned_task(state, request)
+    return json_response(state.engine.describe(task))
+
+
+async def stream(request: Request) -> Response:
+    state = hub(request)
+    task = await _owned_task(state, request)
+    # A task's stream starts at its beginning: queued, submitted, then how it ended.
+    last = last_event_id(request)
+    return EventStream(
+        state.store,
+        state.broker,
+        EventQuery(task_id=task.id),
+        0 if last is None else last,
+        state.stream_config,
+        is_last=lambda event: event.type.removeprefix("task.") in TERMINAL,
+    )
+
+
+async def _owned_task(state: HubState, request: Request) -> TaskRecord:
+    owner = state.keys.require(request)
+    task_id = request.path_params["task_id"]
+    task = await state.store.get_task(task_id) if TASK_ID.fullmatch(task_id) else None
+    if task is None or task.owner != owner:
+        raise not_found("task")
+    return task

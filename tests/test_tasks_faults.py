@@ -1,0 +1,143 @@
+"""Every fault the sandbox can inject, one test each, asserting how the task ends."""
+
+import pytest
+
+from hub.store.base import EventQuery
+from tests.helpers import AUTH, live_hub, stream
+from tests.test_tasks_e2e import FAST, data_url, png
+
+
+async def inject(http, hub, provider, kind, count=1):
+    url = f"{hub.url}/sandbox/{provider}/_sandbox/faults"
+    response = await http.post(url, json={"kind": kind, "count": count})
+    assert response.status_code == 201, response.text
+
+
+async def submit(http, hub, provider):
+    body = {"provider": provider, "input": {"prompt": "p", "images": [data_url(png())]}}
+    response = await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def finish(http, hub, task):
+    """The task's events until the stream closes after the terminal one."""
+    frames = []
+    async with stream(http, task["stream_url"], AUTH) as sse:
+        try:
+            while True:
+                frame = await sse.next(30)
+                if frame.data:
+                    frames.append(frame)
+        except EOFError:
+            pass
+    record = (await http.get(f"{hub.url}/v1/tasks/{task['id']}", headers=AUTH)).json()
+    return [f.event for f in frames], frames[-1].json, record
+
+
+def hub_with(make_settings, *extra, **changes):
+    return live_hub(make_settings(sandbox=True, extra_env=FAST + extra, **changes))
+
+
+SUCCEEDED = ["task.queued", "task.submitted", "task.succeeded"]
+
+
+async def test_429_burst_is_retried_with_backoff_then_succeeds(make_settings, http):
+    async with hub_with(make_settings) as hub:
+        await inject(http, hub, "acedata", "429", 2)
+        events, _last, record = await finish(http, hub, await submit(http, hub, "acedata"))
+    assert events == SUCCEEDED
+    assert record["attempts"] == 3
+
+
+async def test_5xx_is_retried_then_succeeds(make_settings, http):
+    async with hub_with(make_settings) as hub:
+        await inject(http, hub, "segmind", "500")
+        events, _, record = await finish(http, hub, await submit(http, hub, "segmind"))
+    assert events == SUCCEEDED and record["attempts"] == 2
+
+
+async def test_retries_are_bounded(make_settings, http):
+    async with hub_with(make_settings, task_max_attempts=2) as hub:
+        await inject(http, hub, "segmind", "500", 5)
+        events, last, record = await finish(http, hub, await submit(http, hub, "segmind"))
+    assert events == ["task.queued", "task.failed"]
+    assert record["attempts"] == 2
+    assert "segmind" in last["error"] and "after 2 attempts" in last["error"]
+
+
+async def test_a_job_that_never_finishes_times_out(make_settings, http):
+    async with hub_with(make_settings, task_timeout_seconds=1) as hub:
+        await inject(http, hub, "atlascloud", "hang")
+        events, last, record = await finish(http, hub, await submit(http, hub, "atlascloud"))
+    assert events == ["task.queued", "task.submitted", "task.timed_out"]
+    assert record["status"] == "timed_out" and "no result within 1 s" in last["error"]
+
+
+async def test_a_hanging_submit_times_out(make_settings, http):
+    extra = (("HUB_SEGMIND_REQUEST_TIMEOUT", "0.5"),)
+    async with hub_with(make_settings, *extra, task_timeout_seconds=2) as hub:
+        await inject(http, hub, "segmind", "hang", 10)
+        events, last, _ = await finish(http, hub, await submit(http, hub, "segmind"))
+    assert events[-1] in ("task.timed_out", "task.failed")
+    assert "segmind" in last["error"] or "no result" in last["error"]
+
+
+async def test_duplicate_callback_is_applied_once(make_settings, http):
+    async with hub_with(make_settings) as hub:
+        await inject(http, hub, "eachlabs", "duplicate_callback")
+        task = await submit(http, hub, "eachlabs")
+        events, _, record = await finish(http, hub, task)
+        log = await http.get(
+            f"{hub.url}/sandbox/eachlabs/v1/webhooks/{record['provider_task_id']}",
+            headers={"x-api-key": "sandbox"},
+        )
+        stored = await hub.state.store.events_after(EventQuery(task_id=task["id"]), 0, 100)
+    assert events == SUCCEEDED
+    assert [e.type for e in stored] == SUCCEEDED
+    attempts = log.json()["attempts"]
+    assert len(attempts) == 2 and all(a["status_code"] == 200 for a in attempts)
+
+
+async def test_callback_before_the_submit_response_is_correlated(make_settings, http):
+    async with hub_with(make_settings) as hub:
+        await inject(http, hub, "acedata", "callback_before_response")
+        events, _last, record = await finish(http, hub, await submit(http, hub, "acedata"))
+    assert events == SUCCEEDED
+    assert record["provider_task_id"]
+
+
+async def test_lost_callback_falls_back_to_the_status_endpoint(make_settings, http):
+    poll_soon = (("HUB_EACHLABS_FIRST_POLL_AFTER", "0.2"), ("HUB_EACHLABS_POLL_INTERVAL", "0.1"))
+    async with hub_with(make_settings, *poll_soon) as hub:
+        await inject(http, hub, "eachlabs", "lost_callback")
+        events, _, record = await finish(http, hub, await submit(http, hub, "eachlabs"))
+    assert events == SUCCEEDED and record["status"] == "succeeded"
+
+
+async def test_lost_acedata_callback_falls_back_to_the_tasks_lookup(make_settings, http):
+    poll_soon = (("HUB_ACEDATA_FIRST_POLL_AFTER", "0.2"), ("HUB_ACEDATA_POLL_INTERVAL", "0.1"))
+    async with hub_with(make_settings, *poll_soon) as hub:
+        await inject(http, hub, "acedata", "lost_callback")
+        events, _, _ = await finish(http, hub, await submit(http, hub, "acedata"))
+    assert events == SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("provider", "reason"),
+    [
+        ("acedata", "api_error"),
+        ("eachlabs", "PROVIDER_REJECTED"),
+        ("atlascloud", "rejected by the safety system"),
+        ("segmind", "Insufficient credits"),
+    ],
+)
+async def test_a_failed_job_fails_the_task_with_the_providers_reason(
+    make_settings, http, provider, reason
+):
+    async with hub_with(make_settings) as hub:
+        await inject(http, hub, provider, "fail")
+        events, last, record = await finish(http, hub, await submit(http, hub, provider))
+    assert events[0] == "task.queued" and events[-1] == "task.failed"
+    assert record["status"] == "failed" and record["error"] == last["error"]
+    assert last["error"].startswith(f"{provider}: ") and reason in last["error"]
