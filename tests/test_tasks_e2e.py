@@ -4,6 +4,7 @@ task's events, read the final record, decode the output image."""
 import base64
 from io import BytesIO
 
+import orjson
 import pytest
 from PIL import Image
 
@@ -79,3 +80,64 @@ async def test_each_provider_end_to_end(sandboxed, http, provider):
     decoded = Image.open(BytesIO(image.content))
     assert decoded.format == "PNG"
     assert f"{decoded.width}x{decoded.height}" == size
+
+
+async def test_task_events_also_go_to_the_tasks_channel(sandboxed, http):
+    channel = (await http.post(f"{sandboxed.url}/v1/channels", headers=AUTH)).json()
+    async with stream(http, channel["stream_url"], AUTH) as watching:
+        body = {
+            "provider": "segmind",
+            "channel_id": channel["id"],
+            "input": {"prompt": "p", "images": [data_url(png())]},
+        }
+        created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
+        assert created["channel_id"] == channel["id"]
+        frames = await watching.events(3, timeout=30)
+    assert [f.event for f in frames] == ["task.queued", "task.submitted", "task.succeeded"]
+    assert all(f.json["task_id"] == created["id"] for f in frames)
+    assert all(f.json["channel_id"] == channel["id"] for f in frames)
+    # ?task_id= on the channel narrows to one task.
+    url = f"{channel['stream_url']}?last_event_id=0&task_id={created['id']}"
+    async with stream(http, url, AUTH) as replay:
+        assert len(await replay.events(3)) == 3
+
+
+async def test_a_tampered_eachlabs_webhook_is_rejected_and_changes_nothing(sandboxed, http):
+    captured = []
+    state = sandboxed.state
+    engine = state.engine
+    real = engine.apply_callback
+
+    async def spy(task_id, outcome, delivery):
+        captured.append(delivery)
+        return await real(task_id, outcome, delivery)
+
+    engine.apply_callback = spy  # type: ignore[method-assign]
+    created, frames = await run_task(http, sandboxed, "eachlabs")
+    assert frames[-1].event == "task.succeeded"
+    [delivery] = captured[:1]
+    url = sandboxed.url + "/callbacks/" + _token_of(state, created["id"])
+    headers = dict(orjson.loads(delivery.headers))
+    headers.pop("content-length", None)
+    headers.pop("host", None)
+    tampered = delivery.body.replace(b"succeeded", b"failed!!!")
+    assert tampered != delivery.body
+    response = await http.post(url, content=tampered, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    unsigned = {k: v for k, v in headers.items() if not k.lower().startswith("x-webhook")}
+    response = await http.post(url, content=delivery.body, headers=unsigned)
+    assert response.status_code == 401
+    # The genuine bytes again: a retry, acknowledged, applied once.
+    response = await http.post(url, content=delivery.body, headers=headers)
+    assert response.status_code == 200 and response.json()["applied"] is False
+    record = (await http.get(f"{sandboxed.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
+    assert record["status"] == "succeeded"
+
+
+def _token_of(state, task_id):
+    import time
+
+    from hub.signing import CALLBACK, Claims
+
+    return state.signer.issue(CALLBACK, Claims(None, int(time.time()) + 600, task_id=task_id))
