@@ -112,7 +112,7 @@ async def test_a_tampered_eachlabs_webhook_is_rejected_and_changes_nothing(sandb
         captured.append(delivery)
         return await real(task_id, outcome, delivery)
 
-    engine.apply_callback = spy  # type: ignore[method-assign]
+    engine.apply_callback = spy
     created, frames = await run_task(http, sandboxed, "eachlabs")
     assert frames[-1].event == "task.succeeded"
     [delivery] = captured[:1]
