@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from hub.blobs import sniff
 from hub.providers.base import Output, ProviderConfig, ProviderError
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
@@ -263,17 +264,6 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def sniff_image_type(data: bytes) -> str | None:
-    """The media type from the magic bytes, for the formats gpt-image-1 produces."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
 def base64_output(text: str) -> Output:
     """An image sent as base64 (raw or a ``data:`` URL); ValueError if it is not one."""
     payload = text.partition(",")[2] if text.startswith("data:") else text
@@ -281,7 +271,7 @@ def base64_output(text: str) -> Output:
         data = base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("an output is not valid base64") from None
-    content_type = sniff_image_type(data)
+    content_type = sniff(data)
     if content_type is None:
         raise ValueError("an output is not a PNG, JPEG or WEBP image")
     return Output(data=data, content_type=content_type)

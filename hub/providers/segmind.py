@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from hub.blobs import sniff
 from hub.providers.base import (
     CallbackRejected,
     EditRequest,
@@ -30,7 +31,7 @@ from hub.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from hub.providers.http import MAX_IMAGE_BYTES, ProviderHTTP, sniff_image_type
+from hub.providers.http import MAX_IMAGE_BYTES, ProviderHTTP
 
 EDIT_PATH = "/v1/gpt-image-1-edit"
 BACKGROUNDS = ("transparent", "opaque")
@@ -69,7 +70,7 @@ class Segmind:
         }
         payload.update({key: value for key, value in options.items() if value is not None})
         reply = await self._http.request("POST", EDIT_PATH, json=payload, limit=MAX_IMAGE_BYTES)
-        sniffed = sniff_image_type(reply.content)
+        sniffed = sniff(reply.content)
         declared = reply.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if sniffed is None:
             raise self._http.error(
