@@ -21,25 +21,24 @@ from typing import Any
 import httpx
 import orjson
 
-from hub import blobs, events
-from hub.fetch import FetchError, fetch
+from hub.fetch import FetchError
 from hub.limits import Limiter, backoff
 from hub.providers.base import (
-    EditRequest,
-    InputImage,
     Outcome,
-    Output,
     Provider,
     ProviderConfig,
     ProviderError,
 )
 from hub.settings import Settings
-from hub.signing import CALLBACK, Claims, Signer
-from hub.store.base import TERMINAL, Blob, Delivery, NewEvent, Store, TaskRecord
+from hub.signing import Signer
+from hub.store.base import Blob, Delivery, NewEvent, Store, TaskRecord
+from hub.task_io import TaskIO, outcome_from_json, outcome_to_json
+from hub.task_view import TaskView
 
 log = logging.getLogger("hub.tasks")
 
 ACTIVE = frozenset({"queued", "submitted"})
+QUEUED = frozenset({"queued"})
 # How long a worker holds a claimed task before another may take it (a crash mid-call).
 LEASE_MARGIN = 30.0
 
@@ -57,7 +56,8 @@ class TaskEngine:
         self._settings = settings
         self._store = store
         self._signer = signer
-        self._client = client
+        self._io = TaskIO(settings, store, signer, client)
+        self.view = TaskView(settings.public_url)
         self.providers = providers
         self._configs = configs
         self._limiters = {
@@ -118,7 +118,7 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self._event(task, "task.queued"))
+        await self._store.create_task(task, self.view.event(task, "task.queued"))
         self.wake()
         return task
 
@@ -167,7 +167,7 @@ class TaskEngine:
             if time.time() >= task.deadline:
                 await self._end(task, "timed_out", self._timeout_message())
             elif task.result is not None:
-                await self._finish(task, _outcome_from_json(task.result))
+                await self._finish(task, outcome_from_json(task.result))
             elif task.status == "queued":
                 await self._submit(task)
             else:
@@ -191,7 +191,7 @@ class TaskEngine:
             is None
         ):
             return
-        request = await self._edit_request(task, provider)
+        request = await self._io.edit_request(task, provider)
         try:
             async with self._limiters[task.provider].slot():
                 async with asyncio.timeout(config.request_timeout):
@@ -223,7 +223,10 @@ class TaskEngine:
         submitted = _replace(task, status="submitted", provider_task_id=outcome.provider_task_id)
         if (
             await self._store.update_task(
-                task.id, frozenset({"queued"}), changes, [self._event(submitted, "task.submitted")]
+                task.id,
+                frozenset({"queued"}),
+                changes,
+                [self.view.event(submitted, "task.submitted")],
             )
             is None
         ):
@@ -259,12 +262,12 @@ class TaskEngine:
             await self._end(task, "failed", _reason(task.provider, outcome.error))
             return
         try:
-            stored = await self._store_outputs(task, outcome.outputs)
+            stored = await self._io.store_outputs(task, outcome.outputs)
         except FetchError as exc:
             # Keep the outcome and try the download again, until the deadline.
             log.info("task %s: fetching outputs failed: %s", task.id, exc)
             changes = {
-                "result": _outcome_to_json(outcome),
+                "result": outcome_to_json(outcome),
                 "next_at": min(time.time() + 5.0, task.deadline),
             }
             await self._store.update_task(task.id, ACTIVE, changes)
@@ -300,9 +303,11 @@ class TaskEngine:
         steps = []
         if before.status == "queued" and after.status == "succeeded":
             steps.append(
-                self._event(_replace(after, status="submitted", outputs=b"[]"), "task.submitted")
+                self.view.event(
+                    _replace(after, status="submitted", outputs=b"[]"), "task.submitted"
+                )
             )
-        steps.append(self._event(after, f"task.{after.status}"))
+        steps.append(self.view.event(after, f"task.{after.status}"))
         return steps
 
     # -- callbacks -------------------------------------------------------------------------
@@ -339,15 +344,15 @@ class TaskEngine:
             return changes, self._transition_events(task, ended), []
         provider_task_id = task.provider_task_id or outcome.provider_task_id
         if outcome.outputs and all(output.data is not None for output in outcome.outputs):
-            stored = self._decoded_outputs(task, outcome.outputs)
+            stored = self._io.decoded(task, outcome.outputs)
             return (*self._success_change(task, provider_task_id, stored), stored)
         # Outputs to download: keep the outcome; the worker fetches them at once.
-        changes = {"result": _outcome_to_json(outcome), "next_at": time.time()}
+        changes = {"result": outcome_to_json(outcome), "next_at": time.time()}
         if task.status != "queued":
             return changes, [], []
         changes.update(status="submitted", provider_task_id=provider_task_id)
         submitted = _replace(task, status="submitted", provider_task_id=provider_task_id)
-        return changes, [self._event(submitted, "task.submitted")], []
+        return changes, [self.view.event(submitted, "task.submitted")], []
 
     def _success_change(
         self, task: TaskRecord, provider_task_id: str | None, stored: list[Blob]
@@ -367,121 +372,8 @@ class TaskEngine:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _event(self, task: TaskRecord, type_: str) -> NewEvent:
-        return NewEvent(
-            type_, orjson.dumps(self.describe(task, event=True)),
-            channel_id=task.channel_id, task_id=task.id, ref=task.id,
-        )  # fmt: skip
-
-    def describe(self, task: TaskRecord, *, event: bool = False) -> dict[str, Any]:
-        """The task as the API shows it (``GET /v1/tasks/{id}``) or as an event's data."""
-        base = self._settings.public_url
-        outputs = [
-            {"url": blobs.url(base, o["blob_id"]), "content_type": o["content_type"]}
-            for o in orjson.loads(task.outputs)
-        ]
-        if event:
-            data: dict[str, Any] = {"task_id": task.id}
-        else:
-            data = {"id": task.id}
-        data.update(
-            provider=task.provider,
-            provider_task_id=task.provider_task_id,
-            status=task.status,
-            outputs=outputs,
-            error=task.error,
-        )
-        if event:
-            data["at"] = events.iso(time.time())
-            if task.channel_id is not None:
-                data["channel_id"] = task.channel_id
-        else:
-            data.update(
-                channel_id=task.channel_id,
-                attempts=task.attempts,
-                created_at=events.iso(task.created_at),
-                updated_at=events.iso(task.updated_at),
-                stream_url=f"{base}/v1/tasks/{task.id}/events",
-            )
-        return data
-
     def _timeout_message(self) -> str:
         return f"no result within {self._settings.task_timeout_seconds} s"
-
-    async def _edit_request(self, task: TaskRecord, provider: Provider) -> EditRequest:
-        spec = orjson.loads(task.input)
-        # Input URLs outlive the task, so a provider that fetches late still can.
-        ttl = int(task.deadline - time.time()) + 3600
-        images = tuple(
-            [
-                await self._input_image(blob_id, f"image-{i + 1}", ttl)
-                for i, blob_id in enumerate(spec["images"])
-            ]
-        )
-        mask = await self._input_image(spec["mask"], "mask", ttl) if spec.get("mask") else None
-        callback_url = None
-        public = self._settings.public_url
-        if provider.supports_callback and provider.wants_callback(public):
-            token = self._signer.issue(
-                CALLBACK, Claims(None, int(task.deadline) + 3600, task_id=task.id)
-            )
-            callback_url = f"{public}/callbacks/{token}"
-        return EditRequest(
-            task_id=task.id,
-            prompt=spec["prompt"],
-            images=images,
-            mask=mask,
-            size=spec.get("size"),
-            quality=spec.get("quality"),
-            background=spec.get("background"),
-            output_format=spec.get("output_format"),
-            n=spec.get("n"),
-            callback_url=callback_url,
-            callback_secret=task.callback_secret,
-        )
-
-    async def _input_image(self, blob_id: str, name: str, ttl: int) -> InputImage:
-        blob = await self._store.get_blob(blob_id)
-        if blob is None:
-            raise ProviderError(f"input image {blob_id} is no longer kept", retryable=False)
-        store = self._store
-
-        async def load() -> bytes:
-            found = await store.get_blob(blob_id)
-            return found.data if found is not None else b""
-
-        return InputImage(
-            blob_id=blob.id,
-            content_type=blob.content_type,
-            filename=f"{name}.{blobs.EXTENSIONS.get(blob.content_type, 'png')}",
-            url=blobs.public_url(self._signer, self._settings.public_url, blob.id, ttl),
-            load=load,
-        )
-
-    async def _store_outputs(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
-        stored = []
-        for output in outputs:
-            if output.data is not None:
-                stored.extend(self._decoded_outputs(task, (output,)))
-            elif output.url is not None:
-                data, content_type = await fetch(
-                    self._client,
-                    output.url,
-                    max_bytes=self._settings.max_image_bytes,
-                    within=60.0,
-                    allow_private=self._settings.loopback_allowed,
-                )
-                kind = blobs.sniff(data) or content_type.split(";")[0] or "application/octet-stream"
-                stored.append(blobs.make(task.owner, data, kind))
-        return stored
-
-    def _decoded_outputs(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
-        made = []
-        for output in outputs:
-            assert output.data is not None
-            kind = blobs.sniff(output.data) or output.content_type or "application/octet-stream"
-            made.append(blobs.make(task.owner, output.data, kind))
-        return made
 
 
 def _reason(provider: str, error: str | None) -> str:
@@ -499,28 +391,3 @@ def _provider_error(provider: str, exc: Exception) -> ProviderError:
 
 def _replace(task: TaskRecord, **changes: Any) -> TaskRecord:
     return dataclasses.replace(task, **changes)
-
-
-def _outcome_to_json(outcome: Outcome) -> bytes:
-    # Only URL outputs wait here; bytes are stored as blobs at once.
-    return orjson.dumps(
-        {
-            "state": outcome.state,
-            "provider_task_id": outcome.provider_task_id,
-            "urls": [o.url for o in outcome.outputs if o.url is not None],
-            "error": outcome.error,
-        }
-    )
-
-
-def _outcome_from_json(data: bytes) -> Outcome:
-    raw = orjson.loads(data)
-    return Outcome(
-        state=raw["state"],
-        provider_task_id=raw.get("provider_task_id"),
-        outputs=tuple(Output(url=u) for u in raw.get("urls", [])),
-        error=raw.get("error"),
-    )
-
-
-__all__ = ["TERMINAL", "TaskEngine"]

@@ -59,7 +59,3 @@ def text(value: Any, field: str, max_length: int) -> str:
     if len(value) > max_length or "\0" in value:
         raise invalid(field, f"must be at most {max_length} characters, without NUL")
     return value
-
-
-def matches(pattern: re.Pattern[str], value: str) -> bool:
-    return pattern.fullmatch(value) is not None

@@ -40,7 +40,7 @@ async def create(request: Request) -> Response:
     )
     spec = await inputs.parse(body, frozenset(engine.providers), sources)
     task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
-    data = engine.describe(task)
+    data = engine.view.describe(task)
     return json_response(
         {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}, 202
     )
@@ -49,7 +49,7 @@ async def create(request: Request) -> Response:
 async def show(request: Request) -> Response:
     state = hub(request)
     task = await _owned_task(state, request)
-    return json_response(state.engine.describe(task))
+    return json_response(state.engine.view.describe(task))
 
 
 async def stream(request: Request) -> Response:

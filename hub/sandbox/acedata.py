@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,7 +31,6 @@ from hub.sandbox.delivery import Delivery
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import EditSpec, ImageError, inspect
 from hub.sandbox.inputs import InputError
-from hub.sandbox.multipart import MultipartError, is_multipart, parse_multipart
 from hub.sandbox.runtime import Runtime
 from hub.sandbox.state import BoundedMap
 from hub.sandbox.validation import ApiError
@@ -38,12 +38,12 @@ from hub.sandbox.wire import (
     MAX_JSON_BODY,
     MAX_MULTIPART_BODY,
     bearer_token,
-    content_type,
     files_route,
     json_bytes,
     key_accepted,
     media_type,
     mount_url,
+    multipart_form,
     new_id,
     read_body,
     read_json_object,
@@ -182,20 +182,9 @@ class AceDataEmulator:
         self, request: Request
     ) -> tuple[dict[str, Any], list[tuple[str, bytes]], list[str], bytes | None]:
         """(text fields, uploaded images, image URLs, mask) from a multipart or JSON body."""
-        if is_multipart(content_type(request)):
-            body = await read_body(request, MAX_MULTIPART_BODY)
-            try:
-                parts = parse_multipart(body, content_type(request))
-                fields: dict[str, Any] = {p.name: p.text() for p in parts if not p.is_file}
-            except MultipartError as error:
-                raise v.invalid(str(error)) from None
-            images = [
-                (p.filename or "image", p.data) for p in parts if p.name in ("image", "image[]")
-            ]
-            if any(not p.is_file for p in parts if p.name in ("image", "image[]", "mask")):
-                raise v.invalid("image and mask must be uploaded as files")
-            masks = [p.data for p in parts if p.name == "mask"]
-            return fields, images, [], masks[0] if masks else None
+        if media_type(request) == "multipart/form-data":
+            async with multipart_form(request, MAX_MULTIPART_BODY) as form:
+                return await _form_edit(form)
         if media_type(request) == "application/x-www-form-urlencoded":
             # A form without files: valid fields, but it can carry no image.
             body = await read_body(request, MAX_JSON_BODY)
@@ -359,6 +348,23 @@ class AceDataEmulator:
             data["duration"] = round(task.finished_at - task.created_at, 3)
             data["response"] = task.response
         return data
+
+
+async def _form_edit(
+    form: FormData,
+) -> tuple[dict[str, Any], list[tuple[str, bytes]], list[str], bytes | None]:
+    items = form.multi_items()
+    if any(isinstance(value, str) for name, value in items if name in ("image", "image[]", "mask")):
+        raise v.invalid("image and mask must be uploaded as files")
+    fields: dict[str, Any] = {name: value for name, value in items if isinstance(value, str)}
+    files = [(name, value) for name, value in items if isinstance(value, UploadFile)]
+    images = [
+        (upload.filename or "image", await upload.read())
+        for name, upload in files
+        if name in ("image", "image[]")
+    ]
+    mask = next((upload for name, upload in files if name == "mask"), None)
+    return fields, images, [], await mask.read() if mask is not None else None
 
 
 def _check_uploads(model: str, images: list[bytes], mask: bytes | None) -> None:

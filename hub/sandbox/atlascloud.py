@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,19 +32,19 @@ from hub.sandbox.delivery import Delivery
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import MAX_IMAGE_BYTES, EditSpec, ImageError
 from hub.sandbox.inputs import InputError
-from hub.sandbox.multipart import MultipartError, is_multipart, parse_multipart
 from hub.sandbox.runtime import Runtime
 from hub.sandbox.signing import Ed25519Signer, signed_message
 from hub.sandbox.state import BoundedMap
 from hub.sandbox.validation import ApiError
 from hub.sandbox.wire import (
     bearer_token,
-    content_type,
     files_route,
     iso,
     json_bytes,
     key_accepted,
+    media_type,
     mount_url,
+    multipart_form,
     new_id,
     read_body,
     read_json_object,
@@ -290,22 +291,22 @@ class AtlasCloudEmulator:
 
     async def _upload(self, request: Request) -> Response:
         self._authorize(request)
-        if not is_multipart(content_type(request)):
+        if media_type(request) != "multipart/form-data":
             raise v.invalid("expected multipart/form-data with a file field")
-        body = await read_body(request, MAX_IMAGE_BYTES + 64 * 1024)
-        try:
-            parts = parse_multipart(body, content_type(request))
-        except MultipartError as error:
-            raise v.invalid(str(error)) from None
-        upload = next((p for p in parts if p.name == "file" and p.is_file), None)
-        if upload is None or not upload.data:
+        async with multipart_form(request, MAX_IMAGE_BYTES + 64 * 1024) as form:
+            upload = next(
+                (f for name, f in form.multi_items() if name == "file" and isinstance(f, UploadFile)),
+                None,
+            )
+            data = await upload.read() if upload is not None else b""
+        if upload is None or not data:
             raise v.invalid("file is required")
         filename = (upload.filename or "upload").rsplit("/", 1)[-1]
         guessed = mimetypes.guess_type(filename)[0]
         media = upload.content_type or guessed or "application/octet-stream"
         extension = filename.rsplit(".", 1)[-1] if "." in filename else ""
-        url = f"{mount_url(request)}/files/{self._rt.files.put(upload.data, media, extension)}"
-        size = len(upload.data)
+        url = f"{mount_url(request)}/files/{self._rt.files.put(data, media, extension)}"
+        size = len(data)
         if self._rt.settings.atlas_upload_shape == "seed":
             return JSONResponse(
                 {
