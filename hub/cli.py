@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -59,24 +60,15 @@ def _has(module: str) -> bool:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
+        settings = _settings(args)
+        settings, new_key = datadir.prepare(settings)
+        server = build_server(settings)
+    except (SettingsError, ValueError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
-    changes: dict[str, object] = {}
-    if args.host:
-        changes["host"] = args.host
-    if args.port is not None:
-        changes["port"] = args.port
-    if args.sandbox:
-        changes["sandbox"] = True
-    if changes and not settings_env_public_url():
-        changes["public_url"] = ""  # recomputed from the new host and port
-    settings = settings.replace(**changes)
-    settings, new_key = datadir.prepare(settings)
     _configure_logging()
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"hub: listening on {base} (public URL {settings.public_url})", flush=True)
+    print(f"hub: listening on http://{settings.host}:{settings.port}"
+          f" (public URL {settings.public_url})", flush=True)  # fmt: skip
     print(f"hub: data in {settings.data_dir.resolve()}", flush=True)
     if new_key is not None:
         print(
@@ -84,14 +76,26 @@ def serve(args: argparse.Namespace) -> int:
         )
     elif (settings.data_dir / datadir.API_KEY_FILE).exists():
         print(f"hub: API key in {settings.data_dir / datadir.API_KEY_FILE}", flush=True)
-    build_server(settings).run()
+    server.run()
     return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    changes: dict[str, object] = {}
+    if args.host:
+        changes["host"] = args.host
+    if args.port is not None:
+        changes["port"] = args.port
+    if args.sandbox:
+        changes["sandbox"] = True
+    if changes and not os.environ.get("HUB_PUBLIC_URL"):
+        changes["public_url"] = ""  # recomputed from the new host and port
+    return settings.replace(**changes)
 
 
 def sandbox(args: argparse.Namespace) -> int:
     """The providers' emulators alone, each under /<provider>."""
-    import os
-
     from hub.sandbox.app import SandboxSettings, create_sandbox_app
 
     settings = SandboxSettings.from_env(os.environ)
@@ -109,12 +113,6 @@ def sandbox(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
-
-
-def settings_env_public_url() -> bool:
-    import os
-
-    return bool(os.environ.get("HUB_PUBLIC_URL"))
 
 
 def _configure_logging() -> None:
