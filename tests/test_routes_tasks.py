@@ -147,6 +147,18 @@ async def test_bad_uploads(client, kwargs, status):
     assert response.status_code == status, response.text
 
 
+async def test_a_truncated_upload_is_400_and_leaves_no_file_open(client):
+    # Cut inside the file part: the closing delimiter never comes.
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png()
+    )
+    headers = {**AUTH, "content-type": "multipart/form-data; boundary=xyz"}
+    response = await client.post("/v1/uploads", content=body, headers=headers)
+    assert response.status_code == 400
+    assert "not terminated" in response.json()["error"]["message"]
+
+
 async def test_upload_must_be_multipart(client):
     response = await client.post(
         "/v1/uploads", content=png(), headers={**AUTH, "content-type": "image/png"}

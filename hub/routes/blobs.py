@@ -7,11 +7,11 @@ import re
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive
 
 from hub import blobs
 from hub.callbacks import read_body
 from hub.errors import HubError, invalid, not_found
+from hub.multipart import MalformedForm, bounded_form
 from hub.routes.common import hub, json_response
 from hub.signing import BLOB
 from hub.store.base import Blob
@@ -27,18 +27,15 @@ async def upload(request: Request) -> Response:
         raise HubError(415, "unsupported_media_type", "send multipart/form-data with a file field")
     # Read within the bound first, then parse what was read: the parser never sees more.
     body = await read_body(request, state.settings.max_upload_bytes + 64 * 1024)
-    bounded = Request(request.scope, _replay(body))
     try:
-        form = await bounded.form(max_files=1, max_fields=8)
-    except Exception:
-        raise HubError(400, "bad_request", "the multipart body cannot be parsed") from None
-    try:
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise invalid("file", "is required: a multipart file field named 'file'")
-        data = await file.read()
-    finally:
-        await form.close()
+        async with bounded_form(request.scope, body, max_parts=8) as form:
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise invalid("file", "is required: a multipart file field named 'file'")
+            data = await file.read()
+    except MalformedForm as error:
+        message = f"the multipart body cannot be read: {error.reason}"
+        raise HubError(400, "bad_request", message) from None
     if len(data) > state.settings.max_upload_bytes:
         raise HubError(
             413, "payload_too_large", f"file: larger than {state.settings.max_upload_bytes} bytes"
@@ -81,16 +78,3 @@ def _bytes(blob: Blob) -> Response:
         "content-disposition": f'inline; filename="{blob.id}.{extension}"',
     }
     return Response(blob.data, media_type=blob.content_type, headers=headers)
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive

@@ -46,7 +46,6 @@ from hub.sandbox.wire import (
     mount_url,
     multipart_form,
     new_id,
-    read_body,
     read_json_object,
     unix_now,
 )
@@ -295,7 +294,11 @@ class AtlasCloudEmulator:
             raise v.invalid("expected multipart/form-data with a file field")
         async with multipart_form(request, MAX_IMAGE_BYTES + 64 * 1024) as form:
             upload = next(
-                (f for name, f in form.multi_items() if name == "file" and isinstance(f, UploadFile)),
+                (
+                    f
+                    for name, f in form.multi_items()
+                    if name == "file" and isinstance(f, UploadFile)
+                ),
                 None,
             )
             data = await upload.read() if upload is not None else b""

@@ -12,15 +12,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive
 
+from hub.multipart import MalformedForm, bounded_form
 from hub.sandbox.settings import SandboxSettings
 from hub.sandbox.state import FileStore
 from hub.sandbox.validation import ApiError
@@ -59,50 +56,14 @@ async def read_json_object(request: Request, limit: int = MAX_JSON_BODY) -> dict
 
 @asynccontextmanager
 async def multipart_form(request: Request, limit: int) -> AsyncIterator[FormData]:
-    """The multipart/form-data body, read within ``limit`` bytes and then parsed (so the
-    parser never sees more); the form's files are closed on exit."""
+    """The multipart/form-data body, read within ``limit`` bytes and then parsed; its files
+    are closed on exit. A malformed body is a 400 in the provider's own error shape."""
     body = await read_body(request, limit)
-    bounded = Request(request.scope, _replay(body))
     try:
-        # The body is already bounded, so a part may be as large as the body; the parser's
-        # own 1 MB cap on text parts would refuse fields the providers accept.
-        form = await bounded.form(
-            max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS, max_part_size=limit
-        )
-    except MultiPartException as error:
-        raise ApiError(400, f"Malformed multipart body: {error.message}") from None
-    except HTTPException as error:  # how Starlette reports a MultiPartException inside an app
-        raise ApiError(400, f"Malformed multipart body: {error.detail}") from None
-    try:
-        _check_form(body, content_type(request), form)
-        yield form
-    finally:
-        await form.close()
-
-
-def _check_form(body: bytes, header: str, form: FormData) -> None:
-    # python-multipart accepts a body cut short and silently drops its unfinished part,
-    # so a truncated upload could lose its mask; the providers refuse such a body.
-    _, params = parse_options_header(header)
-    close = b"--" + params[b"boundary"] + b"--"
-    if not body.startswith(close) and b"\r\n" + close not in body:
-        raise ApiError(400, "Malformed multipart body: it is not terminated")
-    # The parser counts files and text fields apart; the bound is on parts in all.
-    if len(form.multi_items()) > MAX_FORM_PARTS:
-        raise ApiError(400, f"Malformed multipart body: more than {MAX_FORM_PARTS} parts")
-
-
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
+        async with bounded_form(request.scope, body, MAX_FORM_PARTS) as form:
+            yield form
+    except MalformedForm as error:
+        raise ApiError(400, f"Malformed multipart body: {error.reason}") from None
 
 
 def content_type(request: Request) -> str:

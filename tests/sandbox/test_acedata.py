@@ -1,6 +1,7 @@
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -312,19 +313,99 @@ async def test_json_mode_rejects_mask_and_bad_image(sb: Harness):
     assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_request")
 
 
-async def test_malformed_multipart_and_oversized_body(sb: Harness):
-    broken = await sb.client.post(
-        EDITS,
-        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=B"},
-        content=b"--B\r\nno headers here",
-    )
-    assert broken.status_code == 400
+def part(name: str, data: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    head = f"--B\r\nContent-Disposition: {disposition}\r\n"
+    if filename:
+        head += "Content-Type: image/png\r\n"
+    return head.encode() + b"\r\n" + data + b"\r\n"
+
+
+MULTIPART_B = {**AUTH, "Content-Type": "multipart/form-data; boundary=B"}
+COMPLETE = part("prompt", b"p") + part("image", make_image(), "a.png")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (MULTIPART_B, b"--B\r\nno headers here"),
+        ({**AUTH, "Content-Type": "multipart/form-data"}, COMPLETE + b"--B--\r\n"),
+        (MULTIPART_B, b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--\r\n"),
+        # Cut short inside the mask: the complete parts alone would make a valid edit.
+        (MULTIPART_B, COMPLETE + part("mask", make_image(color=(0, 0, 0, 0)), "m.png")[:-40]),
+        (MULTIPART_B, COMPLETE + part("x", b"1") * 99 + b"--B--\r\n"),
+    ],
+    ids=["garbage", "no-boundary", "no-name", "truncated", "too-many-parts"],
+)
+async def test_malformed_multipart_is_bad_request(
+    sb: Harness, headers: dict[str, str], body: bytes
+):
+    response = await sb.client.post(EDITS, headers=headers, content=body)
+    assert response.status_code == 400
+    error = response.json()
+    assert (error["success"], error["error"]["code"]) == (False, "bad_request")
+    assert "multipart" in error["error"]["message"]
+    assert response.headers["x-request-id"] == error["trace_id"]
+
+
+async def test_hand_built_multipart_is_accepted(sb: Harness):
+    response = await sb.client.post(EDITS, headers=MULTIPART_B, content=COMPLETE + b"--B--\r\n")
+    assert response.status_code == 200
+
+
+async def test_oversized_multipart_body_is_413(sb: Harness, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("hub.sandbox.acedata.MAX_MULTIPART_BODY", 4096)
+    big = make_image((600, 600), color=(1, 2, 3, 4)) + b"\0" * 8192
+    declared = await sb.client.post(EDITS, headers=AUTH, data={"prompt": "p"}, files=files(big))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield COMPLETE
+        yield b"\0" * 8192
+
+    # Without a Content-Length the cap is enforced while reading.
+    streamed = await sb.client.post(EDITS, headers=MULTIPART_B, content=chunks())
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "bad_request"
     huge = await sb.client.post(
         "/acedata/openai/tasks",
         headers={**AUTH, "Content-Type": "application/json"},
         content=b" " * (9 * 1024 * 1024),
     )
     assert huge.status_code == 413
+
+
+async def test_multipart_image_fields_keep_their_order_and_must_be_files(sb: Harness):
+    uploads = [
+        ("image[]", ("a.png", make_image(), "image/png")),
+        ("image", ("b.png", make_image(), "image/png")),
+        ("image[]", ("c.png", make_image(), "image/png")),
+    ]
+    response = await sb.client.post(
+        EDITS,
+        headers=AUTH,
+        data={"prompt": "p", "callback_url": "https://hooks.test/cb", "user": "u"},
+        files=uploads,
+    )
+    lookup = await sb.client.post(
+        "/acedata/openai/tasks",
+        headers=AUTH,
+        json={"action": "retrieve", "id": response.json()["task_id"]},
+    )
+    echo = lookup.json()["request"]
+    assert (echo["image"], echo["user"], echo["prompt"]) == (["a.png", "b.png", "c.png"], "u", "p")
+    for name in ("image", "image[]", "mask"):
+        as_text = await sb.client.post(
+            EDITS, headers=AUTH, data={"prompt": "p", name: "x"}, files=files(make_image())
+        )
+        assert as_text.status_code == 400
+        assert "uploaded as files" in as_text.json()["error"]["message"]
+
+
+async def test_large_text_field_within_the_body_cap_is_accepted(sb: Harness):
+    # Starlette's parser caps text parts at 1 MB by default; the emulator caps the body only.
+    response = await submit(sb, {"user": "u" * (2 * 1024 * 1024)})
+    assert response.status_code == 200
 
 
 async def test_task_batch_filters(sb: Harness):

@@ -1,6 +1,7 @@
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -191,6 +192,86 @@ async def test_upload_seed_shape_and_errors():
             "/atlascloud/api/v1/model/uploadMedia", headers=AUTH, json={"file": "x"}
         )
         assert missing.status_code == 400
+
+
+UPLOAD = "/atlascloud/api/v1/model/uploadMedia"
+
+
+async def test_upload_keeps_bytes_and_content_type(sb: Harness):
+    payload = b"\r\n--boundary-like\r\n\x00\xff--"
+    upload = await sb.client.post(
+        UPLOAD,
+        headers=AUTH,
+        data={"note": "ignored"},
+        files={"file": ("dir/clip.bin", payload, "application/x-custom")},
+    )
+    assert upload.status_code == 200
+    data = upload.json()["data"]
+    assert (data["filename"], data["size"]) == ("clip.bin", len(payload))
+    stored = await sb.client.get(data["download_url"])
+    assert (stored.content, stored.headers["content-type"]) == (payload, "application/x-custom")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=B", b"--B\r\nno headers here"),
+        (
+            "multipart/form-data",
+            b'--B\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--B--',
+        ),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n12',
+        ),
+        ("multipart/form-data; boundary=B", b""),
+    ],
+    ids=["garbage", "no-boundary", "truncated", "empty"],
+)
+async def test_upload_rejects_malformed_multipart(sb: Harness, content_type: str, body: bytes):
+    response = await sb.client.post(
+        UPLOAD, headers={**AUTH, "Content-Type": content_type}, content=body
+    )
+    assert response.status_code == 400
+    assert response.json() == {"code": 400, "message": response.json()["message"]}
+    assert "multipart" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"data": {"file": "not a file"}, "files": {"other": ("a.png", b"1", "image/png")}},
+        {"files": {"other": ("a.png", b"123", "image/png")}},
+        {"files": {"file": ("a.png", b"", "image/png")}},
+    ],
+    ids=["text-field", "other-field", "empty-file"],
+)
+async def test_upload_requires_a_file_field(sb: Harness, form: dict[str, Any]):
+    response = await sb.client.post(UPLOAD, headers=AUTH, **form)
+    assert response.status_code == 400
+    assert response.json() == {"code": 400, "message": "file is required"}
+
+
+async def test_oversized_upload_is_413(sb: Harness, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("hub.sandbox.atlascloud.MAX_IMAGE_BYTES", 1024)
+    declared = await sb.client.post(
+        UPLOAD, headers=AUTH, files={"file": ("a.png", b"\0" * (70 * 1024), "image/png")}
+    )
+    head = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield head
+        yield b"\0" * (70 * 1024)
+
+    # Without a Content-Length the cap is enforced while reading.
+    streamed = await sb.client.post(
+        UPLOAD,
+        headers={**AUTH, "Content-Type": "multipart/form-data; boundary=B"},
+        content=chunks(),
+    )
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["code"] == 413
 
 
 async def test_fault_429_has_no_retry_after_and_500(sb: Harness):

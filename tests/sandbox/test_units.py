@@ -1,4 +1,4 @@
-"""Unit tests of the building blocks: images, multipart, state, settings, faults."""
+"""Unit tests of the building blocks: images, state, settings, faults."""
 
 import httpx
 import pytest
@@ -7,7 +7,6 @@ from hub.sandbox.app import Sandbox
 from hub.sandbox.faults import FaultKind, FaultQueue, job_faults
 from hub.sandbox.images import EditSpec, ImageError, edit_images, inspect
 from hub.sandbox.inputs import InputError, decode_data_url
-from hub.sandbox.multipart import MultipartError, parse_multipart
 from hub.sandbox.settings import SandboxSettings
 from hub.sandbox.state import BoundedMap, FileStore, SlidingWindow
 
@@ -70,35 +69,6 @@ def test_data_urls():
         decode_data_url("data:image/png;base64,***")
     with pytest.raises(InputError):
         decode_data_url("data:image/png;base64")
-
-
-def test_multipart_parses_binary_parts():
-    payload = b"\r\n--x\r\n\x00\xff--"
-    body = (
-        b'--B\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhello\r\n'
-        b'--B\r\nContent-Disposition: form-data; name="image[]"; filename="a.png"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + payload + b"\r\n--B--\r\n"
-    )
-    prompt, image = parse_multipart(body, "multipart/form-data; boundary=B")
-    assert (prompt.name, prompt.text(), prompt.is_file) == ("prompt", "hello", False)
-    assert (image.name, image.filename, image.content_type) == ("image[]", "a.png", "image/png")
-    assert image.data == payload
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type"),
-    [
-        (
-            b"--B\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n",
-            "multipart/form-data; boundary=B",
-        ),
-        (b"--B--\r\n", "multipart/form-data"),
-        (b"--B\r\nContent-Type: text/plain\r\n\r\nx\r\n--B--", "multipart/form-data; boundary=B"),
-    ],
-)
-def test_multipart_rejects_malformed(body: bytes, content_type: str):
-    with pytest.raises(MultipartError):
-        parse_multipart(body, content_type)
 
 
 def test_bounded_map_and_file_store():
