@@ -6,6 +6,7 @@ and the same bytes go to every subscriber.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -88,8 +89,15 @@ def _field(name: str, value: str) -> bytes:
 
 def iso(timestamp: float) -> str:
     """``2026-11-22T10:03:18.123Z``: the ``at`` of every event."""
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    seconds = int(timestamp)
+    millis = int((timestamp - seconds) * 1000)
+    return f"{_iso_seconds(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_seconds(seconds: int) -> str:
+    # Formatting a date is slow and every event carries one; most share their second.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def dumps(value: object) -> bytes:

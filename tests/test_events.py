@@ -43,3 +43,11 @@ def test_event_frame_is_encoded_once_and_reused():
 def test_iso_timestamps_are_utc_with_milliseconds():
     assert events.iso(0) == "1970-01-01T00:00:00.000Z"
     assert events.iso(1_790_000_000.1234) == "2026-09-21T14:13:20.123Z"
+
+
+def test_iso_is_right_across_seconds_and_cache_entries():
+    from datetime import UTC, datetime
+
+    for t in (1_790_000_000.999, 1_790_000_001.0, 1_790_000_001.5, 0.5, 1_893_456_000.25):
+        expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+        assert events.iso(t) == expected.replace("+00:00", "Z")

@@ -71,3 +71,20 @@ def test_garbage_is_401(garbage):
 def test_a_signer_needs_a_key():
     with pytest.raises(ValueError):
         Signer(())
+
+
+def test_a_cached_token_still_expires():
+    s = signer("k1")
+    token = s.issue(CALLBACK, Claims("ch_1", NOW + 10))
+    assert s.verify(CALLBACK, token, now=NOW).channel_id == "ch_1"  # now cached
+    with pytest.raises(HubError) as info:
+        s.verify(CALLBACK, token, now=NOW + 10)
+    assert info.value.status == 410
+
+
+def test_a_cached_token_is_only_good_for_its_purpose():
+    s = signer("k1")
+    token = s.issue(WATCH, Claims("ch_1", NOW + 60))
+    s.verify(WATCH, token, now=NOW)
+    with pytest.raises(HubError):
+        s.verify(CALLBACK, token, now=NOW)
