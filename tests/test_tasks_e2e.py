@@ -141,3 +141,38 @@ def _token_of(state, task_id):
     from hub.signing import CALLBACK, Claims
 
     return state.signer.issue(CALLBACK, Claims(None, int(time.time()) + 600, task_id=task_id))
+
+
+async def test_a_forged_atlascloud_webhook_is_rejected_and_changes_nothing(sandboxed, http):
+    import time
+
+    body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(png())]}}
+    await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "hang"})
+    created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
+    async with stream(http, created["stream_url"], AUTH) as sse:
+        while (await sse.next(10)).event != "task.submitted":
+            pass
+    record = (await http.get(f"{sandboxed.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
+    jwks = (await http.get(f"{sandboxed.url}/sandbox/atlascloud/api/v1/webhooks/jwks.json")).json()
+    payload = orjson.dumps({
+        "session_id": record["provider_task_id"], "event_type": "image.task.terminal",
+        "status": "OK", "created_at": int(time.time() * 1000),
+        "payload": {"status": "completed", "outputs": ["https://attacker.example/x.png"]},
+        "error": None,
+    })  # fmt: skip
+    headers = {
+        "content-type": "application/json",
+        "x-atlascloud-webhook-id": record["provider_task_id"],
+        "x-atlascloud-webhook-event": "image.task.terminal",
+        "x-atlascloud-webhook-timestamp": str(int(time.time())),
+        "x-atlascloud-webhook-key-id": jwks["keys"][0]["kid"],
+        "x-atlascloud-webhook-signature-ed25519": base64.urlsafe_b64encode(b"\0" * 64)
+        .decode()
+        .rstrip("="),
+    }
+    url = sandboxed.url + "/callbacks/" + _token_of(sandboxed.state, created["id"])
+    response = await http.post(url, content=payload, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    after = (await http.get(f"{sandboxed.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
+    assert after["status"] == "submitted" and after["outputs"] == []
