@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from hub.errors import HubError, error_response
+from hub.intake import CallbackIntake
 from hub.routes import blobs, callbacks, channels, health, tasks
 from hub.settings import Settings
 from hub.state import HubState
@@ -55,6 +57,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(CallbackIntake)],
         exception_handlers={
             HubError: _hub_error,
             HTTPException: _http_error,

@@ -46,6 +46,10 @@ class Subscription:
         self.closed = True
         self._wake()
 
+    def nudge(self) -> None:
+        """Wake the waiter with no event: ``wait`` returns False, as on a timeout."""
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -57,25 +61,28 @@ class Subscription:
         return events
 
     async def wait(self, within: float | None) -> bool:
-        """Wait until an event is queued (True) or ``within`` seconds pass (False).
-
-        Raises SubscriptionClosed once closed and drained.
-        """
+        """Wait until an event is queued (True), or ``within`` seconds pass or a nudge comes
+        (False). Raises SubscriptionClosed once closed and drained."""
         if self._events:
             return True
         if self.closed:
             raise SubscriptionClosed
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(within):
+            if within is None:
                 await self._waiter
+            else:
+                async with asyncio.timeout(within):
+                    await self._waiter
         except TimeoutError:
             return False
         finally:
             self._waiter = None
         if self._events:
             return True
-        raise SubscriptionClosed
+        if self.closed:
+            raise SubscriptionClosed
+        return False
 
 
 class Broker:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -44,14 +45,34 @@ class _Disconnected(Exception):
     pass
 
 
+class Streams:
+    """Every open stream, for what is done to all of them on one clock: a heartbeat for
+    those idle for ``heartbeat`` seconds, and the end for one stuck in a write for longer
+    than ``send_timeout``. One ticker instead of a timer per write and per wait, which cost
+    more than the write itself once a stream has many subscribers."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self.config = config
+        self.open: set[EventStream] = set()
+
+    async def run(self) -> None:
+        tick = min(1.0, self.config.heartbeat, self.config.send_timeout)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for stream in list(self.open):
+                stream.check(now)
+
+
 class EventStream(Response):
     def __init__(
         self,
         store: Store,
         broker: Broker,
+        streams: Streams,
         query: EventQuery,
         last_event_id: int | None,
-        config: StreamConfig,
         *,
         is_last: Callable[[Event], bool] | None = None,
     ) -> None:
@@ -63,31 +84,44 @@ class EventStream(Response):
         self._broker = broker
         self._query = query
         self._last = last_event_id
-        self._config = config
+        self._streams = streams
+        self._config = streams.config
         self._is_last = is_last
         self._send: Send | None = None
         self._subscription: Subscription | None = None
         self._disconnected = False
         self._done = False
+        self._task: asyncio.Task[Any] | None = None
+        self._writing_since: float | None = None
+        self._last_write = 0.0
+        self._stalled = False
+        self._heartbeat_due = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
+        self._task = asyncio.current_task()
+        streams = self._streams
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         watcher = asyncio.create_task(self._watch_disconnect(receive))
-        stalled = False
+        streams.open.add(self)
         try:
             await self._write(events.retry(self._config.retry_ms))
             await self._stream()
         except _Disconnected:
             pass
-        except TimeoutError:
-            stalled = True
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            # Cut off by check(): this task's own cancellation, not the server's.
+            assert self._task is not None
+            self._task.uncancel()
             log.info("a subscriber stopped reading; its stream is cut off")
         finally:
+            streams.open.discard(self)
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if not self._disconnected and not stalled:
+        if not self._disconnected and not self._stalled:
             # Bounded: the client may stop reading at any moment, this one included.
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self._config.send_timeout):
@@ -102,12 +136,25 @@ class EventStream(Response):
                     self._subscription.close()
                 return
 
+    def check(self, now: float) -> None:
+        """Called by Streams' ticker: end a stuck write, or ask for a heartbeat."""
+        if self._writing_since is not None:
+            if now - self._writing_since > self._config.send_timeout and self._task is not None:
+                self._stalled = True
+                self._task.cancel()
+        elif now - self._last_write >= self._config.heartbeat and self._subscription is not None:
+            self._heartbeat_due = True
+            self._subscription.nudge()
+
     async def _write(self, data: bytes) -> None:
         if self._disconnected:
             raise _Disconnected
         assert self._send is not None
-        async with asyncio.timeout(self._config.send_timeout):
-            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        loop = asyncio.get_running_loop()
+        self._writing_since = loop.time()
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        self._writing_since = None
+        self._last_write = loop.time()
 
     async def _stream(self) -> None:
         if self._last is not None:
@@ -143,14 +190,15 @@ class EventStream(Response):
         heartbeat = events.comment()
         while not self._done:
             try:
-                ready = await subscription.wait(self._config.heartbeat)
+                ready = await subscription.wait(None)
             except SubscriptionClosed:
                 # Shutdown, disconnect, or this client fell too far behind: in every case
                 # the stream ends and the client resumes with Last-Event-ID.
                 return
             if ready:
                 await self._emit(subscription.drain())
-            else:
+            elif self._heartbeat_due:
+                self._heartbeat_due = False
                 await self._write(heartbeat)
 
     async def _emit(self, batch: Sequence[Event]) -> None:

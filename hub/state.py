@@ -18,7 +18,7 @@ from hub.providers.config import provider_configs
 from hub.sandbox.app import Sandbox, SandboxSettings
 from hub.settings import Settings
 from hub.signing import Signer
-from hub.sse import StreamConfig
+from hub.sse import StreamConfig, Streams
 from hub.store import open_store
 from hub.store.base import Store
 from hub.tasks import TaskEngine
@@ -38,11 +38,13 @@ class HubState:
         self.keys = Keys(settings.api_keys)
         self.broker = Broker(settings.subscriber_queue_size)
         self.store: Store = open_store(settings, self.broker.publish)
-        self.stream_config = StreamConfig(
-            heartbeat=settings.heartbeat_seconds,
-            retry_ms=settings.retry_ms,
-            page_size=settings.replay_page_size,
-            send_timeout=settings.send_timeout_seconds,
+        self.streams = Streams(
+            StreamConfig(
+                heartbeat=settings.heartbeat_seconds,
+                retry_ms=settings.retry_ms,
+                page_size=settings.replay_page_size,
+                send_timeout=settings.send_timeout_seconds,
+            )
         )
         self.provider_configs = provider_configs(settings)
         self.sandbox: Sandbox | None = None
@@ -81,6 +83,7 @@ class HubState:
         )
         await self._engine.start()
         self._spawn(self._prune_forever(), "hub-retention")
+        self._spawn(self.streams.run(), "hub-stream-ticker")
 
     def begin_shutdown(self) -> None:
         """End open streams now, so the server's graceful shutdown is not held by them."""

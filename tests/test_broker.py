@@ -74,3 +74,14 @@ async def test_a_subscription_must_name_a_channel_or_task():
     with pytest.raises(ValueError):
         async with Broker().subscribe(EventQuery()):
             pass
+
+
+async def test_a_nudge_wakes_the_waiter_without_an_event():
+    broker = Broker()
+    async with broker.subscribe(EventQuery(channel_id="ch_a")) as sub:
+        waiter = asyncio.create_task(sub.wait(None))
+        await asyncio.sleep(0)
+        sub.nudge()
+        assert await waiter is False
+        broker.publish([event(1)])
+        assert await sub.wait(None) is True

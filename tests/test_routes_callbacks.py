@@ -147,3 +147,25 @@ async def test_bad_content_length_is_400(client, channel):
 async def test_get_on_a_callback_url_is_405(client, channel):
     response = await client.get(channel["callback_url"])
     assert response.status_code == 405
+
+
+async def test_a_failure_is_a_json_500_and_the_token_stays_out_of_the_log(
+    client, state, channel, caplog, monkeypatch
+):
+    async def broken(delivery):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(state.store, "add_delivery", broken)
+    response = await client.post(channel["callback_url"], json={"x": 1})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    token = channel["callback_url"].rsplit("/", 1)[1]
+    assert "disk on fire" in caplog.text
+    assert token not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/callbacks/", "/callbacks/a/b"])
+async def test_callback_paths_without_one_token_are_404(client, path):
+    response = await client.post(path, json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -9,6 +9,7 @@ from hub.events import Event
 from hub.store.base import Channel, Delivery, EventQuery
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_schema import MIGRATIONS
+from hub.store.sqlite_writer import MAX_BATCH, MAX_UNSYNCED
 
 
 def delivery(
@@ -73,7 +74,7 @@ async def test_duplicates_inside_one_batch_are_caught(store):
 
 async def test_ids_keep_growing_across_restart_and_pruning(tmp_path):
     path = tmp_path / "hub.db"
-    first = SQLiteStore(path, lambda events: None)
+    first = SQLiteStore(path, lambda events: None, synchronous="NORMAL")
     await first.open()
     await first.create_channel(Channel("ch_a", "owner", None, time.time(), 2**31))
     old = time.time() - 1000
@@ -82,7 +83,7 @@ async def test_ids_keep_growing_across_restart_and_pruning(tmp_path):
     assert await first.prune(time.time() - 10) == 3
     await first.close()
 
-    second = SQLiteStore(path, lambda events: None)
+    second = SQLiteStore(path, lambda events: None, synchronous="NORMAL")
     await second.open()
     try:
         event = await second.add_delivery(delivery(b"new"))
@@ -153,3 +154,60 @@ async def test_closed_store_refuses_writes(tmp_path):
         await s.add_delivery(delivery(b"late"))
     with pytest.raises(RuntimeError):
         await s.ping()
+
+
+async def test_with_deferred_fsync_ids_skip_what_a_power_cut_could_undo(tmp_path):
+    path = tmp_path / "hub.db"
+    last = 0
+    for _ in range(2):
+        store = SQLiteStore(path, lambda events: None, synchronous="FULL")
+        await store.open()
+        try:
+            event = await store.add_delivery(delivery(b"%d" % last))
+            assert event is not None and event.id == last + MAX_UNSYNCED * MAX_BATCH + 1
+            last = event.id
+        finally:
+            await store.close()
+
+
+async def test_without_deferred_fsync_ids_continue_where_they_stopped(tmp_path):
+    path = tmp_path / "hub.db"
+    for expected in (1, 2):
+        store = SQLiteStore(path, lambda events: None, synchronous="NORMAL")
+        await store.open()
+        try:
+            event = await store.add_delivery(delivery(b"%d" % expected))
+            assert event is not None and event.id == expected
+        finally:
+            await store.close()
+
+
+async def test_answers_wait_for_the_fsync_but_subscribers_do_not(tmp_path, monkeypatch):
+    """FULL: events are published once committed to the WAL; callers are answered only
+    after the WAL is fsynced."""
+    import os
+    import threading
+
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        release.wait(10)
+        real_fsync(fd)
+
+    published: list[Event] = []
+    store = SQLiteStore(tmp_path / "hub.db", published.extend, synchronous="FULL")
+    await store.open()
+    try:
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        pending = asyncio.ensure_future(store.add_delivery(delivery(b"durable")))
+        from tests.helpers import until
+
+        await until(lambda: len(published) == 1)
+        assert not pending.done()  # published, not yet answered
+        release.set()
+        event = await asyncio.wait_for(pending, 10)
+        assert event is not None and event.id == published[0].id
+    finally:
+        release.set()
+        await store.close()

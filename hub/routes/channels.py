@@ -101,9 +101,7 @@ async def stream(request: Request) -> Response:
         ref=_optional_text(request, "task_id", MAX_TASK_ID),
         types=_types(request),
     )
-    return EventStream(
-        state.store, state.broker, query, last_event_id(request), state.stream_config
-    )
+    return EventStream(state.store, state.broker, state.streams, query, last_event_id(request))
 
 
 async def task_result(request: Request) -> Response:

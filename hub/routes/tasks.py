@@ -60,9 +60,9 @@ async def stream(request: Request) -> Response:
     return EventStream(
         state.store,
         state.broker,
+        state.streams,
         EventQuery(task_id=task.id),
         0 if last is None else last,
-        state.stream_config,
         is_last=lambda event: event.type.removeprefix("task.") in TERMINAL,
     )
 

@@ -7,6 +7,7 @@ connection, which WAL lets run beside the writer.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ class SQLiteStore:
         self._on_commit = on_commit
         self._synchronous = synchronous
         self._writer: Writer | None = None
+        self._wal_sync: _WalSync | None = None
         self._write_db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
 
@@ -55,18 +57,20 @@ class SQLiteStore:
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_db = await self._connect()
+        # FULL is kept by fsyncing the WAL ourselves after each commit (see the writer),
+        # so SQLite itself commits with NORMAL: subscribers need not wait for the disk.
+        deferred = self._synchronous.upper() == "FULL"
+        self._write_db = await self._connect("NORMAL" if deferred else self._synchronous)
         await self._migrate(self._write_db)
-        self._writer = Writer(self._write_db, self._on_commit)
+        self._wal_sync = _WalSync(self._path) if deferred else None
+        self._writer = Writer(self._write_db, self._on_commit, self._wal_sync)
         await self._writer.start()
-        self._reader = await self._connect()
+        self._reader = await self._connect(self._synchronous)
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self, synchronous: str) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk when it returns, so an acknowledged callback survives a
-        # power cut, not just a process crash. Group commit keeps the cost per batch.
-        await db.execute(f"PRAGMA synchronous={self._synchronous}")
+        await db.execute(f"PRAGMA synchronous={synchronous}")
         await db.execute("PRAGMA busy_timeout=5000")
         return db
 
@@ -88,6 +92,8 @@ class SQLiteStore:
                 await db.close()
         self._reader = self._write_db = None
         self._writer = None
+        if self._wal_sync is not None:
+            self._wal_sync.close()
 
     async def ping(self) -> None:
         async with self._read("SELECT 1") as cursor:
@@ -298,6 +304,36 @@ async def _insert_delivery(db: aiosqlite.Connection, tx: Tx, d: Delivery) -> boo
         ),
     )  # fmt: skip
     return cursor.rowcount == 1
+
+
+class _WalSync:
+    """fsync of the write-ahead log: after it, every transaction committed so far survives
+    a power cut, not only a process crash."""
+
+    def __init__(self, path: Path) -> None:
+        self._wal = Path(f"{path}-wal")
+        self._fd: int | None = None
+        self._inode: int | None = None
+
+    def __call__(self) -> None:
+        stat = os.stat(self._wal)
+        if self._fd is None or stat.st_ino != self._inode:
+            # First use, or SQLite started a new log file: make its name durable too.
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(self._wal, os.O_RDONLY)
+            self._inode = stat.st_ino
+            directory = os.open(self._wal.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _now() -> float:

@@ -5,6 +5,13 @@ The writer assigns event and delivery ids itself, in commit order, and hands eac
 committed batch's events to ``on_commit`` in id order before any caller is answered, so
 subscribers see events in id order. That needs the writer to be the only one, which is
 why SQLite mode is one process (replicas use PostgreSQL).
+
+Durability without making subscribers wait for the disk: with a ``sync`` function the
+transaction is committed to the WAL (safe from a process crash at once), its events are
+published, and only then is the WAL fsynced, once for every batch committed meanwhile,
+before any caller is answered. Should the machine lose power in that window, events that
+subscribers saw could be lost; so that no id they saw is ever handed out again, ids skip
+ahead at every start by more than the window can hold.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from hub.store.base import Delivery, NewEvent
 log = logging.getLogger("hub.store")
 
 MAX_BATCH = 512
+# Batches committed but not yet fsynced, at most: bounds the ids a power loss can undo.
+MAX_UNSYNCED = 4
 
 
 class Tx:
@@ -58,9 +67,19 @@ class _Pending:
 
 
 class Writer:
-    def __init__(self, db: aiosqlite.Connection, on_commit: Callable[[Sequence[Event]], None]):
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        on_commit: Callable[[Sequence[Event]], None],
+        sync: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._on_commit = on_commit
+        self._sync = sync
+        self._unsynced: list[tuple[list[_Pending], list[Any]]] = []
+        self._sync_wanted = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._sync_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._next_event_id = 1
@@ -72,6 +91,9 @@ class Writer:
         # AUTOINCREMENT's sqlite_sequence remembers the highest id ever used, even after
         # retention deleted it, so an id is never handed out twice.
         self._next_event_id = await self._sequence("events") + 1
+        if self._sync is not None:
+            self._next_event_id += MAX_UNSYNCED * MAX_BATCH
+            self._sync_task = asyncio.create_task(self._sync_loop(), name="hub-sqlite-sync")
         self._next_delivery_id = await self._sequence("deliveries") + 1
         self._task = asyncio.create_task(self._loop(), name="hub-sqlite-writer")
 
@@ -82,11 +104,26 @@ class Writer:
         return int(row[0]) if row else 0
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._sync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._sync_task = None
+        if self._unsynced:
+            # Committed already: make them durable and answer them, as a clean stop should.
+            ready, self._unsynced = self._unsynced, []
+            assert self._sync is not None
+            try:
+                await asyncio.to_thread(self._sync)
+            except Exception as exc:
+                for batch, _ in ready:
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
+            else:
+                for batch, results in ready:
+                    _answer(batch, results)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
@@ -110,6 +147,9 @@ class Writer:
     async def _loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            while len(self._unsynced) >= MAX_UNSYNCED:
+                self._synced.clear()
+                await self._synced.wait()
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -137,9 +177,31 @@ class Writer:
                 self._on_commit(events)
             except Exception:
                 log.exception("publishing committed events failed")
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+        if self._sync is not None:
+            self._unsynced.append((batch, results))
+            self._sync_wanted.set()
+        else:
+            _answer(batch, results)
+
+    async def _sync_loop(self) -> None:
+        assert self._sync is not None
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            ready, self._unsynced = self._unsynced, []
+            try:
+                # One fsync makes every batch committed so far durable.
+                await asyncio.to_thread(self._sync)
+            except Exception as exc:
+                log.exception("fsync of the write-ahead log failed")
+                for batch, _ in ready:
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
+            else:
+                for batch, results in ready:
+                    _answer(batch, results)
+            self._synced.set()
 
     async def _commit(self, batch: list[_Pending]) -> list[Any]:
         db = self._db
@@ -209,6 +271,12 @@ class Writer:
             pending.events.append(event)
             results[i] = event
         await _insert_events(db, event_rows)
+
+
+def _answer(batch: list[_Pending], results: list[Any]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)
 
 
 class _Ids:
