@@ -1,13 +1,14 @@
-"""The default store: SQLite in WAL mode through aiosqlite.
+"""The default store: SQLite in WAL mode.
 
-Writes go through the group-commit ``Writer`` (one connection, one task); reads use a second
-connection, which WAL lets run beside the writer.
+Writes go through the group-commit ``Writer`` (its own connection and thread); reads use
+an aiosqlite connection, which WAL lets run beside the writer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,7 +47,6 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._writer: Writer | None = None
         self._wal_sync: _WalSync | None = None
-        self._write_db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
 
     @property
@@ -60,37 +60,23 @@ class SQLiteStore:
         # FULL is kept by fsyncing the WAL ourselves after each commit (see the writer),
         # so SQLite itself commits with NORMAL: subscribers need not wait for the disk.
         deferred = self._synchronous.upper() == "FULL"
-        self._write_db = await self._connect("NORMAL" if deferred else self._synchronous)
-        await self._migrate(self._write_db)
         self._wal_sync = _WalSync(self._path) if deferred else None
-        self._writer = Writer(self._write_db, self._on_commit, self._wal_sync)
-        await self._writer.start()
-        self._reader = await self._connect(self._synchronous)
-
-    async def _connect(self, synchronous: str) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self._path, isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute(f"PRAGMA synchronous={synchronous}")
-        await db.execute("PRAGMA busy_timeout=5000")
-        return db
-
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # The version bump rides in the script's own transaction, so a crash
-            # mid-migration leaves the old version recorded and the script runs again.
-            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
-            log.info("store migrated to version %d", number)
+        self._writer = Writer(
+            self._path,
+            "NORMAL" if deferred else self._synchronous,
+            self._on_commit,
+            self._wal_sync,
+        )
+        await self._writer.start(_migrate)
+        self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+        await self._reader.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.stop()
-        for db in (self._reader, self._write_db):
-            if db is not None:
-                await db.close()
-        self._reader = self._write_db = None
+        if self._reader is not None:
+            await self._reader.close()
+        self._reader = None
         self._writer = None
         if self._wal_sync is not None:
             self._wal_sync.close()
@@ -107,8 +93,8 @@ class SQLiteStore:
         return self._writer
 
     async def create_channel(self, channel: Channel) -> None:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
-            await db.execute(
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute(
                 "INSERT INTO channels (id, owner, label, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at),
@@ -122,33 +108,33 @@ class SQLiteStore:
         return result
 
     async def prune(self, before: float) -> int:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
             cutoff = (before,)
-            await db.execute(
+            db.execute(
                 "UPDATE channels SET pruned_through = MAX(pruned_through, ("
                 " SELECT MAX(e.id) FROM events e"
                 " WHERE e.channel_id = channels.id AND e.created_at < ?))"
                 " WHERE id IN (SELECT channel_id FROM events WHERE created_at < ?)",
                 (before, before),
             )
-            await db.execute(
+            db.execute(
                 "INSERT INTO meta (key, value) SELECT 'pruned_through', MAX(id) FROM events"
                 " WHERE created_at < ? HAVING MAX(id) IS NOT NULL"
                 " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
                 cutoff,
             )
-            cursor = await db.execute("DELETE FROM events WHERE created_at < ?", cutoff)
+            cursor = db.execute("DELETE FROM events WHERE created_at < ?", cutoff)
             deleted = cursor.rowcount
-            await db.execute("DELETE FROM deliveries WHERE received_at < ?", cutoff)
-            await db.execute("DELETE FROM blobs WHERE created_at < ?", cutoff)
+            db.execute("DELETE FROM deliveries WHERE received_at < ?", cutoff)
+            db.execute("DELETE FROM blobs WHERE created_at < ?", cutoff)
             return deleted
 
         deleted: int = await self._write().run(op)
         return deleted
 
     async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> Event:
-            await db.execute(
+        def op(db: sqlite3.Connection, tx: Tx) -> Event:
+            db.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
                 (
                     task.id, task.owner, task.provider, task.status, task.input,
@@ -175,56 +161,55 @@ class SQLiteStore:
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
 
-        async def op(db: aiosqlite.Connection, tx: Tx) -> list[Event] | None:
+        def op(db: sqlite3.Connection, tx: Tx) -> list[Event] | None:
             columns = sorted(changes)
             assignments = "".join(f"{column} = ?, " for column in columns)
             states = ", ".join("?" * len(expect))
             # A savepoint, so a transition whose callback turns out to be a byte-identical
             # retry is undone without touching the rest of the batch.
-            await db.execute("SAVEPOINT task_update")
-            cursor = await db.execute(
+            db.execute("SAVEPOINT task_update")
+            cursor = db.execute(
                 f"UPDATE tasks SET {assignments}lease_until = NULL, updated_at = ?"  # noqa: S608
                 f" WHERE id = ? AND status IN ({states})",
                 (*(changes[c] for c in columns), _now(), task_id, *sorted(expect)),
             )
             applied = cursor.rowcount == 1
             if applied and delivery is not None:
-                applied = await _insert_delivery(db, tx, delivery)
+                applied = _insert_delivery(db, tx, delivery)
             if not applied:
-                await db.execute("ROLLBACK TO task_update")
-            await db.execute("RELEASE task_update")
+                db.execute("ROLLBACK TO task_update")
+            db.execute("RELEASE task_update")
             if not applied:
                 return None
-            await _insert_blobs(db, blobs)
+            _insert_blobs(db, blobs)
             return [tx.emit(event) for event in events]
 
         result: list[Event] | None = await self._write().run(op)
         return result
 
     async def claim_tasks(self, now: float, lease: float, limit: int) -> list[TaskRecord]:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> list[TaskRecord]:
-            async with db.execute(
+        def op(db: sqlite3.Connection, tx: Tx) -> list[TaskRecord]:
+            rows = db.execute(
                 f"UPDATE tasks SET lease_until = ? WHERE id IN ("  # noqa: S608
                 " SELECT id FROM tasks WHERE next_at <= ?"
                 " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)"
                 f" RETURNING {_TASK_COLUMNS}",
                 (now + lease, now, now, limit),
-            ) as cursor:
-                rows = await cursor.fetchall()
+            ).fetchall()
             return [_task(row) for row in rows]
 
         claimed: list[TaskRecord] = await self._write().run(op)
         return claimed
 
     async def release_leases(self) -> None:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
-            await db.execute("UPDATE tasks SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute("UPDATE tasks SET lease_until = NULL WHERE lease_until IS NOT NULL")
 
         await self._write().run(op)
 
     async def put_blob(self, blob: Blob) -> None:
-        async def op(db: aiosqlite.Connection, tx: Tx) -> None:
-            await _insert_blobs(db, [blob])
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            _insert_blobs(db, [blob])
 
         await self._write().run(op)
 
@@ -293,8 +278,8 @@ class SQLiteStore:
         return Blob(id_, owner, content_type, size, bytes(sha256), created_at, bytes(data))
 
 
-async def _insert_delivery(db: aiosqlite.Connection, tx: Tx, d: Delivery) -> bool:
-    cursor = await db.execute(
+def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
+    cursor = db.execute(
         "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
         " received_at, content_type, headers, body, task_id, ref)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -304,6 +289,15 @@ async def _insert_delivery(db: aiosqlite.Connection, tx: Tx, d: Delivery) -> boo
         ),
     )  # fmt: skip
     return cursor.rowcount == 1
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # The version bump rides in the script's own transaction, so a crash
+        # mid-migration leaves the old version recorded and the script runs again.
+        db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        log.info("store migrated to version %d", number)
 
 
 class _WalSync:
@@ -340,9 +334,9 @@ def _now() -> float:
     return time.time()
 
 
-async def _insert_blobs(db: aiosqlite.Connection, blobs: Sequence[Blob]) -> None:
+def _insert_blobs(db: sqlite3.Connection, blobs: Sequence[Blob]) -> None:
     if blobs:
-        await db.executemany(
+        db.executemany(
             "INSERT OR IGNORE INTO blobs (id, owner, content_type, size, sha256, data, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
