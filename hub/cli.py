@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -76,8 +77,20 @@ def serve(args: argparse.Namespace) -> int:
         )
     elif (settings.data_dir / datadir.API_KEY_FILE).exists():
         print(f"hub: API key in {settings.data_dir / datadir.API_KEY_FILE}", flush=True)
+    _tune_gc()
     server.run()
     return 0
+
+
+def _tune_gc() -> None:
+    """The collector's full passes walk every object; with thousands of open streams each
+    pass stalls delivery for hundreds of milliseconds (measured: one event to 10,000 idle
+    subscribers took 0.5 s without collections, 1 to 1.4 s with them). What exists at start
+    lives as long as the process: freeze it out of the passes, and let young objects pile
+    up longer before a pass. Reference counting still frees nearly everything at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
