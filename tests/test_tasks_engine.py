@@ -1,0 +1,139 @@
+"""The task engine against a scripted provider and the real SQLite store."""
+
+from collections.abc import Mapping
+
+import httpx
+import orjson
+import pytest
+
+from hub import blobs
+from hub.events import Event
+from hub.providers.base import EditRequest, Outcome, Output, ProviderConfig, ProviderError
+from hub.signing import Signer
+from hub.store.sqlite import SQLiteStore
+from hub.tasks import TaskEngine
+from tests.helpers import until
+from tests.test_tasks_e2e import png
+
+
+class Scripted:
+    """A provider that answers submit and each poll from a list, in order."""
+
+    name = "scripted"
+    supports_callback = False
+
+    def __init__(self, submit: Outcome, polls: list[Outcome | ProviderError]) -> None:
+        self._submit = submit
+        self.polls = polls
+        self.poll_calls = 0
+
+    def wants_callback(self, public_url: str) -> bool:
+        return False
+
+    async def submit(self, request: EditRequest) -> Outcome:
+        return self._submit
+
+    async def poll(self, provider_task_id: str) -> Outcome:
+        answer = self.polls[min(self.poll_calls, len(self.polls) - 1)]
+        self.poll_calls += 1
+        if isinstance(answer, ProviderError):
+            raise answer
+        return answer
+
+    async def parse_callback(
+        self, headers: Mapping[str, str], body: bytes, secret: str | None
+    ) -> Outcome:
+        raise AssertionError("no callbacks here")
+
+
+PENDING = Outcome("pending", provider_task_id="p-1")
+
+
+@pytest.fixture
+async def engine_for(make_settings, tmp_path):
+    engines = []
+    published: list[Event] = []
+
+    async def make(provider: Scripted, **changes):
+        settings = make_settings(**changes)
+        store = SQLiteStore(tmp_path / "tasks.db", published.extend, synchronous="NORMAL")
+        await store.open()
+        client = httpx.AsyncClient()
+        config = ProviderConfig(
+            "scripted", "http://scripted.test", "k", first_poll_after=0.01, poll_interval=0.01
+        )
+        engine = TaskEngine(
+            settings,
+            store,
+            Signer(settings.secret_keys),
+            client,
+            {"scripted": provider},
+            {"scripted": config},
+        )
+        await engine.start()
+        engines.append((engine, store, client))
+        blob = blobs.make("owner", png(), "image/png")
+        await store.put_blob(blob)
+        task = await engine.create(
+            "owner", "scripted", None, orjson.dumps({"prompt": "p", "images": [blob.id]})
+        )
+        return store, task
+
+    yield make
+    for engine, store, client in engines:
+        await engine.stop()
+        await client.aclose()
+        await store.close()
+
+
+async def ended(store, task_id, timeout=10.0):
+    async def done():
+        task = await store.get_task(task_id)
+        return task is not None and task.terminal
+
+    await until(done, timeout=timeout)
+    return await store.get_task(task_id)
+
+
+async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_for):
+    data = png()
+    provider = Scripted(
+        PENDING,
+        [
+            ProviderError("busy", retryable=True, status=503),
+            PENDING,
+            Outcome("succeeded", outputs=(Output(data=data),)),
+        ],
+    )
+    store, task = await engine_for(provider)
+    done = await ended(store, task.id)
+    assert done.status == "succeeded" and provider.poll_calls == 3
+    [output] = orjson.loads(done.outputs)
+    stored = await store.get_blob(output["blob_id"])
+    assert stored.data == data and stored.owner == "owner" and stored.content_type == "image/png"
+
+
+async def test_a_final_poll_error_fails_the_task_with_its_message(engine_for):
+    provider = Scripted(
+        PENDING, [ProviderError("scripted: HTTP 401: bad key", retryable=False, status=401)]
+    )
+    store, task = await engine_for(provider)
+    done = await ended(store, task.id)
+    assert done.status == "failed" and done.error == "scripted: HTTP 401: bad key"
+
+
+async def test_a_result_without_an_image_fails_the_task(engine_for):
+    store, task = await engine_for(Scripted(Outcome("succeeded", provider_task_id="p-1"), []))
+    done = await ended(store, task.id)
+    assert done.status == "failed" and done.error == "scripted returned no image"
+
+
+async def test_an_output_at_a_private_address_is_never_fetched(engine_for):
+    # The provider's URL points inside: the download is refused before any connection,
+    # retried until the deadline, and the task ends timed_out rather than hanging.
+    outcome = Outcome(
+        "succeeded", provider_task_id="p-1", outputs=(Output(url="http://10.255.255.1/x.png"),)
+    )
+    store, task = await engine_for(Scripted(outcome, []), task_timeout_seconds=1)
+    done = await ended(store, task.id)
+    assert done.status == "timed_out" and done.outputs == b"[]"
