@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import orjson
 from hub import blobs
 from hub.errors import invalid
 from hub.fetch import FetchError, fetch
+from hub.providers import PROVIDERS
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
 from hub.routes.common import integer, text
 from hub.store.base import Blob, Store
@@ -60,14 +62,18 @@ class Sources:
     allow_private: bool
 
 
-def check_shape(body: dict[str, Any], providers: frozenset[str]) -> tuple[str, dict[str, Any]]:
+def _check_shape(body: dict[str, Any], configured: Collection[str]) -> tuple[str, dict[str, Any]]:
     """The provider and the input object, before any image is touched."""
     _no_unknown(body, _FIELDS, "")
     if "provider" not in body:
         raise invalid("provider", "is required")
     provider = body["provider"]
-    if provider not in providers:
-        raise invalid("provider", f"must be one of {', '.join(sorted(providers))}")
+    if provider not in PROVIDERS:
+        raise invalid("provider", f"must be one of {', '.join(sorted(PROVIDERS))}")
+    if provider not in configured:
+        raise invalid(
+            "provider", f"{provider} is not configured: set HUB_{provider.upper()}_API_KEY"
+        )
     value = body.get("input")
     if not isinstance(value, dict):
         raise invalid("input", "is required and must be an object")
@@ -75,8 +81,10 @@ def check_shape(body: dict[str, Any], providers: frozenset[str]) -> tuple[str, d
     return provider, value
 
 
-async def parse(body: dict[str, Any], providers: frozenset[str], sources: Sources) -> TaskInput:
-    provider, value = check_shape(body, providers)
+async def parse(body: dict[str, Any], configured: Collection[str], sources: Sources) -> TaskInput:
+    """The task's input, checked, with every image held as a blob. ``configured``: the
+    providers that accept tasks here."""
+    provider, value = _check_shape(body, configured)
     if not isinstance(value.get("prompt"), str) or not value["prompt"].strip():
         raise invalid("input.prompt", "is required and must be a non-empty string")
     prompt = text(value["prompt"], "input.prompt", MAX_PROMPT)

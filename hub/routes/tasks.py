@@ -8,8 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import inputs
-from hub.errors import invalid, not_found
-from hub.providers import PROVIDERS
+from hub.errors import not_found
 from hub.routes.channels import last_event_id
 from hub.routes.common import hub, json_object, json_response
 from hub.sse import EventStream
@@ -26,11 +25,6 @@ async def create(request: Request) -> Response:
     owner = state.keys.require(request)
     body = await json_object(request, limit=MAX_TASK_BODY)
     engine = state.engine
-    provider, _ = inputs.check_shape(body, frozenset(PROVIDERS))
-    if provider not in engine.providers:
-        raise invalid(
-            "provider", f"{provider} is not configured: set HUB_{provider.upper()}_API_KEY"
-        )
     sources = inputs.Sources(
         owner=owner,
         store=state.store,
@@ -38,7 +32,7 @@ async def create(request: Request) -> Response:
         max_image_bytes=state.settings.max_image_bytes,
         allow_private=state.settings.loopback_allowed,
     )
-    spec = await inputs.parse(body, frozenset(engine.providers), sources)
+    spec = await inputs.parse(body, engine.providers, sources)
     task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
     data = engine.view.describe(task)
     return json_response(
