@@ -15,7 +15,8 @@ transaction is committed to the WAL (safe from a process crash at once), its eve
 published, and only then is the WAL fsynced, once for every batch committed meanwhile,
 before any caller is answered. Should the machine lose power in that window, events that
 subscribers saw could be lost; so that no id they saw is ever handed out again, ids skip
-ahead at every start by more than the window can hold.
+ahead by more than the window can hold when the last run did not stop cleanly (a durable
+mark says so: set at start, cleared by a clean stop).
 """
 
 from __future__ import annotations
@@ -107,7 +108,9 @@ class Writer:
         # retention deleted it, so an id is never handed out twice.
         self._next_event_id = await self._call(_sequence, db, "events") + 1
         if self._sync is not None:
-            self._next_event_id += MAX_UNSYNCED * MAX_BATCH
+            if await self._call(_mark_running, db, 1):
+                self._next_event_id += MAX_UNSYNCED * MAX_BATCH
+            await asyncio.to_thread(self._sync)  # the mark is durable before any publish
             self._sync_task = asyncio.create_task(self._sync_loop(), name="hub-sqlite-sync")
         self._next_delivery_id = await self._call(_sequence, db, "deliveries") + 1
         self._task = asyncio.create_task(self._loop(), name="hub-sqlite-writer")
@@ -145,6 +148,10 @@ class Writer:
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("the store is closed"))
+        if self._db is not None and self._sync is not None:
+            # Everything published is durable now: the next start need not skip ids.
+            await self._call(_mark_running, self._db, 0)
+            await asyncio.to_thread(self._sync)
         if self._db is not None:
             await self._call(self._db.close)
             self._db = None
@@ -352,3 +359,14 @@ def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Event, int | Non
 def _sequence(db: sqlite3.Connection, table: str) -> int:
     row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def _mark_running(db: sqlite3.Connection, running: int) -> bool:
+    """Set the 'running' mark; True if it was set before (the last run did not stop)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'running'").fetchone()
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('running', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (running,),
+    )
+    return bool(row and row[0])
