@@ -86,7 +86,8 @@ def hub_settings(hub: Hub) -> dict[str, str]:
     settings = Settings.from_env(env)
     keys = (
         "heartbeat_seconds", "subscriber_queue_size", "sqlite_synchronous", "send_timeout_seconds",
-        "replay_page_size", "max_event_body_bytes",
+        "replay_page_size", "max_event_body_bytes", "rate_limit_per_key",
+        "rate_limit_per_callback",
     )  # fmt: skip
     shown = {f"HUB_{k.upper()}": str(getattr(settings, k)) for k in keys}
     callers = sorted(k for k in os.environ if k.startswith("HUB_"))

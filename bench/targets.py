@@ -94,7 +94,13 @@ class Hub(Target):
         data_dir = self.workdir / f"hub-data-{instance}"
         return servers.Launch(
             argv=[str(VENV_BIN / "hub"), "serve", "--port", str(self.port)],
-            env={"HUB_DATA_DIR": str(data_dir), "HUB_API_KEYS": self.api_key},
+            # Rate limits off: the bench measures the path, not the limiter.
+            env={
+                "HUB_DATA_DIR": str(data_dir),
+                "HUB_API_KEYS": self.api_key,
+                "HUB_RATE_LIMIT_PER_KEY": "0",
+                "HUB_RATE_LIMIT_PER_CALLBACK": "0",
+            },
             port=self.port,
             log=self.workdir / "hub.log",
             scratch=data_dir,

@@ -78,6 +78,9 @@ class Settings:
     worker_concurrency: int = 32
     max_image_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Requests a second per API key and per callback URL (0 turns a limit off).
+    rate_limit_per_key: float = 100.0
+    rate_limit_per_callback: float = 100.0
     # Every other HUB_* variable (HUB_EACHLABS_API_KEY, HUB_SANDBOX_LATENCY, ...), read by
     # the modules they configure. Out of repr: it holds provider keys.
     extra_env: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)

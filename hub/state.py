@@ -10,11 +10,13 @@ import time
 from collections.abc import Coroutine
 
 import httpx
+from starlette.requests import HTTPConnection
 
 from hub.auth import Keys
 from hub.broker import Broker
 from hub.providers import PROVIDERS
 from hub.providers.config import provider_configs
+from hub.ratelimit import RateLimit
 from hub.sandbox.app import Sandbox, SandboxSettings
 from hub.settings import Settings
 from hub.signing import Signer
@@ -36,6 +38,8 @@ class HubState:
         self.settings = settings
         self.signer = Signer(settings.secret_keys)
         self.keys = Keys(settings.api_keys)
+        self.key_limit = RateLimit(settings.rate_limit_per_key, "API key")
+        self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
         self.broker = Broker(settings.subscriber_queue_size)
         self.store: Store = open_store(settings, self.broker.publish)
         self.streams = Streams(
@@ -54,6 +58,12 @@ class HubState:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._engine: TaskEngine | None = None
+
+    def owner(self, connection: HTTPConnection) -> str:
+        """The tenant of the request's API key (401 without one), within its rate (429)."""
+        owner = self.keys.require(connection)
+        self.key_limit.check(owner)
+        return owner
 
     @property
     def client(self) -> httpx.AsyncClient:

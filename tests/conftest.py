@@ -26,6 +26,9 @@ def make_settings(tmp_path: Path) -> MakeSettings:
             api_keys=(Secret(KEY), Secret(OTHER_KEY)),
             public_url="http://hub.test",
             sqlite_synchronous="NORMAL",
+            # Floods are part of many tests; the limits have tests of their own.
+            rate_limit_per_key=0,
+            rate_limit_per_callback=0,
         )
         return base.replace(**changes)
 

@@ -40,6 +40,8 @@ class HubProcess:
             "HUB_API_KEYS": KEY,
             "HUB_SECRET": "process-test-secret",
             "HUB_HEARTBEAT_SECONDS": "0.3",
+            "HUB_RATE_LIMIT_PER_KEY": "0",
+            "HUB_RATE_LIMIT_PER_CALLBACK": "0",
             **(extra or {}),
         }
         self.log = data_dir / f"hub-{port}-{os.urandom(3).hex()}.log"

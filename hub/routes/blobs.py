@@ -21,7 +21,7 @@ BLOB_ID = re.compile(r"blob_[0-9a-f]{24}")
 
 async def upload(request: Request) -> Response:
     state = hub(request)
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "multipart/form-data":
         raise HubError(415, "unsupported_media_type", "send multipart/form-data with a file field")
@@ -52,7 +52,7 @@ async def upload(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     state = hub(request)
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     blob_id = request.path_params["blob_id"]
     blob = await state.store.get_blob(blob_id) if BLOB_ID.fullmatch(blob_id) else None
     if blob is None or blob.owner != owner:

@@ -20,6 +20,8 @@ async def receive(request: Request) -> Response:
     state = hub(request)
     token = request.path_params["token"]
     claims = state.signer.verify(CALLBACK, token)
+    # Only a genuine URL gets a bucket, so forged ones cannot fill the table.
+    state.callback_limit.check(token)
     body = await callbacks.read_body(request, state.settings.max_callback_bytes)
     received_at = time.time()
     if claims.task_id is not None:

@@ -27,7 +27,7 @@ MAX_TASK_ID = 200
 
 async def create(request: Request) -> Response:
     state = hub(request)
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     body = await json_object(request, optional=True)
     unknown = set(body) - {"label", "ttl_seconds"}
     if unknown:
@@ -58,7 +58,7 @@ async def show(request: Request) -> Response:
 
 async def create_callback_url(request: Request) -> Response:
     state = hub(request)
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     body = await json_object(request)
     if "channel_id" not in body:
         raise invalid("channel_id", "is required")
@@ -167,7 +167,7 @@ def _valid_id(channel_id: str) -> bool:
 
 
 async def _owned_channel(state: HubState, request: Request) -> Channel:
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     return await _channel_of(state, owner, request.path_params["channel_id"])
 
 

@@ -22,7 +22,7 @@ MAX_TASK_BODY = 80 * 1024 * 1024
 
 async def create(request: Request) -> Response:
     state = hub(request)
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     body = await json_object(request, limit=MAX_TASK_BODY)
     engine = state.engine
     sources = inputs.Sources(
@@ -62,7 +62,7 @@ async def stream(request: Request) -> Response:
 
 
 async def _owned_task(state: HubState, request: Request) -> TaskRecord:
-    owner = state.keys.require(request)
+    owner = state.owner(request)
     task_id = request.path_params["task_id"]
     task = await state.store.get_task(task_id) if TASK_ID.fullmatch(task_id) else None
     if task is None or task.owner != owner:
