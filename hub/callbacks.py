@@ -3,6 +3,7 @@ delivery (the raw bytes, kept) and the ``callback.received`` event it publishes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from typing import Any
@@ -23,8 +24,18 @@ _ID_KEYS = (
 MAX_REF_LENGTH = 200
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it is known to exceed ``limit`` (before it is all read)."""
+async def read_body(request: Request, limit: int, within: float = 30.0) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed ``limit`` (before it is all
+    read), or 408 if it takes longer than ``within`` seconds to arrive (a sender trickling
+    bytes would otherwise hold a connection and its buffer as long as it likes)."""
+    try:
+        async with asyncio.timeout(within):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise HubError(408, "request_timeout", f"the body took longer than {within:g} s") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     too_large = HubError(413, "payload_too_large", f"the body exceeds {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None:

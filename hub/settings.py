@@ -53,6 +53,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_callback_bytes: int = 32 * 1024 * 1024
+    # A request body must have arrived within this long (408 after).
+    body_timeout_seconds: float = 30.0
     # A callback body larger than this is kept byte for byte but left out of its event.
     max_event_body_bytes: int = 1024 * 1024
     retention_seconds: int = 7 * DAY

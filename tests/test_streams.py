@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from hub.store.base import EventQuery
 from tests.helpers import AUTH, live_hub, stream, until
 
 
@@ -186,3 +187,22 @@ async def test_a_stalled_subscriber_does_not_delay_a_live_one(make_settings, htt
             # The stalled one overflowed and was dropped; the live one is still subscribed.
             await until(lambda: hub.state.broker.subscriber_count == 1, timeout=10)
         stalled.close()
+
+
+async def test_a_trickling_body_is_cut_off_with_408(make_settings, http):
+    async with live_hub(make_settings(body_timeout_seconds=0.5)) as hub:
+        channel = await new_channel(http, hub)
+        host, port = hub.url.removeprefix("http://").split(":")
+        path = channel["callback_url"].removeprefix(hub.url)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        # Promise 1,000 bytes, send 10, then stop: the hub must not wait forever.
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 1000\r\n\r\n".encode()
+            + b'{"a": 1234'
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408")
+        writer.close()
+        assert await hub.state.store.events_after(EventQuery(channel_id=channel["id"]), 0, 10) == []

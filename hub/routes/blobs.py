@@ -26,7 +26,8 @@ async def upload(request: Request) -> Response:
     if media != "multipart/form-data":
         raise HubError(415, "unsupported_media_type", "send multipart/form-data with a file field")
     # Read within the bound first, then parse what was read: the parser never sees more.
-    body = await read_body(request, state.settings.max_upload_bytes + 64 * 1024)
+    limit = state.settings.max_upload_bytes + 64 * 1024
+    body = await read_body(request, limit, state.settings.body_timeout_seconds)
     try:
         async with bounded_form(request.scope, body, max_parts=8) as form:
             file = form.get("file")

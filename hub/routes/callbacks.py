@@ -22,7 +22,10 @@ async def receive(request: Request) -> Response:
     claims = state.signer.verify(CALLBACK, token)
     # Only a genuine URL gets a bucket, so forged ones cannot fill the table.
     state.callback_limit.check(token)
-    body = await callbacks.read_body(request, state.settings.max_callback_bytes)
+    settings = state.settings
+    body = await callbacks.read_body(
+        request, settings.max_callback_bytes, settings.body_timeout_seconds
+    )
     received_at = time.time()
     if claims.task_id is not None:
         return await _task_callback(state, request, token, claims.task_id, body, received_at)

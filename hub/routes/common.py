@@ -30,7 +30,7 @@ async def json_object(
     request: Request, *, optional: bool = False, limit: int = MAX_JSON_BYTES
 ) -> dict[str, Any]:
     """The request's JSON object body: 413 if too large, 400 if not JSON, 422 if not an object."""
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, hub(request).settings.body_timeout_seconds)
     if not body.strip() and optional:
         return {}
     try:
