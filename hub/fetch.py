@@ -1,25 +1,37 @@
 """Fetching a URL someone else chose (an input image, a provider's output) without letting it
-reach inside: every address it resolves to must be public, redirects are followed by hand and
-checked again at each hop, and the body is bounded in size and time."""
+reach inside: every address the name resolves to must be public, the request goes to the
+address that was checked (not to a second lookup that could answer differently), redirects
+are followed by hand and checked again at each hop, and the body is bounded in size and time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Awaitable, Callable
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 MAX_REDIRECTS = 5
+
+# (host, port) -> the addresses it resolves to; swappable so tests need no DNS.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 class FetchError(Exception):
     """The URL cannot or may not be fetched; the message says why, for a 422."""
 
 
-async def check_url(url: str, *, allow_private: bool = False) -> None:
-    """Refuse anything but http(s) to public addresses (loopback allowed if ``allow_private``)."""
+async def resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = resolve) -> str:
+    """The address to connect to for ``url``; FetchError unless it is http(s) and every
+    address its host resolves to is public (loopback too, if ``allow_private``)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError("must be an http(s) URL")
@@ -28,19 +40,34 @@ async def check_url(url: str, *, allow_private: bool = False) -> None:
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+        addresses = await resolver(host, port)
+    except (OSError, UnicodeError):
         raise FetchError(f"cannot resolve host {host!r}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+    if not addresses:
+        raise FetchError(f"cannot resolve host {host!r}")
+    for raw in addresses:
+        address = ipaddress.ip_address(raw)
         if not _public(address) and not (allow_private and address.is_loopback):
             raise FetchError(f"host {host!r} resolves to a private or reserved address")
+    return addresses[0]
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_global and not address.is_multicast
+
+
+def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """``url`` aimed at ``address``, with the name kept for the Host header and TLS."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    headers = {"host": parts.netloc.rpartition("@")[2]}
+    # httpcore checks the certificate against this name, not the address.
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
 
 
 async def fetch(
@@ -50,31 +77,43 @@ async def fetch(
     max_bytes: int,
     within: float,
     allow_private: bool = False,
+    resolver: Resolver = resolve,
 ) -> tuple[bytes, str]:
     """The body and content type at ``url``; FetchError for anything else."""
     try:
         async with asyncio.timeout(within):
             for _ in range(MAX_REDIRECTS + 1):
-                await check_url(url, allow_private=allow_private)
-                async with client.stream("GET", url, follow_redirects=False) as response:
+                address = await check_url(url, allow_private=allow_private, resolver=resolver)
+                target, headers, extensions = _pinned(url, address)
+                request = client.build_request(
+                    "GET", target, headers=headers, extensions=extensions
+                )
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
-                    if response.status_code != 200:
-                        raise FetchError(f"answered HTTP {response.status_code}")
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > max_bytes:
-                        raise FetchError(f"is larger than {max_bytes} bytes")
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise FetchError(f"is larger than {max_bytes} bytes")
-                        chunks.append(chunk)
-                    return b"".join(chunks), response.headers.get("content-type", "")
+                    return await _read(response, max_bytes)
+                finally:
+                    await response.aclose()
             raise FetchError("redirects too many times")
     except TimeoutError:
         raise FetchError(f"took longer than {within:g} s") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"could not be fetched ({type(exc).__name__})") from None
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> tuple[bytes, str]:
+    if response.status_code != 200:
+        raise FetchError(f"answered HTTP {response.status_code}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(f"is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(f"is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks), response.headers.get("content-type", "")
