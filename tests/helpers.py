@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from PIL import Image
 
 from hub.cli import Server, build_server
 from hub.settings import Settings
@@ -20,6 +23,30 @@ KEY = "test-key-one"
 OTHER_KEY = "test-key-two"
 AUTH = {"authorization": f"Bearer {KEY}"}
 OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
+
+
+def make_image(
+    size: tuple[int, int] = (64, 48), fmt: str = "PNG", color: tuple[int, ...] = (40, 90, 200)
+) -> bytes:
+    """A small real image, encoded."""
+    mode = "RGBA" if len(color) == 4 else "RGB"
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_png(size: tuple[int, int] = (64, 48), color: tuple[int, ...] = (40, 90, 200)) -> bytes:
+    return make_image(size, "PNG", color)
+
+
+def data_url(data: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64,{base64.b64encode(data).decode()}"
+
+
+def open_image(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
 
 
 @dataclass

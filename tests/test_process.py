@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from tests.helpers import AUTH, KEY, stream, until
+from tests.helpers import AUTH, KEY, data_url, make_png, stream, until
 
 pytestmark = pytest.mark.slow
 
@@ -159,9 +159,11 @@ async def test_a_task_interrupted_by_kill_9_finishes_after_restart(tmp_path, htt
     try:
         await sandbox.ready(http, "/eachlabs/_sandbox/faults")
         await hub.ready(http)
-        from tests.test_tasks_e2e import data_url, png
 
-        body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(png())]}}
+        body = {
+            "provider": "atlascloud",
+            "input": {"prompt": "p", "images": [data_url(make_png())]},
+        }
         created = (await http.post(hub.url + "/v1/tasks", json=body, headers=AUTH)).json()
         async with stream(http, created["stream_url"], AUTH) as sse:
             while (await sse.next(10)).event != "task.submitted":

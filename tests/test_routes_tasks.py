@@ -7,8 +7,7 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from tests.helpers import AUTH, OTHER_AUTH
-from tests.test_tasks_e2e import data_url, png
+from tests.helpers import AUTH, OTHER_AUTH, data_url, make_png
 
 
 @pytest.fixture
@@ -24,7 +23,7 @@ def settings(make_settings):
 
 
 def task(provider="segmind", **input_):
-    body = {"prompt": "edit", "images": [data_url(png())]}
+    body = {"prompt": "edit", "images": [data_url(make_png())]}
     body.update(input_)
     return {"provider": provider, "input": body}
 
@@ -46,9 +45,9 @@ async def post_task(client, body, headers=AUTH):
         (task(prompt=None), "input.prompt"),
         (task(prompt="x" * 32_001), "input.prompt"),
         (task(images=[]), "input.images"),
-        (task(images=[data_url(png())] * 17), "input.images"),
+        (task(images=[data_url(make_png())] * 17), "input.images"),
         (task(images="one"), "input.images"),
-        (task("atlascloud", images=[data_url(png())] * 2), "input.images"),
+        (task("atlascloud", images=[data_url(make_png())] * 2), "input.images"),
         (task(size="999x999"), "input.size"),
         (task(quality="ultra"), "input.quality"),
         (task(background="plaid"), "input.background"),
@@ -62,11 +61,11 @@ async def post_task(client, body, headers=AUTH):
         (task(images=["data:text/plain,hello"]), "input.images[0]"),
         (task(images=[data_url(b"not an image at all")]), "input.images[0]"),
         (
-            task(images=[data_url(png(400, 400) * 0 + b"\x89PNG\r\n\x1a\n" + b"0" * 300_000)]),
+            task(images=[data_url(b"\x89PNG\r\n\x1a\n" + b"0" * 300_000)]),
             "input.images[0]",
         ),
         (task(images=["blob_" + "0" * 24]), "input.images[0]"),
-        (task(images=[data_url(png()), "http://127.0.0.1/a.png"]), "input.images[1]"),
+        (task(images=[data_url(make_png()), "http://127.0.0.1/a.png"]), "input.images[1]"),
         (task(images=["http://localhost:8080/a.png"]), "input.images[0]"),
         (task(images=["http://10.1.2.3/a.png"]), "input.images[0]"),
         (task(images=["http://169.254.169.254/latest/meta-data"]), "input.images[0]"),
@@ -116,7 +115,7 @@ async def upload(client, data, headers=AUTH, name="file", filename="a.png"):
 
 
 async def test_upload_then_read_back_and_use_in_a_task(client):
-    image = png(32, 32)
+    image = make_png((32, 32))
     response = await upload(client, image)
     assert response.status_code == 201
     blob = response.json()
@@ -138,7 +137,7 @@ async def test_upload_then_read_back_and_use_in_a_task(client):
     ("kwargs", "status"),
     [
         ({"data": b"plain text"}, 422),
-        ({"data": png(), "name": "image"}, 422),
+        ({"data": make_png(), "name": "image"}, 422),
         ({"data": b"\x89PNG" + b"0" * 300_000}, 413),
     ],
 )
@@ -151,7 +150,7 @@ async def test_a_truncated_upload_is_400_and_leaves_no_file_open(client):
     # Cut inside the file part: the closing delimiter never comes.
     body = (
         b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + png()
+        b"Content-Type: image/png\r\n\r\n" + make_png()
     )
     headers = {**AUTH, "content-type": "multipart/form-data; boundary=xyz"}
     response = await client.post("/v1/uploads", content=body, headers=headers)
@@ -161,7 +160,7 @@ async def test_a_truncated_upload_is_400_and_leaves_no_file_open(client):
 
 async def test_upload_must_be_multipart(client):
     response = await client.post(
-        "/v1/uploads", content=png(), headers={**AUTH, "content-type": "image/png"}
+        "/v1/uploads", content=make_png(), headers={**AUTH, "content-type": "image/png"}
     )
     assert response.status_code == 415
     garbage = {**AUTH, "content-type": "multipart/form-data; boundary=xyz"}
@@ -172,9 +171,9 @@ async def test_upload_must_be_multipart(client):
 async def test_public_blob_urls_are_signed_and_expire(client, state):
     from hub import blobs
 
-    blob = (await upload(client, png())).json()
+    blob = (await upload(client, make_png())).json()
     url = blobs.public_url(state.signer, "http://hub.test", blob["id"], ttl=60)
-    assert (await client.get(url)).content == png()
+    assert (await client.get(url)).content == make_png()
     expired = blobs.public_url(state.signer, "http://hub.test", blob["id"], ttl=-1)
     assert (await client.get(expired)).status_code == 410
     assert (await client.get(url[:-4] + "abcd")).status_code == 401

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import AUTH, KEY, OTHER_AUTH, OTHER_KEY, live_hub, stream
-from tests.test_tasks_e2e import FAST, data_url, png
+from tests.helpers import AUTH, KEY, OTHER_AUTH, OTHER_KEY, data_url, live_hub, make_png, stream
+from tests.test_tasks_e2e import FAST
 
 WRONG = {"authorization": "Bearer not-a-key"}
 
@@ -14,9 +14,9 @@ WRONG = {"authorization": "Bearer not-a-key"}
 async def owned_objects(client):
     channel = (await client.post("/v1/channels", headers=AUTH)).json()
     upload = await client.post(
-        "/v1/uploads", files={"file": ("a.png", png(), "image/png")}, headers=AUTH
+        "/v1/uploads", files={"file": ("a.png", make_png(), "image/png")}, headers=AUTH
     )
-    body = {"provider": "segmind", "input": {"prompt": "p", "images": [data_url(png())]}}
+    body = {"provider": "segmind", "input": {"prompt": "p", "images": [data_url(make_png())]}}
     task = (await client.post("/v1/tasks", json=body, headers=AUTH)).json()
     return channel["id"], upload.json()["id"], task["id"]
 
@@ -46,7 +46,7 @@ async def test_every_client_endpoint_401_401_404(client):
     creates: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/channels", {}),
         ("POST", "/v1/tasks", {"json": {"provider": "segmind", "input": {}}}),
-        ("POST", "/v1/uploads", {"files": {"file": ("a.png", png(), "image/png")}}),
+        ("POST", "/v1/uploads", {"files": {"file": ("a.png", make_png(), "image/png")}}),
     ]
     for method, url, kwargs in creates:
         for no_access in ({}, WRONG):
@@ -70,7 +70,7 @@ async def test_no_key_token_or_secret_reaches_the_log(make_settings, http, caplo
         channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
         await http.post(channel["callback_url"], json={"task_id": "t"})
         await http.post(channel["callback_url"][:-3] + "zzz", json={})  # forged: 401
-        body = {"provider": "eachlabs", "input": {"prompt": "p", "images": [data_url(png())]}}
+        body = {"provider": "eachlabs", "input": {"prompt": "p", "images": [data_url(make_png())]}}
         task = (await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)).json()
         async with stream(http, task["stream_url"], AUTH) as sse:
             while (await sse.next(30)).event != "task.succeeded":

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from tests.helpers import AUTH, live_hub, stream
+from tests.helpers import AUTH, data_url, live_hub, make_png, stream
 
 FAST = (
     ("HUB_SANDBOX_LATENCY", "0"),
@@ -20,16 +20,6 @@ FAST = (
 )
 
 
-def png(width: int = 64, height: int = 48, color=(200, 30, 30)) -> bytes:
-    out = BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "PNG")
-    return out.getvalue()
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
 @pytest.fixture
 async def sandboxed(make_settings):
     async with live_hub(make_settings(sandbox=True, extra_env=FAST)) as hub:
@@ -39,7 +29,7 @@ async def sandboxed(make_settings):
 async def run_task(http, hub, provider, **options):
     body = {
         "provider": provider,
-        "input": {"prompt": "make it blue", "images": [data_url(png())], **options},
+        "input": {"prompt": "make it blue", "images": [data_url(make_png())], **options},
     }
     response = await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)
     assert response.status_code == 202, response.text
@@ -88,7 +78,7 @@ async def test_task_events_also_go_to_the_tasks_channel(sandboxed, http):
         body = {
             "provider": "segmind",
             "channel_id": channel["id"],
-            "input": {"prompt": "p", "images": [data_url(png())]},
+            "input": {"prompt": "p", "images": [data_url(make_png())]},
         }
         created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
         assert created["channel_id"] == channel["id"]
@@ -146,7 +136,7 @@ def _token_of(state, task_id):
 async def test_a_forged_atlascloud_webhook_is_rejected_and_changes_nothing(sandboxed, http):
     import time
 
-    body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(png())]}}
+    body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(make_png())]}}
     await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "hang"})
     created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
     async with stream(http, created["stream_url"], AUTH) as sse:

@@ -12,8 +12,7 @@ from hub.providers.base import EditRequest, Outcome, Output, ProviderConfig, Pro
 from hub.signing import Signer
 from hub.store.sqlite import SQLiteStore
 from hub.tasks import TaskEngine
-from tests.helpers import until
-from tests.test_tasks_e2e import png
+from tests.helpers import make_png, until
 
 
 class Scripted:
@@ -72,7 +71,7 @@ async def engine_for(make_settings, tmp_path):
         )
         await engine.start()
         engines.append((engine, store, client))
-        blob = blobs.make("owner", png(), "image/png")
+        blob = blobs.make("owner", make_png(), "image/png")
         await store.put_blob(blob)
         task = await engine.create(
             "owner", "scripted", None, orjson.dumps({"prompt": "p", "images": [blob.id]})
@@ -96,7 +95,7 @@ async def ended(store, task_id, timeout=10.0):
 
 
 async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_for):
-    data = png()
+    data = make_png()
     provider = Scripted(
         PENDING,
         [

@@ -3,8 +3,8 @@
 import pytest
 
 from hub.store.base import EventQuery
-from tests.helpers import AUTH, live_hub, stream
-from tests.test_tasks_e2e import FAST, data_url, png
+from tests.helpers import AUTH, data_url, live_hub, make_png, stream
+from tests.test_tasks_e2e import FAST
 
 
 async def inject(http, hub, provider, kind, count=1):
@@ -14,7 +14,7 @@ async def inject(http, hub, provider, kind, count=1):
 
 
 async def submit(http, hub, provider):
-    body = {"provider": provider, "input": {"prompt": "p", "images": [data_url(png())]}}
+    body = {"provider": provider, "input": {"prompt": "p", "images": [data_url(make_png())]}}
     response = await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)
     assert response.status_code == 202, response.text
     return response.json()

@@ -8,35 +8,24 @@ through httpx.ASGITransport, at the same base URLs a deployed sandbox would have
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from hub.providers.base import InputImage, ProviderConfig
 from hub.sandbox.app import Sandbox, SandboxSettings
 from hub.sandbox.faults import FaultKind
+from tests.helpers import make_png, open_image
+
+__all__ = ["make_png", "open_image"]
 
 SANDBOX = "http://sandbox.test"
 CALLBACK = "http://hub.test/callbacks/signed-token"
 KEY = "sk-test-0123456789abcdef"
 FAST = SandboxSettings(latency=0, callback_retry_delay=0)
-
-
-def make_png(size: tuple[int, int] = (64, 48), color: tuple[int, ...] = (40, 90, 200)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGBA" if len(color) == 4 else "RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def open_image(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 @dataclass

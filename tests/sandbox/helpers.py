@@ -9,37 +9,18 @@ the emulators through httpx.ASGITransport.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
-from PIL import Image
 
 from hub.sandbox.app import Sandbox, SandboxSettings
+from tests.helpers import data_url, make_image, open_image
+
+__all__ = ["data_url", "make_image", "open_image"]
 
 FAST = SandboxSettings(latency=0, callback_retry_delay=0)
-
-
-def make_image(
-    size: tuple[int, int] = (64, 48), fmt: str = "PNG", color: tuple[int, ...] = (40, 90, 200)
-) -> bytes:
-    mode = "RGBA" if len(color) == 4 else "RGB"
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def data_url(data: bytes, media: str = "image/png") -> str:
-    return f"data:{media};base64,{base64.b64encode(data).decode()}"
-
-
-def open_image(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 @dataclass
