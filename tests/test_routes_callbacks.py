@@ -39,8 +39,9 @@ async def test_raw_bytes_headers_and_hash_are_kept(client, state, channel):
         content=body,
         headers={"content-type": "application/json", "x-signature": "sig"},
     )
-    async with state.store._read("SELECT body, headers, body_sha256 FROM deliveries") as cursor:
-        raw, headers, digest = await cursor.fetchone()
+    raw, headers, digest = await state.store._row(
+        "SELECT body, headers, body_sha256 FROM deliveries"
+    )
     assert raw == body
     assert ["x-signature", "sig"] in httpx.Response(200, content=headers).json()
     import hashlib

@@ -82,8 +82,7 @@ class SQLiteStore:
             self._wal_sync.close()
 
     async def ping(self) -> None:
-        async with self._read("SELECT 1") as cursor:
-            await cursor.fetchone()
+        await self._rows("SELECT 1")
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -215,31 +214,36 @@ class SQLiteStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _read(
-        self, sql: str, params: Sequence[Any] = ()
-    ) -> aiosqlite.context.Result[aiosqlite.Cursor]:
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of one query, run and closed in a single call on the reader's thread.
+
+        One call, not execute-then-fetch: SQLite keeps a connection's read snapshot for as
+        long as any of its statements is open, so a statement left open between awaits would
+        hand other queries on this connection an old snapshot (a replay could then miss an
+        event already published)."""
         if self._reader is None:
             raise RuntimeError("the store is closed")
-        return self._reader.execute(sql, params)
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         sql = "SELECT id, owner, label, created_at, expires_at FROM channels WHERE id = ?"
-        async with self._read(sql, (channel_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (channel_id,))
         return Channel(*row) if row else None
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
-        async with self._read(sql, (after, *params, limit)) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._rows(sql, (after, *params, limit))
         return [_event(row) for row in rows]
 
     async def latest_event(self, query: EventQuery) -> Event | None:
         where, params = _where(query)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1 {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
-        async with self._read(sql, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         return _event(row) if row else None
 
     async def pruned_through(self, query: EventQuery) -> int:
@@ -247,14 +251,12 @@ class SQLiteStore:
         params: tuple[str, ...] = ()
         if query.channel_id is not None:
             sql, params = "SELECT pruned_through FROM channels WHERE id = ?", (query.channel_id,)
-        async with self._read(sql, params) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, params)
         return int(row[0]) if row else 0
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"  # noqa: S608
-        async with self._read(sql, (task_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (task_id,))
         return _task(row) if row else None
 
     async def next_due(self) -> float | None:
@@ -262,16 +264,14 @@ class SQLiteStore:
             "SELECT MIN(MAX(next_at, COALESCE(lease_until, 0))) FROM tasks"
             " WHERE next_at IS NOT NULL"
         )
-        async with self._read(sql) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql)
         return float(row[0]) if row and row[0] is not None else None
 
     async def get_blob(self, blob_id: str) -> Blob | None:
         sql = (
             "SELECT id, owner, content_type, size, sha256, created_at, data FROM blobs WHERE id = ?"
         )
-        async with self._read(sql, (blob_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = await self._row(sql, (blob_id,))
         if row is None:
             return None
         id_, owner, content_type, size, sha256, created_at, data = row
