@@ -1,5 +1,7 @@
 """Every fault the sandbox can inject, one test each, asserting how the task ends."""
 
+import asyncio
+
 import pytest
 
 from hub.store.base import EventQuery
@@ -141,3 +143,44 @@ async def test_a_failed_job_fails_the_task_with_the_providers_reason(
     assert events[0] == "task.queued" and events[-1] == "task.failed"
     assert record["status"] == "failed" and record["error"] == last["error"]
     assert last["error"].startswith(f"{provider}: ") and reason in last["error"]
+
+
+async def test_faults_combined_across_many_tasks_each_ends_once(make_settings, http):
+    """429 bursts, 5xx, duplicate and early callbacks, a lost callback and a hang, queued
+    at once across the four providers while 24 tasks run: every task ends exactly once,
+    the one that hit the hang times out, every other succeeds."""
+    poll_soon = (
+        ("HUB_EACHLABS_FIRST_POLL_AFTER", "0.3"),
+        ("HUB_EACHLABS_POLL_INTERVAL", "0.1"),
+        ("HUB_ACEDATA_FIRST_POLL_AFTER", "0.3"),
+        ("HUB_ACEDATA_POLL_INTERVAL", "0.1"),
+    )
+    async with hub_with(make_settings, *poll_soon, task_timeout_seconds=4) as hub:
+        for provider, kind, count in [
+            ("acedata", "429", 3),
+            ("acedata", "callback_before_response", 2),
+            ("acedata", "duplicate_callback", 2),
+            ("eachlabs", "duplicate_callback", 3),
+            ("eachlabs", "lost_callback", 1),
+            ("segmind", "500", 2),
+            ("atlascloud", "hang", 1),
+        ]:
+            await inject(http, hub, provider, kind, count)
+        providers = ["acedata", "eachlabs", "atlascloud", "segmind"] * 6
+        tasks = await asyncio.gather(*(submit(http, hub, p) for p in providers))
+        results = await asyncio.gather(*(finish(http, hub, t) for t in tasks))
+        stored = {
+            t["id"]: [
+                e.type
+                for e in await hub.state.store.events_after(EventQuery(task_id=t["id"]), 0, 100)
+            ]
+            for t in tasks
+        }
+    terminal = {"task.succeeded", "task.failed", "task.timed_out"}
+    for task, (events, _, record) in zip(tasks, results, strict=True):
+        assert sum(e in terminal for e in stored[task["id"]]) == 1, stored[task["id"]]
+        assert events == stored[task["id"]]
+        assert record["status"] in ("succeeded", "timed_out"), record
+    statuses = [record["status"] for _, _, record in results]
+    assert statuses.count("timed_out") == 1
+    assert statuses.count("succeeded") == len(tasks) - 1
