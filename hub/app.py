@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from hub.errors import HubError, error_response
+from hub.errors import HubError, error_response, internal_error
 from hub.intake import CallbackIntake
 from hub.routes import blobs, callbacks, channels, health, tasks
 from hub.settings import Settings
@@ -82,7 +82,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     # The path can hold a callback token: log the route, not the URL.
     log.error("unhandled error on %s %s", request.method, _route_name(request), exc_info=exc)
-    return error_response(500, "internal_error", "the hub failed to handle this request")
+    return internal_error()
 
 
 def _route_name(request: Request) -> str:

@@ -25,6 +25,11 @@ def error_response(
     return Response(body, status, headers=headers, media_type="application/json")
 
 
+def internal_error() -> Response:
+    """The answer to an unexpected failure: the JSON shape, no detail."""
+    return error_response(500, "internal_error", "the hub failed to handle this request")
+
+
 def invalid(field: str, message: str) -> HubError:
     """422 naming the field at fault."""
     return HubError(422, "invalid_request", f"{field}: {message}")

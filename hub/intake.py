@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hub.errors import HubError, error_response
+from hub.errors import HubError, internal_error
 from hub.routes.callbacks import receive as receive_callback
 
 log = logging.getLogger("hub")
@@ -46,7 +46,5 @@ class CallbackIntake:
         except Exception:
             # The path holds a credential: log the route, not the URL.
             log.exception("unhandled error on POST /callbacks/{token}")
-            response = error_response(
-                500, "internal_error", "the hub failed to handle this request"
-            )
+            response = internal_error()
         await response(scope, receive, send)

@@ -60,6 +60,9 @@ class TaskEngine:
         self.view = TaskView(settings.public_url)
         self.providers = providers
         self._configs = configs
+        # How long a claimed task is held: the longest provider call, and a margin.
+        longest = max((c.request_timeout for c in configs.values()), default=60.0)
+        self._lease = longest + LEASE_MARGIN
         self._limiters = {
             name: Limiter(config.requests_per_minute, config.concurrency)
             for name, config in configs.items()
@@ -131,7 +134,7 @@ class TaskEngine:
             free = limit - len(self._inflight)
             if free > 0:
                 try:
-                    claimed = await self._store.claim_tasks(time.time(), self._lease(), free)
+                    claimed = await self._store.claim_tasks(time.time(), self._lease, free)
                 except Exception:
                     log.exception("claiming tasks failed; will retry")
                     claimed = []
@@ -148,10 +151,6 @@ class TaskEngine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
-
-    def _lease(self) -> float:
-        longest = max((c.request_timeout for c in self._configs.values()), default=60.0)
-        return longest + LEASE_MARGIN
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=f"hub-task-{name}")
@@ -185,7 +184,7 @@ class TaskEngine:
         config = self._configs[task.provider]
         attempts = task.attempts + 1
         # The attempt is counted before the request goes out, so a crash cannot hide it.
-        until = time.time() + self._lease()
+        until = time.time() + self._lease
         if (
             await self._store.update_task(task.id, ACTIVE, {"attempts": attempts, "next_at": until})
             is None
