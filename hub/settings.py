@@ -43,7 +43,8 @@ DAY = 86_400
 @dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("hub-data")
-    database_url: str = ""
+    # Out of repr: a PostgreSQL URL may carry a password.
+    database_url: str = dataclasses.field(default="", repr=False)
     # Newest first: the first key signs, every key verifies, so a secret can rotate
     # without breaking URLs already handed out.
     secret_keys: tuple[Secret, ...] = ()
@@ -78,6 +79,9 @@ class Settings:
     task_timeout_seconds: int = 600
     task_max_attempts: int = 5
     worker_concurrency: int = 32
+    # A claimed task is held for its provider's request timeout plus this margin; past
+    # that, another worker (another replica, with PostgreSQL) takes it over.
+    task_lease_margin_seconds: float = 30.0
     max_image_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
     # Requests a second per API key and per callback URL (0 turns a limit off).
@@ -101,10 +105,18 @@ class Settings:
         return self.sandbox or self.allow_loopback_urls
 
     @property
+    def postgres(self) -> bool:
+        return self.database_url.startswith(("postgresql://", "postgres://"))
+
+    @property
     def sqlite_path(self) -> Path:
         prefix = "sqlite:///"
         if not self.database_url.startswith(prefix):
-            raise SettingsError(f"HUB_DATABASE_URL: unsupported database {self.database_url!r}")
+            scheme = self.database_url.partition(":")[0]
+            raise SettingsError(
+                f"HUB_DATABASE_URL: unsupported database {scheme!r}"
+                " (use sqlite:///PATH or postgresql://...)"
+            )
         return Path(self.database_url[len(prefix) :])
 
     def replace(self, **changes: Any) -> Settings:

@@ -39,8 +39,6 @@ log = logging.getLogger("hub.tasks")
 
 ACTIVE = frozenset({"queued", "submitted"})
 QUEUED = frozenset({"queued"})
-# How long a worker holds a claimed task before another may take it (a crash mid-call).
-LEASE_MARGIN = 30.0
 
 
 class TaskEngine:
@@ -60,9 +58,10 @@ class TaskEngine:
         self.view = TaskView(settings.public_url)
         self.providers = providers
         self._configs = configs
-        # How long a claimed task is held: the longest provider call, and a margin.
+        # How long a claimed task is held before another worker may take it (its worker
+        # died mid-call): the longest provider call, and a margin.
         longest = max((c.request_timeout for c in configs.values()), default=60.0)
-        self._lease = longest + LEASE_MARGIN
+        self._lease = longest + settings.task_lease_margin_seconds
         self._limiters = {
             name: Limiter(config.requests_per_minute, config.concurrency)
             for name, config in configs.items()
@@ -75,7 +74,8 @@ class TaskEngine:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # One process owns an SQLite store: any lease left is from a worker that died.
+        # With SQLite one process owns the store, so any lease left is from a worker that
+        # died; with PostgreSQL this does nothing (other replicas' leases are live).
         await self._store.release_leases()
         self._loop_task = asyncio.create_task(self._run(), name="hub-task-worker")
 

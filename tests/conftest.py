@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,29 @@ from hub.app import create_app
 from hub.settings import Secret, Settings
 from hub.state import HubState
 from tests.helpers import KEY, OTHER_KEY, LiveHub, live_hub
+from tests.postgres import fresh_database
 
 MakeSettings = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> MakeSettings:
+async def database_url() -> AsyncIterator[str]:
+    """The default store for app tests: SQLite in the data directory, or with
+    ``HUB_TEST_DATABASE=postgres`` a fresh PostgreSQL database (the whole suite can run
+    against either)."""
+    if os.environ.get("HUB_TEST_DATABASE") != "postgres":
+        yield ""
+        return
+    async for url in fresh_database():
+        yield url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> MakeSettings:
     def make(**changes: Any) -> Settings:
         base = Settings(
             data_dir=tmp_path / "data",
+            database_url=database_url,
             secret_keys=(Secret("test-secret"),),
             api_keys=(Secret(KEY), Secret(OTHER_KEY)),
             public_url="http://hub.test",
@@ -71,3 +86,10 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """A plain client for talking to a live hub over loopback."""
     async with httpx.AsyncClient(timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test alone (see tests/postgres.py)."""
+    async for url in fresh_database():
+        yield url

@@ -52,9 +52,18 @@ def test_secrets_never_show_in_repr():
     assert Secret("a") == Secret("a") != Secret("b")
 
 
-def test_unsupported_database_url_is_refused():
-    with pytest.raises(SettingsError, match="HUB_DATABASE_URL"):
-        _ = Settings(database_url="mysql://x").sqlite_path
+def test_unsupported_database_url_is_refused_without_showing_it():
+    settings = Settings(database_url="mysql://user:hunter2@db/x")
+    with pytest.raises(SettingsError, match="HUB_DATABASE_URL") as refused:
+        _ = settings.sqlite_path
+    assert "hunter2" not in str(refused.value)
+    assert "hunter2" not in repr(settings)
+
+
+def test_a_postgresql_url_selects_the_replica_store():
+    assert Settings(database_url="postgresql://db/hub").postgres
+    assert Settings(database_url="postgres://db/hub").postgres
+    assert not Settings().postgres
 
 
 def test_data_dir_generates_secret_and_key_once(tmp_path):

@@ -1,4 +1,5 @@
-"""Durable state. One interface (``base.Store``); SQLite is the default implementation."""
+"""Durable state. One interface (``base.Store``): SQLite by default, PostgreSQL for
+replicas (``HUB_DATABASE_URL=postgresql://...``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from hub.store.base import Store
 
 
 def open_store(settings: Settings, on_commit: Callable[[Sequence[Event]], None]) -> Store:
-    """The store for ``settings.database_url``; ``on_commit`` gets new events in id order."""
+    """The store for ``settings.database_url``; ``on_commit`` gets new events in id order
+    (with PostgreSQL, every replica's)."""
+    if settings.postgres:
+        from hub.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url, on_commit)
     from hub.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.sqlite_path, on_commit, synchronous=settings.sqlite_synchronous)

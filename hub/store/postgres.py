@@ -1,0 +1,443 @@
+"""The store for replicas: PostgreSQL, shared by every hub process (asyncpg).
+
+Event ids in commit order. A ``bigserial`` is not enough: two transactions may take ids
+5 and 6 and commit 6 first, so a subscriber that has read 6 would never be sent 5 (its
+``Last-Event-ID`` already says 6). So ids come from one counter row in ``meta``, bumped
+by the last statement of every transaction that writes events. The bump locks the row
+until the transaction ends, so a transaction that takes higher ids can only commit after
+the one that took the lower ids has; and PostgreSQL makes a commit visible before it
+releases its locks. Hence: whenever an event is visible, so is every event with a lower
+id, and "events after id N" is always a complete answer. The counter is the one place
+where writers queue, for the time of one commit; callbacks are written in batches (group
+commit), so under load many share that wait.
+
+Every event-writing transaction also sends a NOTIFY with its highest id; ``Feed`` turns
+those into published events on every replica (see ``postgres_feed.py``).
+
+Tasks are claimed with ``FOR UPDATE SKIP LOCKED`` under a lease: replicas never wait on
+each other's claims, and a task whose replica died is taken over once its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from hub.events import CALLBACK_RECEIVED, Event
+from hub.store.base import Blob, Channel, Delivery, EventQuery, NewEvent, TaskRecord
+from hub.store.postgres_feed import CHANNEL, Feed
+from hub.store.postgres_schema import Connection, migrate
+
+log = logging.getLogger("hub.store")
+
+MAX_BATCH = 512
+POOL_SIZE = 10
+
+_EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
+_TASK_COLUMNS = (
+    "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
+    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
+)
+_TASK_FIELDS = frozenset(
+    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at"}
+)
+
+# Takes ids for $1 events (bumping the counter, which holds its lock until commit), inserts
+# them, and announces the newest id, all in one round trip.
+_EMIT = f"""
+WITH counter AS (
+    UPDATE meta SET value = value + $1 WHERE key = 'event_id' RETURNING value
+), inserted AS (
+    INSERT INTO events (id, type, channel_id, task_id, ref, delivery_id, data, created_at)
+    SELECT (SELECT value FROM counter) - $1 + e.n, e.type, e.channel_id, e.task_id, e.ref,
+           e.delivery_id, e.data, e.created_at
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::bytea[],
+                $8::float8[])
+         WITH ORDINALITY AS e(type, channel_id, task_id, ref, delivery_id, data, created_at, n)
+)
+SELECT value, pg_notify('{CHANNEL}', value::text)::text FROM counter
+"""  # noqa: S608 (CHANNEL is a constant)
+
+_INSERT_DELIVERIES = """
+INSERT INTO deliveries (channel_id, token_hash, body_sha256, received_at, content_type,
+                        headers, body, task_id, ref)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[],
+                     $6::bytea[], $7::bytea[], $8::text[], $9::text[])
+ON CONFLICT (token_hash, body_sha256) DO NOTHING
+RETURNING id, token_hash, body_sha256
+"""
+
+
+class _Undo(Exception):
+    """Roll the transaction back: the change does not apply."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    delivery: Delivery
+    future: asyncio.Future[Event | None]
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, on_commit: Callable[[Sequence[Event]], None]) -> None:
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self.feed = Feed(dsn, self._events_after_id, on_commit)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        # Transactions that wrote callbacks: with group commit, fewer than callbacks.
+        self.commits = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=2, max_size=POOL_SIZE)
+        try:
+            async with self._pool.acquire() as connection:
+                await migrate(connection)
+                newest = await connection.fetchval("SELECT value FROM meta WHERE key = 'event_id'")
+            await self.feed.start(newest)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._writer = asyncio.create_task(self._write_deliveries(), name="hub-postgres-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("the store is closed"))
+        await self.feed.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the store is closed")
+        return self._pool
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    # -- callbacks: group commit -----------------------------------------------------------
+
+    async def add_delivery(self, delivery: Delivery) -> Event | None:
+        if self._writer is None or self._writer.done():
+            raise RuntimeError("the store is closed")
+        pending = _Pending(delivery, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def _write_deliveries(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await self._commit_deliveries(batch)
+            except asyncio.CancelledError:
+                _fail(batch, RuntimeError("the store is closed"))
+                raise
+            except Exception:
+                # One bad delivery must not fail the others that shared its transaction.
+                log.exception("batch of %d deliveries failed; retrying one by one", len(batch))
+                for pending in batch:
+                    try:
+                        results = await self._commit_deliveries([pending])
+                    except Exception as exc:
+                        _fail([pending], exc)
+                    else:
+                        _answer([pending], results)
+                continue
+            _answer(batch, results)
+
+    async def _commit_deliveries(self, batch: list[_Pending]) -> list[Event | None]:
+        deliveries = [pending.delivery for pending in batch]
+        async with self.pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(_INSERT_DELIVERIES, *_columns(deliveries))
+            stored = {(bytes(r["token_hash"]), bytes(r["body_sha256"])): r["id"] for r in rows}
+            kept: list[tuple[int, Delivery, int]] = []
+            for index, d in enumerate(deliveries):
+                # Twice the same bytes in one batch: the first one is the delivery.
+                delivery_id = stored.pop((d.token_hash, d.body_sha256), None)
+                if delivery_id is not None and d.event_data is not None:
+                    kept.append((index, d, delivery_id))
+            new = [
+                NewEvent(CALLBACK_RECEIVED, d.event_data or b"", d.channel_id, d.task_id, d.ref)
+                for _, d, _ in kept
+            ]
+            times = [d.received_at for _, d, _ in kept]
+            events = await _emit(connection, new, [i for _, _, i in kept], times)
+        self.commits += 1
+        self.feed.committed(events)
+        results: list[Event | None] = [None] * len(batch)
+        for (index, _, _), event in zip(kept, events, strict=True):
+            results[index] = event
+        return results
+
+    # -- other writes ----------------------------------------------------------------------
+
+    async def create_channel(self, channel: Channel) -> None:
+        await self.pool.execute(
+            "INSERT INTO channels (id, owner, label, created_at, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at,
+        )  # fmt: skip
+
+    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                f"INSERT INTO tasks ({_TASK_COLUMNS})"  # noqa: S608
+                f" VALUES ({', '.join(f'${i}' for i in range(1, 17))})",
+                task.id, task.owner, task.provider, task.status, task.input,
+                task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
+                task.result, task.error, task.attempts, task.next_at, task.deadline,
+                task.created_at, task.updated_at,
+            )  # fmt: skip
+            events = await _emit(connection, [event])
+        self.feed.committed(events)
+        return events[0]
+
+    async def update_task(
+        self,
+        task_id: str,
+        expect: frozenset[str],
+        changes: Mapping[str, object],
+        events: Sequence[NewEvent] = (),
+        blobs: Sequence[Blob] = (),
+        delivery: Delivery | None = None,
+    ) -> list[Event] | None:
+        unknown = set(changes) - _TASK_FIELDS
+        if unknown:
+            raise ValueError(f"update_task cannot change {sorted(unknown)}")
+        columns = sorted(changes)
+        assignments = "".join(f"{column} = ${i}, " for i, column in enumerate(columns, 4))
+        sql = (
+            f"UPDATE tasks SET {assignments}lease_until = NULL, updated_at = $1"  # noqa: S608
+            " WHERE id = $2 AND status = ANY($3::text[])"
+        )
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                done = await connection.execute(
+                    sql, time.time(), task_id, sorted(expect), *(changes[c] for c in columns)
+                )
+                if done != "UPDATE 1":
+                    raise _Undo
+                if delivery is not None:
+                    rows = await connection.fetch(_INSERT_DELIVERIES, *_columns([delivery]))
+                    if not rows:
+                        raise _Undo  # a byte-identical retry of a callback already applied
+                await _insert_blobs(connection, blobs)
+                written = await _emit(connection, events)
+        except _Undo:
+            return None
+        self.feed.committed(written)
+        return written
+
+    async def claim_tasks(self, now: float, lease: float, limit: int) -> list[TaskRecord]:
+        rows = await self.pool.fetch(
+            f"UPDATE tasks SET lease_until = $1 WHERE id IN ("  # noqa: S608
+            " SELECT id FROM tasks WHERE next_at <= $2"
+            " AND (lease_until IS NULL OR lease_until < $2)"
+            " ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {_TASK_COLUMNS}",
+            now + lease, now, limit,
+        )  # fmt: skip
+        return [TaskRecord(*row) for row in rows]
+
+    async def release_leases(self) -> None:
+        """Nothing to do: other replicas' leases are live, and a dead replica's expire on
+        their own, after which any replica takes its tasks over."""
+
+    async def put_blob(self, blob: Blob) -> None:
+        async with self.pool.acquire() as connection:
+            await _insert_blobs(connection, [blob])
+
+    async def prune(self, before: float) -> int:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE channels c SET pruned_through = GREATEST(c.pruned_through, p.newest)"
+                " FROM (SELECT channel_id, max(id) AS newest FROM events"
+                "       WHERE created_at < $1 AND channel_id IS NOT NULL GROUP BY channel_id) p"
+                " WHERE c.id = p.channel_id",
+                before,
+            )
+            await connection.execute(
+                "UPDATE meta SET value = GREATEST(value,"
+                " (SELECT coalesce(max(id), 0) FROM events WHERE created_at < $1))"
+                " WHERE key = 'pruned_through'",
+                before,
+            )
+            done = await connection.execute("DELETE FROM events WHERE created_at < $1", before)
+            await connection.execute("DELETE FROM deliveries WHERE received_at < $1", before)
+            await connection.execute("DELETE FROM blobs WHERE created_at < $1", before)
+        return int(done.split()[-1])
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get_channel(self, channel_id: str) -> Channel | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE id = $1",
+            channel_id,
+        )
+        return Channel(*row) if row else None
+
+    async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
+        where, params = _where(query, first=3)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608
+        return [_event(row) for row in await self.pool.fetch(sql, after, limit, *params)]
+
+    async def _events_after_id(self, after: int, limit: int) -> list[Event]:
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
+        return [_event(row) for row in await self.pool.fetch(sql, after, limit)]
+
+    async def latest_event(self, query: EventQuery) -> Event | None:
+        where, params = _where(query, first=1)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE true {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
+        row = await self.pool.fetchrow(sql, *params)
+        return _event(row) if row else None
+
+    async def pruned_through(self, query: EventQuery) -> int:
+        if query.channel_id is not None:
+            value = await self.pool.fetchval(
+                "SELECT pruned_through FROM channels WHERE id = $1", query.channel_id
+            )
+        else:
+            value = await self.pool.fetchval("SELECT value FROM meta WHERE key = 'pruned_through'")
+        return int(value or 0)
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = $1"  # noqa: S608
+        row = await self.pool.fetchrow(sql, task_id)
+        return TaskRecord(*row) if row else None
+
+    async def next_due(self) -> float | None:
+        value = await self.pool.fetchval(
+            "SELECT min(GREATEST(next_at, coalesce(lease_until, 0))) FROM tasks"
+            " WHERE next_at IS NOT NULL"
+        )
+        return float(value) if value is not None else None
+
+    async def get_blob(self, blob_id: str) -> Blob | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, owner, content_type, size, sha256, created_at, data FROM blobs"
+            " WHERE id = $1",
+            blob_id,
+        )
+        return Blob(*row) if row else None
+
+
+async def _emit(
+    connection: Connection,
+    new: Sequence[NewEvent],
+    delivery_ids: Sequence[int | None] | None = None,
+    times: Sequence[float] | None = None,
+) -> list[Event]:
+    """Write ``new`` as the transaction's last statement (see the module's docstring)."""
+    if not new:
+        return []
+    now = time.time()
+    created = list(times) if times is not None else [now] * len(new)
+    newest = await connection.fetchval(
+        _EMIT,
+        len(new),
+        [e.type for e in new],
+        [e.channel_id for e in new],
+        [e.task_id for e in new],
+        [e.ref for e in new],
+        list(delivery_ids) if delivery_ids is not None else [None] * len(new),
+        [e.data for e in new],
+        created,
+    )
+    first = newest - len(new) + 1
+    return [
+        Event(
+            first + i,
+            e.type,
+            e.data,
+            channel_id=e.channel_id,
+            task_id=e.task_id,
+            ref=e.ref,
+            created_at=created[i],
+        )
+        for i, e in enumerate(new)
+    ]
+
+
+def _columns(deliveries: Sequence[Delivery]) -> list[list[Any]]:
+    return [
+        [d.channel_id for d in deliveries],
+        [d.token_hash for d in deliveries],
+        [d.body_sha256 for d in deliveries],
+        [d.received_at for d in deliveries],
+        [d.content_type for d in deliveries],
+        [d.headers for d in deliveries],
+        [d.body for d in deliveries],
+        [d.task_id for d in deliveries],
+        [d.ref for d in deliveries],
+    ]
+
+
+async def _insert_blobs(connection: Connection, blobs: Sequence[Blob]) -> None:
+    if blobs:
+        await connection.executemany(
+            "INSERT INTO blobs (id, owner, content_type, size, sha256, data, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            [
+                (b.id, b.owner, b.content_type, b.size, b.sha256, b.data, b.created_at)
+                for b in blobs
+            ],
+        )
+
+
+def _where(query: EventQuery, first: int) -> tuple[str, list[Any]]:
+    """SQL conditions for ``query`` with parameters numbered from ``$first``: fixed column
+    names, every value a bound parameter."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("channel_id", query.channel_id),
+        ("task_id", query.task_id),
+        ("ref", query.ref),
+    ):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"AND {column} = ${first + len(params) - 1}")
+    if query.types:
+        params.append(sorted(query.types))
+        clauses.append(f"AND type = ANY(${first + len(params) - 1}::text[])")
+    return " ".join(clauses), params
+
+
+def _event(row: asyncpg.Record) -> Event:
+    id_, type_, channel_id, task_id, ref, data, created_at = row
+    return Event(
+        id_, type_, data, channel_id=channel_id, task_id=task_id, ref=ref, created_at=created_at
+    )
+
+
+def _answer(batch: list[_Pending], results: list[Event | None]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)

@@ -1,0 +1,119 @@
+"""PostgreSQL schema, one migration per entry, and the lock that lets several replicas
+start at once: the first to take it migrates, the others find the work done."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection of its own, or one borrowed from a pool: both answer the same queries.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+log = logging.getLogger("hub.store")
+
+# pg_advisory_lock key: any constant; "hubm" in ASCII.
+MIGRATION_LOCK = 0x6875626D
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: everything the SQLite store has after its migration 2.
+    """
+    CREATE TABLE channels (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        label text,
+        created_at double precision NOT NULL,
+        expires_at bigint NOT NULL,
+        pruned_through bigint NOT NULL DEFAULT 0
+    );
+    CREATE INDEX channels_owner ON channels (owner);
+
+    CREATE TABLE deliveries (
+        id bigserial PRIMARY KEY,
+        channel_id text,
+        token_hash bytea NOT NULL,
+        body_sha256 bytea NOT NULL,
+        received_at double precision NOT NULL,
+        content_type text NOT NULL,
+        headers bytea NOT NULL,
+        body bytea NOT NULL,
+        task_id text,
+        ref text
+    );
+    -- A provider's retry of the same bytes to the same URL is the same delivery.
+    CREATE UNIQUE INDEX deliveries_dedupe ON deliveries (token_hash, body_sha256);
+    CREATE INDEX deliveries_received ON deliveries (received_at);
+
+    -- Event ids come from the 'event_id' counter in meta, not a sequence: see postgres.py.
+    CREATE TABLE events (
+        id bigint PRIMARY KEY,
+        type text NOT NULL,
+        channel_id text,
+        task_id text,
+        ref text,
+        delivery_id bigint,
+        data bytea NOT NULL,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX events_channel ON events (channel_id, id) WHERE channel_id IS NOT NULL;
+    CREATE INDEX events_task ON events (task_id, id) WHERE task_id IS NOT NULL;
+    CREATE INDEX events_ref ON events (channel_id, ref, id) WHERE ref IS NOT NULL;
+    CREATE INDEX events_created ON events (created_at);
+
+    CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('event_id', 0), ('pruned_through', 0);
+
+    CREATE TABLE tasks (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        provider text NOT NULL,
+        status text NOT NULL,
+        input bytea NOT NULL,
+        channel_id text,
+        provider_task_id text,
+        callback_secret text,
+        outputs bytea NOT NULL DEFAULT '[]',
+        result bytea,
+        error text,
+        attempts integer NOT NULL DEFAULT 0,
+        next_at double precision,
+        lease_until double precision,
+        deadline double precision NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL
+    );
+    CREATE INDEX tasks_due ON tasks (next_at) WHERE next_at IS NOT NULL;
+    CREATE INDEX tasks_owner ON tasks (owner, created_at);
+
+    CREATE TABLE blobs (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        content_type text NOT NULL,
+        size bigint NOT NULL,
+        sha256 bytea NOT NULL,
+        data bytea NOT NULL,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX blobs_created ON blobs (created_at);
+    """,
+)
+
+
+async def migrate(connection: Connection) -> int:
+    """Bring the schema up to date; return its version. Safe to call from every replica
+    at once: a session-level advisory lock makes them take turns."""
+    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS hub_schema (version integer NOT NULL)")
+        version = await connection.fetchval("SELECT max(version) FROM hub_schema") or 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # The version row rides in the script's own transaction: a crash mid-migration
+            # leaves the old version recorded and the script runs again.
+            async with connection.transaction():
+                await connection.execute(script)
+                await connection.execute("INSERT INTO hub_schema (version) VALUES ($1)", number)
+            log.info("store migrated to version %d", number)
+        return len(MIGRATIONS)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
