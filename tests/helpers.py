@@ -154,3 +154,11 @@ async def stream(
     async with client.stream("GET", url, headers=headers, timeout=30) as response:
         assert response.status_code == 200, (response.status_code, await response.aread())
         yield SSE(response)
+
+
+async def query_store(store: Any, sql: str) -> Any:
+    """The first row of a plain SQL query, on whichever store the hub runs (for tests that
+    check what was kept beyond what the API shows)."""
+    if hasattr(store, "pool"):
+        return await store.pool.fetchrow(sql)
+    return await store._row(sql)
