@@ -68,7 +68,8 @@ class TaskEngine:
         }
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Work under way, and the id of the task each is for.
+        self._inflight: dict[asyncio.Task[None], str] = {}
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -90,9 +91,20 @@ class TaskEngine:
                 await self._loop_task
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=grace)
+            stopped = [self._inflight[task] for task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # Their leases would hold them for minutes: let another worker (another
+            # replica) take them now. A submit cut short keeps its next_at, so it is not
+            # sent again before a lost answer could have come.
+            if stopped:
+                try:
+                    await self._store.release_leases(stopped)
+                except Exception:
+                    log.warning(
+                        "releasing %d stopped tasks failed; their leases will expire", len(stopped)
+                    )
 
     def wake(self) -> None:
         self._wake.set()
@@ -152,13 +164,13 @@ class TaskEngine:
             async with asyncio.timeout(delay):
                 await self._wake.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=f"hub-task-{name}")
-        self._inflight.add(task)
+    def _spawn(self, coro: Coroutine[Any, Any, None], task_id: str) -> None:
+        task = asyncio.create_task(coro, name=f"hub-task-{task_id}")
+        self._inflight[task] = task_id
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+        self._inflight.pop(task, None)
         self._wake.set()  # a slot is free
 
     async def _work(self, task: TaskRecord) -> None:

@@ -211,6 +211,10 @@ async def test_two_replicas_claiming_at_once_never_take_the_same_task(pair):
     # next_due reports the lease's end, not the due time the lease hides.
     due = await a.store.next_due()
     assert due is not None and due > now + 61
+    # A replica that stops hands back what it was working on, and only that.
+    await a.store.release_leases(["t1", "t2"])
+    await a.store.release_leases()  # without ids: other replicas' leases stay
+    assert sorted(t.id for t in await b.store.claim_tasks(now + 62, 60.0, 100)) == ["t1", "t2"]
 
 
 async def test_task_transitions_happen_once_and_a_retried_callback_changes_nothing(pair):

@@ -1,5 +1,7 @@
 """The task engine against a scripted provider and the real SQLite store."""
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 import httpx
@@ -78,6 +80,7 @@ async def engine_for(make_settings, tmp_path):
         )
         return store, task
 
+    make.engines = engines  # type: ignore[attr-defined]
     yield make
     for engine, store, client in engines:
         await engine.stop()
@@ -136,3 +139,28 @@ async def test_an_output_at_a_private_address_is_never_fetched(engine_for):
     store, task = await engine_for(Scripted(outcome, []), task_timeout_seconds=1)
     done = await ended(store, task.id)
     assert done.status == "timed_out" and done.outputs == b"[]"
+
+
+class Hanging(Scripted):
+    """A provider whose status endpoint never answers."""
+
+    def __init__(self) -> None:
+        super().__init__(PENDING, [])
+        self.polling = False
+
+    async def poll(self, provider_task_id: str) -> Outcome:
+        self.polling = True
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_stopped_engine_hands_back_the_work_it_cut_short(engine_for):
+    """Stopping (a rolling restart) cancels a poll under way; its lease is released, so
+    another worker may take the task at once instead of after the lease (minutes)."""
+    provider = Hanging()
+    store, task = await engine_for(provider)
+    await until(lambda: provider.polling, timeout=10)
+    engine = engine_for.engines[0][0]
+    await engine.stop(grace=0.05)
+    [again] = await store.claim_tasks(time.time(), 60.0, 10)
+    assert again.id == task.id and again.status == "submitted"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -108,8 +108,9 @@ class Store(Protocol):
         """Up to ``limit`` tasks due at ``now``, each leased for ``lease`` seconds so no
         other worker takes it meanwhile."""
 
-    async def release_leases(self) -> None:
-        """Forget every lease: the one worker that could hold them has restarted."""
+    async def release_leases(self, task_ids: Collection[str] | None = None) -> None:
+        """Forget the leases on ``task_ids`` (work this worker stopped), or with None every
+        lease a restarted worker may have left (SQLite: one process owns the store)."""
 
     async def next_due(self) -> float | None: ...
 

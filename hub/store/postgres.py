@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,9 +260,14 @@ class PostgresStore:
         )  # fmt: skip
         return [TaskRecord(*row) for row in rows]
 
-    async def release_leases(self) -> None:
-        """Nothing to do: other replicas' leases are live, and a dead replica's expire on
-        their own, after which any replica takes its tasks over."""
+    async def release_leases(self, task_ids: Collection[str] | None = None) -> None:
+        """Release the given tasks (work this replica stopped), so another replica takes
+        them at once. Without ids, nothing: other replicas' leases are live, and a dead
+        replica's expire on their own, after which any replica takes its tasks over."""
+        if task_ids:
+            await self.pool.execute(
+                "UPDATE tasks SET lease_until = NULL WHERE id = ANY($1::text[])", list(task_ids)
+            )
 
     async def put_blob(self, blob: Blob) -> None:
         async with self.pool.acquire() as connection:

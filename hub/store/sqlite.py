@@ -10,7 +10,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,9 +200,14 @@ class SQLiteStore:
         claimed: list[TaskRecord] = await self._write().run(op)
         return claimed
 
-    async def release_leases(self) -> None:
+    async def release_leases(self, task_ids: Collection[str] | None = None) -> None:
         def op(db: sqlite3.Connection, tx: Tx) -> None:
-            db.execute("UPDATE tasks SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            if task_ids is None:
+                db.execute("UPDATE tasks SET lease_until = NULL WHERE lease_until IS NOT NULL")
+            else:
+                db.executemany(
+                    "UPDATE tasks SET lease_until = NULL WHERE id = ?", [(i,) for i in task_ids]
+                )
 
         await self._write().run(op)
 
