@@ -118,6 +118,18 @@ class Store(Protocol):
 
     async def get_blob(self, blob_id: str) -> Blob | None: ...
 
+    # -- API keys made with `hub keys create` ----------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None: ...
+
+    async def api_key_owner(self, key_hash: bytes) -> str | None:
+        """The tenant of the unrevoked key with this hash, or None."""
+
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        """Revoke the key; False if there is no such unrevoked key."""
+
 
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "canceled"})
 
@@ -166,3 +178,13 @@ class NewEvent:
     channel_id: str | None = None
     task_id: str | None = None
     ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str  # shown in lists and used to revoke; never the key itself
+    owner: str
+    hash: bytes  # sha256 of the key: the key is shown once, when made, and never kept
+    label: str | None
+    created_at: float
+    revoked_at: float | None = None

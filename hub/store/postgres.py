@@ -31,7 +31,15 @@ from typing import Any
 import asyncpg
 
 from hub.events import CALLBACK_RECEIVED, Event
-from hub.store.base import Blob, Channel, Delivery, EventQuery, NewEvent, TaskRecord
+from hub.store.base import (
+    ApiKey,
+    Blob,
+    Channel,
+    Delivery,
+    EventQuery,
+    NewEvent,
+    TaskRecord,
+)
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
 
@@ -40,6 +48,9 @@ log = logging.getLogger("hub.store")
 MAX_BATCH = 512
 POOL_SIZE = 10
 
+_KEYS_SQL = (
+    "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
+)
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
@@ -293,7 +304,30 @@ class PostgresStore:
             await connection.execute("DELETE FROM blobs WHERE created_at < $1", before)
         return int(done.split()[-1])
 
+    async def add_api_key(self, key: ApiKey) -> None:
+        await self.pool.execute(
+            "INSERT INTO api_keys (id, owner, hash, label, created_at, revoked_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            key.id, key.owner, key.hash, key.label, key.created_at, key.revoked_at,
+        )  # fmt: skip
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        done = await self.pool.execute(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL", at, key_id
+        )
+        return bool(done == "UPDATE 1")
+
     # -- reads -----------------------------------------------------------------------------
+
+    async def api_key_owner(self, key_hash: bytes) -> str | None:
+        owner = await self.pool.fetchval(
+            "SELECT owner FROM api_keys WHERE hash = $1 AND revoked_at IS NULL", key_hash
+        )
+        return str(owner) if owner is not None else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        rows = await self.pool.fetch(_KEYS_SQL)
+        return [ApiKey(*row) for row in rows]
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         row = await self.pool.fetchrow(

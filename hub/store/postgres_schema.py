@@ -97,6 +97,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX blobs_created ON blobs (created_at);
     """,
+    # 2: API keys made with `hub keys create` (those from HUB_API_KEYS live in the env).
+    """
+    CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        hash bytea NOT NULL UNIQUE,
+        label text,
+        created_at double precision NOT NULL,
+        revoked_at double precision
+    );
+    """,
 )
 
 

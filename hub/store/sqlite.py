@@ -17,12 +17,23 @@ from typing import Any
 import aiosqlite
 
 from hub.events import Event
-from hub.store.base import Blob, Channel, Delivery, EventQuery, NewEvent, TaskRecord
+from hub.store.base import (
+    ApiKey,
+    Blob,
+    Channel,
+    Delivery,
+    EventQuery,
+    NewEvent,
+    TaskRecord,
+)
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
 
 log = logging.getLogger("hub.store")
 
+_KEYS_SQL = (
+    "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
+)
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
@@ -217,7 +228,34 @@ class SQLiteStore:
 
         await self._write().run(op)
 
+    async def add_api_key(self, key: ApiKey) -> None:
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute(
+                "INSERT INTO api_keys (id, owner, hash, label, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.owner, key.hash, key.label, key.created_at, key.revoked_at),
+            )
+
+        await self._write().run(op)
+
+    async def revoke_api_key(self, key_id: str, at: float) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            sql = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+            return db.execute(sql, (at, key_id)).rowcount == 1
+
+        revoked: bool = await self._write().run(op)
+        return revoked
+
     # -- reads -----------------------------------------------------------------------------
+
+    async def api_key_owner(self, key_hash: bytes) -> str | None:
+        sql = "SELECT owner FROM api_keys WHERE hash = ? AND revoked_at IS NULL"
+        row = await self._row(sql, (key_hash,))
+        return str(row[0]) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        sql = _KEYS_SQL
+        return [ApiKey(*row) for row in await self._rows(sql)]
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """All rows of one query, run and closed in a single call on the reader's thread.

@@ -84,4 +84,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX blobs_created ON blobs (created_at);
     """,
+    # 3: API keys made with `hub keys create` (those from HUB_API_KEYS live in the env).
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        hash BLOB NOT NULL UNIQUE,
+        label TEXT,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    """,
 )
