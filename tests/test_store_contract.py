@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.events import Event
-from hub.store.base import ApiKey, Store
+from hub.store.base import ApiKey, Delivery, Endpoint, NewEvent, Store, TaskRecord
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 from tests.postgres import fresh_database
@@ -53,3 +53,94 @@ async def test_api_keys_are_found_by_hash_until_revoked(store: Store) -> None:
     listed = {k.id: k for k in await store.list_api_keys()}
     assert listed["key_1"].revoked_at is not None and listed["key_1"].label == "ci"
     assert listed["key_2"].revoked_at is None
+
+
+def endpoint(endpoint_id: str, channel_id: str | None = None, task_id: str | None = None):
+    return Endpoint(
+        endpoint_id, "owner", f"https://example.com/{endpoint_id}", "whsec_AAAA",
+        channel_id, task_id, time.time(),
+    )  # fmt: skip
+
+
+def callback(i: int, channel_id: str = "ch") -> Delivery:
+    body = b'{"i": %d}' % i
+    return Delivery(
+        channel_id, hashlib.sha256(b"token").digest(), hashlib.sha256(body).digest(),
+        "application/json", b"[]", body, time.time(), None, None, body,
+    )  # fmt: skip
+
+
+async def test_webhooks_get_events_stored_after_they_were_added_once_each(store: Store) -> None:
+    await store.add_delivery(callback(0))  # before any endpoint: sent nowhere
+    on_channel = await store.add_endpoint(endpoint("wh_1", channel_id="ch"))
+    on_task = await store.add_endpoint(endpoint("wh_2", task_id="t1"))
+    assert on_channel.after_event_id == 1 and on_task.after_event_id == 1
+    await store.add_delivery(callback(1))
+    await store.add_delivery(callback(2, channel_id="elsewhere"))
+    task_event = NewEvent("task.queued", b"{}", channel_id="ch", task_id="t1")
+    await store.create_task(
+        TaskRecord(
+            "t1", "owner", "acedata", "queued", b"{}", "ch", None, None, b"[]", None, None,
+            0, None, time.time() + 60, time.time(), time.time(),
+        ),
+        task_event,
+    )  # fmt: skip
+    await store.create_task(
+        TaskRecord(
+            "t2", "owner", "acedata", "queued", b"{}", "ch", None, None, b"[]", None, None,
+            0, None, time.time() + 60, time.time(), time.time(),
+        ),
+        NewEvent("webhook.failing", b"{}", channel_id="ch"),
+    )  # fmt: skip
+
+    now = time.time()
+    # Five events, two at a time: a full page says more may wait.
+    assert [await store.enqueue_webhooks(now, 2) for _ in range(3)] == [True, True, False]
+    assert not await store.enqueue_webhooks(now, 2)  # nothing new: nothing twice
+    jobs = await store.claim_webhooks(now, 30.0, 10)
+    sent = sorted((job.endpoint.id, job.event.id, job.event.type) for job in jobs)
+    # Event 2 on the channel; event 4 (the task's) to both; webhook.* events to none.
+    assert sent == [
+        ("wh_1", 2, "callback.received"),
+        ("wh_1", 4, "task.queued"),
+        ("wh_2", 4, "task.queued"),
+    ]
+    assert await store.claim_webhooks(now, 30.0, 10) == []  # leased
+    listed = await store.list_endpoints("owner")
+    assert [(e.id, e.pending) for e in listed] == [("wh_1", 2), ("wh_2", 1)]
+    assert await store.list_endpoints("someone else") == []
+
+
+async def test_a_webhook_attempt_is_settled_as_delivered_retried_or_given_up(store: Store) -> None:
+    await store.add_endpoint(endpoint("wh_1", channel_id="ch"))
+    for i in range(3):
+        await store.add_delivery(callback(i))
+    now = time.time()
+    await store.enqueue_webhooks(now, 100)
+    first, second, third = sorted(await store.claim_webhooks(now, 30.0, 10), key=lambda j: j.id)
+    assert await store.settle_webhook(first, now, "HTTP 500", now + 5) == 1
+    assert await store.settle_webhook(second, now, "timed out", None) == 2  # given up
+    assert await store.claim_webhooks(now + 1, 30.0, 10) == []  # the retry is not due yet
+    [again] = await store.claim_webhooks(now + 6, 30.0, 10)
+    assert again.id == first.id and again.attempts == 1
+    assert await store.settle_webhook(again, now + 6, None, None) == 0
+    endpoint_now = await store.get_endpoint("wh_1")
+    assert endpoint_now is not None
+    assert endpoint_now.failures == 0 and endpoint_now.last_error == "timed out"
+    assert endpoint_now.last_success_at == now + 6
+    assert endpoint_now.pending == 1  # the third, still leased
+    assert await store.delete_endpoint("wh_1")
+    assert not await store.delete_endpoint("wh_1")
+    assert await store.get_endpoint("wh_1") is None
+    assert await store.claim_webhooks(now + 100, 30.0, 10) == []  # its outbox went too
+    del third
+
+
+async def test_pruning_events_drops_their_webhooks(store: Store) -> None:
+    await store.add_endpoint(endpoint("wh_1", channel_id="ch"))
+    await store.add_delivery(callback(1))
+    await store.enqueue_webhooks(time.time(), 100)
+    assert await store.prune(time.time() + 1) == 1
+    assert await store.claim_webhooks(time.time(), 30.0, 10) == []
+    listed = await store.get_endpoint("wh_1")
+    assert listed is not None and listed.pending == 0

@@ -130,8 +130,37 @@ class Store(Protocol):
     async def revoke_api_key(self, key_id: str, at: float) -> bool:
         """Revoke the key; False if there is no such unrevoked key."""
 
+    # -- outbound webhooks -----------------------------------------------------------------
+
+    async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        """Keep the endpoint; it gets the events stored after this call (the returned
+        record's ``after_event_id`` says from where)."""
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None: ...
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]: ...
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool: ...
+
+    async def enqueue_webhooks(self, now: float, limit: int) -> bool:
+        """Put the next ``limit`` events past the outbox's cursor into the outbox, once for
+        each endpoint that wants them, and move the cursor. True if more events wait."""
+
+    async def claim_webhooks(self, now: float, lease: float, limit: int) -> list[WebhookJob]:
+        """Up to ``limit`` outbox entries due at ``now``, each leased for ``lease`` s."""
+
+    async def settle_webhook(
+        self, job: WebhookJob, at: float, error: str | None, retry_at: float | None
+    ) -> int:
+        """Record an attempt: delivered if ``error`` is None, else failed and tried again
+        at ``retry_at`` (None: given up). Returns the endpoint's failures in a row."""
+
 
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "canceled"})
+
+# Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
+# a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.
+WEBHOOK_EVENTS = "webhook.%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +217,30 @@ class ApiKey:
     label: str | None
     created_at: float
     revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A URL that gets a channel's or a task's events, signed per Standard Webhooks."""
+
+    id: str
+    owner: str
+    url: str
+    secret: str  # whsec_<base64>
+    channel_id: str | None
+    task_id: str | None
+    created_at: float
+    after_event_id: int = 0
+    failures: int = 0  # attempts failed in a row
+    last_error: str | None = None
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    pending: int = 0  # outbox entries not yet delivered nor given up
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookJob:
+    id: int
+    attempts: int  # before this one
+    endpoint: Endpoint
+    event: Event

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -32,13 +33,16 @@ import asyncpg
 
 from hub.events import CALLBACK_RECEIVED, Event
 from hub.store.base import (
+    WEBHOOK_EVENTS,
     ApiKey,
     Blob,
     Channel,
     Delivery,
+    Endpoint,
     EventQuery,
     NewEvent,
     TaskRecord,
+    WebhookJob,
 )
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
@@ -50,6 +54,12 @@ POOL_SIZE = 10
 
 _KEYS_SQL = (
     "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
+)
+_ENDPOINT_SELECT = (
+    "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
+    " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
+    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL)"
+    " FROM endpoints p"
 )
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
@@ -300,6 +310,11 @@ class PostgresStore:
                 before,
             )
             done = await connection.execute("DELETE FROM events WHERE created_at < $1", before)
+            # Webhooks of events gone have nothing left to send.
+            await connection.execute(
+                "DELETE FROM outbox WHERE event_id <="
+                " (SELECT value FROM meta WHERE key = 'pruned_through')"
+            )
             await connection.execute("DELETE FROM deliveries WHERE received_at < $1", before)
             await connection.execute("DELETE FROM blobs WHERE created_at < $1", before)
         return int(done.split()[-1])
@@ -317,7 +332,111 @@ class PostgresStore:
         )
         return bool(done == "UPDATE 1")
 
+    # -- outbound webhooks -----------------------------------------------------------------
+
+    async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        async with self.pool.acquire() as connection, connection.transaction():
+            newest = await connection.fetchval("SELECT value FROM meta WHERE key = 'event_id'")
+            added = dataclasses.replace(endpoint, after_event_id=newest)
+            await connection.execute(
+                "INSERT INTO endpoints (id, owner, url, secret, channel_id, task_id, created_at,"
+                " after_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                added.id, added.owner, added.url, added.secret, added.channel_id,
+                added.task_id, added.created_at, added.after_event_id,
+            )  # fmt: skip
+        return added
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute("DELETE FROM outbox WHERE endpoint_id = $1", endpoint_id)
+            done = await connection.execute("DELETE FROM endpoints WHERE id = $1", endpoint_id)
+        return bool(done == "DELETE 1")
+
+    async def enqueue_webhooks(self, now: float, limit: int) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            # The cursor row's lock makes replicas take turns (the insert is idempotent too).
+            cursor = await connection.fetchval(
+                "SELECT value FROM meta WHERE key = 'webhook_cursor' FOR UPDATE"
+            )
+            ids = await connection.fetch(
+                "SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2", cursor, limit
+            )
+            if not ids:
+                return False
+            upper = ids[-1]["id"]
+            for column in ("channel_id", "task_id"):
+                await connection.execute(
+                    "INSERT INTO outbox (endpoint_id, event_id, next_at)"  # noqa: S608
+                    " SELECT p.id, e.id, $1 FROM events e"
+                    f" JOIN endpoints p ON p.{column} = e.{column}"
+                    " WHERE e.id > $2 AND e.id <= $3 AND e.id > p.after_event_id"
+                    f" AND e.type NOT LIKE '{WEBHOOK_EVENTS}'"
+                    " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+                    now, cursor, upper,
+                )  # fmt: skip
+            await connection.execute(
+                "UPDATE meta SET value = $1 WHERE key = 'webhook_cursor'", upper
+            )
+        return len(ids) == limit
+
+    async def claim_webhooks(self, now: float, lease: float, limit: int) -> list[WebhookJob]:
+        rows = await self.pool.fetch(
+            "UPDATE outbox SET lease_until = $1 WHERE id IN ("
+            " SELECT id FROM outbox WHERE next_at <= $2"
+            " AND (lease_until IS NULL OR lease_until < $2)"
+            " ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, attempts, endpoint_id, event_id",
+            now + lease, now, limit,
+        )  # fmt: skip
+        jobs = []
+        for outbox_id, attempts, endpoint_id, event_id in rows:
+            endpoint = await self.get_endpoint(endpoint_id)
+            row = await self.pool.fetchrow(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1",  # noqa: S608
+                event_id,
+            )
+            if endpoint is None or row is None:
+                continue  # deleted meanwhile, or pruned: nothing left to send
+            jobs.append(WebhookJob(outbox_id, attempts, endpoint, _event(row)))
+        return jobs
+
+    async def settle_webhook(
+        self, job: WebhookJob, at: float, error: str | None, retry_at: float | None
+    ) -> int:
+        async with self.pool.acquire() as connection, connection.transaction():
+            if error is None:
+                await connection.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = NULL,"
+                    " lease_until = NULL, delivered_at = $1 WHERE id = $2",
+                    at, job.id,
+                )  # fmt: skip
+                await connection.execute(
+                    "UPDATE endpoints SET failures = 0, last_attempt_at = $1,"
+                    " last_success_at = $1 WHERE id = $2",
+                    at, job.endpoint.id,
+                )  # fmt: skip
+                return 0
+            await connection.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = $1, lease_until = NULL"
+                " WHERE id = $2",
+                retry_at, job.id,
+            )  # fmt: skip
+            failures = await connection.fetchval(
+                "UPDATE endpoints SET failures = failures + 1, last_attempt_at = $1,"
+                " last_error = $2 WHERE id = $3 RETURNING failures",
+                at, error, job.endpoint.id,
+            )  # fmt: skip
+        return int(failures or 0)
+
     # -- reads -----------------------------------------------------------------------------
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        row = await self.pool.fetchrow(f"{_ENDPOINT_SELECT} WHERE p.id = $1", endpoint_id)
+        return Endpoint(*row) if row else None
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]:
+        sql = f"{_ENDPOINT_SELECT} WHERE p.owner = $1 ORDER BY p.created_at"
+        return [Endpoint(*row) for row in await self.pool.fetch(sql, owner)]
 
     async def api_key_owner(self, key_hash: bytes) -> str | None:
         owner = await self.pool.fetchval(

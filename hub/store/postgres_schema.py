@@ -108,6 +108,39 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at double precision
     );
     """,
+    # 3: outbound webhooks and their durable outbox.
+    """
+    CREATE TABLE endpoints (
+        id text PRIMARY KEY,
+        owner text NOT NULL,
+        url text NOT NULL,
+        secret text NOT NULL,
+        channel_id text,
+        task_id text,
+        created_at double precision NOT NULL,
+        after_event_id bigint NOT NULL,
+        failures integer NOT NULL DEFAULT 0,
+        last_error text,
+        last_attempt_at double precision,
+        last_success_at double precision
+    );
+    CREATE INDEX endpoints_owner ON endpoints (owner, created_at);
+    CREATE INDEX endpoints_channel ON endpoints (channel_id) WHERE channel_id IS NOT NULL;
+    CREATE INDEX endpoints_task ON endpoints (task_id) WHERE task_id IS NOT NULL;
+
+    CREATE TABLE outbox (
+        id bigserial PRIMARY KEY,
+        endpoint_id text NOT NULL,
+        event_id bigint NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_at double precision,
+        lease_until double precision,
+        delivered_at double precision,
+        UNIQUE (endpoint_id, event_id)
+    );
+    CREATE INDEX outbox_due ON outbox (next_at) WHERE next_at IS NOT NULL;
+    INSERT INTO meta (key, value) VALUES ('webhook_cursor', 0);
+    """,
 )
 
 

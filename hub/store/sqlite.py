@@ -6,6 +6,7 @@ an aiosqlite connection, which WAL lets run beside the writer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -18,13 +19,16 @@ import aiosqlite
 
 from hub.events import Event
 from hub.store.base import (
+    WEBHOOK_EVENTS,
     ApiKey,
     Blob,
     Channel,
     Delivery,
+    Endpoint,
     EventQuery,
     NewEvent,
     TaskRecord,
+    WebhookJob,
 )
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
@@ -33,6 +37,12 @@ log = logging.getLogger("hub.store")
 
 _KEYS_SQL = (
     "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
+)
+_ENDPOINT_SELECT = (
+    "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
+    " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
+    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL)"
+    " FROM endpoints p"
 )
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
@@ -135,6 +145,11 @@ class SQLiteStore:
             )
             cursor = db.execute("DELETE FROM events WHERE created_at < ?", cutoff)
             deleted = cursor.rowcount
+            # Webhooks of events gone have nothing left to send.
+            db.execute(
+                "DELETE FROM outbox WHERE event_id <="
+                " (SELECT value FROM meta WHERE key = 'pruned_through')"
+            )
             db.execute("DELETE FROM deliveries WHERE received_at < ?", cutoff)
             db.execute("DELETE FROM blobs WHERE created_at < ?", cutoff)
             return deleted
@@ -246,7 +261,124 @@ class SQLiteStore:
         revoked: bool = await self._write().run(op)
         return revoked
 
+    # -- outbound webhooks -----------------------------------------------------------------
+
+    async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        def op(db: sqlite3.Connection, tx: Tx) -> Endpoint:
+            added = dataclasses.replace(endpoint, after_event_id=tx.last_event_id)
+            db.execute(
+                "INSERT INTO endpoints (id, owner, url, secret, channel_id, task_id, created_at,"
+                " after_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    added.id, added.owner, added.url, added.secret, added.channel_id,
+                    added.task_id, added.created_at, added.after_event_id,
+                ),
+            )  # fmt: skip
+            return added
+
+        added: Endpoint = await self._write().run(op)
+        return added
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            db.execute("DELETE FROM outbox WHERE endpoint_id = ?", (endpoint_id,))
+            return db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,)).rowcount == 1
+
+        deleted: bool = await self._write().run(op)
+        return deleted
+
+    async def enqueue_webhooks(self, now: float, limit: int) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            row = db.execute("SELECT value FROM meta WHERE key = 'webhook_cursor'").fetchone()
+            cursor = int(row[0]) if row else 0
+            ids = db.execute(
+                "SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+            ).fetchall()
+            if not ids:
+                return False
+            upper = int(ids[-1][0])
+            for column in ("channel_id", "task_id"):
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox (endpoint_id, event_id, next_at)"  # noqa: S608
+                    " SELECT p.id, e.id, ? FROM events e"
+                    f" JOIN endpoints p ON p.{column} = e.{column}"
+                    " WHERE e.id > ? AND e.id <= ? AND e.id > p.after_event_id"
+                    f" AND e.type NOT LIKE '{WEBHOOK_EVENTS}'",
+                    (now, cursor, upper),
+                )
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('webhook_cursor', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (upper,),
+            )
+            return len(ids) == limit
+
+        more: bool = await self._write().run(op)
+        return more
+
+    async def claim_webhooks(self, now: float, lease: float, limit: int) -> list[WebhookJob]:
+        def op(db: sqlite3.Connection, tx: Tx) -> list[Any]:
+            return db.execute(
+                "UPDATE outbox SET lease_until = ? WHERE id IN ("
+                " SELECT id FROM outbox WHERE next_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)"
+                " RETURNING id, attempts, endpoint_id, event_id",
+                (now + lease, now, now, limit),
+            ).fetchall()
+
+        claimed = await self._write().run(op)
+        jobs = []
+        for outbox_id, attempts, endpoint_id, event_id in claimed:
+            endpoint = await self.get_endpoint(endpoint_id)
+            row = await self._row(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?",  # noqa: S608
+                (event_id,),
+            )
+            if endpoint is None or row is None:
+                continue  # deleted meanwhile, or pruned: nothing left to send
+            jobs.append(WebhookJob(outbox_id, attempts, endpoint, _event(row)))
+        return jobs
+
+    async def settle_webhook(
+        self, job: WebhookJob, at: float, error: str | None, retry_at: float | None
+    ) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
+            if error is None:
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = NULL,"
+                    " lease_until = NULL, delivered_at = ? WHERE id = ?",
+                    (at, job.id),
+                )
+                db.execute(
+                    "UPDATE endpoints SET failures = 0, last_attempt_at = ?,"
+                    " last_success_at = ? WHERE id = ?",
+                    (at, at, job.endpoint.id),
+                )
+                return 0
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, lease_until = NULL"
+                " WHERE id = ?",
+                (retry_at, job.id),
+            )
+            row = db.execute(
+                "UPDATE endpoints SET failures = failures + 1, last_attempt_at = ?,"
+                " last_error = ? WHERE id = ? RETURNING failures",
+                (at, error, job.endpoint.id),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        failures: int = await self._write().run(op)
+        return failures
+
     # -- reads -----------------------------------------------------------------------------
+
+    async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        row = await self._row(f"{_ENDPOINT_SELECT} WHERE p.id = ?", (endpoint_id,))
+        return Endpoint(*row) if row else None
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]:
+        sql = f"{_ENDPOINT_SELECT} WHERE p.owner = ? ORDER BY p.created_at"
+        return [Endpoint(*row) for row in await self._rows(sql, (owner,))]
 
     async def api_key_owner(self, key_hash: bytes) -> str | None:
         sql = "SELECT owner FROM api_keys WHERE hash = ? AND revoked_at IS NULL"

@@ -95,4 +95,36 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at REAL
     );
     """,
+    # 4: outbound webhooks and their durable outbox.
+    """
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        channel_id TEXT,
+        task_id TEXT,
+        created_at REAL NOT NULL,
+        after_event_id INTEGER NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_attempt_at REAL,
+        last_success_at REAL
+    );
+    CREATE INDEX endpoints_owner ON endpoints (owner, created_at);
+    CREATE INDEX endpoints_channel ON endpoints (channel_id) WHERE channel_id IS NOT NULL;
+    CREATE INDEX endpoints_task ON endpoints (task_id) WHERE task_id IS NOT NULL;
+
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL,
+        lease_until REAL,
+        delivered_at REAL,
+        UNIQUE (endpoint_id, event_id)
+    );
+    CREATE INDEX outbox_due ON outbox (next_at) WHERE next_at IS NOT NULL;
+    """,
 )

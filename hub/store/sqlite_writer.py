@@ -62,6 +62,11 @@ class Tx:
     def delivery_id(self) -> int:
         return self._ids.delivery()
 
+    @property
+    def last_event_id(self) -> int:
+        """The newest event id handed out, this transaction's included."""
+        return self._ids.next_event - 1
+
 
 # A write: a plain function run on the writer's thread, inside the batch's transaction.
 Op = Callable[[sqlite3.Connection, Tx], Any]
