@@ -68,7 +68,8 @@ def _check_shape(body: dict[str, Any], configured: Collection[str]) -> tuple[str
     if "provider" not in body:
         raise invalid("provider", "is required")
     provider = body["provider"]
-    if provider not in PROVIDERS:
+    # A dict or a list cannot even be looked up (unhashable): a 500 before this check.
+    if not isinstance(provider, str) or provider not in PROVIDERS:
         raise invalid("provider", f"must be one of {', '.join(sorted(PROVIDERS))}")
     if provider not in configured:
         raise invalid(
