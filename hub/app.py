@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from hub import openapi
 from hub.errors import HubError, error_response, internal_error
 from hub.intake import CallbackIntake
 from hub.routes import blobs, callbacks, channels, health, tasks
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/openapi.json", openapi.serve, methods=["GET"]),
         Route("/callbacks/{token}", callbacks.receive, methods=["POST"]),
         Route("/v1/channels", channels.create, methods=["POST"]),
         Route("/v1/channels/{channel_id}", channels.show, methods=["GET"]),
