@@ -117,3 +117,31 @@ async def _read(response: httpx.Response, max_bytes: int) -> tuple[bytes, str]:
             raise FetchError(f"is larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks), response.headers.get("content-type", "")
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    within: float,
+    allow_private: bool = False,
+    resolver: Resolver = resolve,
+) -> int:
+    """POST ``body`` to ``url`` under the same rules as ``fetch``; the status code, or
+    FetchError. Redirects are not followed: a webhook receiver answers where it was told."""
+    try:
+        async with asyncio.timeout(within):
+            address = await check_url(url, allow_private=allow_private, resolver=resolver)
+            target, host, extensions = _pinned(url, address)
+            request = client.build_request(
+                "POST", target, content=body, headers={**headers, **host}, extensions=extensions
+            )
+            response = await client.send(request, stream=True, follow_redirects=False)
+            await response.aclose()  # the answer's body says nothing we use
+            return response.status_code
+    except TimeoutError:
+        raise FetchError(f"took longer than {within:g} s") from None
+    except httpx.HTTPError as exc:
+        raise FetchError(f"could not be reached ({type(exc).__name__})") from None

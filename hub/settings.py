@@ -84,6 +84,12 @@ class Settings:
     task_lease_margin_seconds: float = 30.0
     max_image_bytes: int = 50 * 1024 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Outbound webhooks: time for one POST, attempts per event, the first retry's delay
+    # (doubling up to an hour), and failures in a row that mark an endpoint failing.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_retry_seconds: float = 5.0
+    webhook_failing_after: int = 5
     # Requests a second per API key and per callback URL (0 turns a limit off).
     rate_limit_per_key: float = 100.0
     rate_limit_per_callback: float = 100.0

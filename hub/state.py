@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 
 import httpx
 from starlette.requests import HTTPConnection
 
 from hub.auth import Keys
 from hub.broker import Broker
+from hub.events import Event
 from hub.providers import PROVIDERS
 from hub.providers.config import provider_configs
 from hub.ratelimit import RateLimit
@@ -24,6 +25,7 @@ from hub.sse import StreamConfig, Streams
 from hub.store import open_store
 from hub.store.base import Store
 from hub.tasks import TaskEngine
+from hub.webhooks import Webhooks
 
 log = logging.getLogger("hub")
 
@@ -41,7 +43,7 @@ class HubState:
         self.key_limit = RateLimit(settings.rate_limit_per_key, "API key")
         self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
         self.broker = Broker(settings.subscriber_queue_size)
-        self.store: Store = open_store(settings, self.broker.publish)
+        self.store: Store = open_store(settings, self._committed)
         self.streams = Streams(
             StreamConfig(
                 heartbeat=settings.heartbeat_seconds,
@@ -58,6 +60,7 @@ class HubState:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._engine: TaskEngine | None = None
+        self._webhooks: Webhooks | None = None
 
     def owner(self, connection: HTTPConnection) -> str:
         """The tenant of the request's API key (401 without one), within its rate (429)."""
@@ -92,6 +95,8 @@ class HubState:
             self.settings, self.store, self.signer, self._client, providers, self.provider_configs
         )
         await self._engine.start()
+        self._webhooks = Webhooks(self.settings, self.store, self._client)
+        await self._webhooks.start()
         self._spawn(self._prune_forever(), "hub-retention")
         self._spawn(self.streams.run(), "hub-stream-ticker")
 
@@ -107,6 +112,8 @@ class HubState:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._webhooks is not None:
+            await self._webhooks.stop()
         if self._engine is not None:
             await self._engine.stop()
         if self.sandbox is not None:
@@ -114,6 +121,12 @@ class HubState:
         if self._client is not None:
             await self._client.aclose()
         await self.store.close()
+
+    def _committed(self, events: Sequence[Event]) -> None:
+        """New events, in id order: to the streams now, and to webhooks soon."""
+        self.broker.publish(events)
+        if self._webhooks is not None:
+            self._webhooks.kick()
 
     def _spawn(self, coro: Coroutine[None, None, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -132,6 +132,9 @@ class Store(Protocol):
 
     # -- outbound webhooks -----------------------------------------------------------------
 
+    async def add_events(self, events: Sequence[NewEvent]) -> list[Event]:
+        """Write events that no other change carries (a webhook endpoint failing)."""
+
     async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
         """Keep the endpoint; it gets the events stored after this call (the returned
         record's ``after_event_id`` says from where)."""

@@ -334,6 +334,12 @@ class PostgresStore:
 
     # -- outbound webhooks -----------------------------------------------------------------
 
+    async def add_events(self, events: Sequence[NewEvent]) -> list[Event]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            written = await _emit(connection, events)
+        self.feed.committed(written)
+        return written
+
     async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
         async with self.pool.acquire() as connection, connection.transaction():
             newest = await connection.fetchval("SELECT value FROM meta WHERE key = 'event_id'")

@@ -263,6 +263,13 @@ class SQLiteStore:
 
     # -- outbound webhooks -----------------------------------------------------------------
 
+    async def add_events(self, events: Sequence[NewEvent]) -> list[Event]:
+        def op(db: sqlite3.Connection, tx: Tx) -> list[Event]:
+            return [tx.emit(event) for event in events]
+
+        written: list[Event] = await self._write().run(op)
+        return written
+
     async def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
         def op(db: sqlite3.Connection, tx: Tx) -> Endpoint:
             added = dataclasses.replace(endpoint, after_event_id=tx.last_event_id)

@@ -1,0 +1,172 @@
+"""Outbound webhooks: every event of a channel or task that names an endpoint is POSTed
+there, signed per Standard Webhooks (https://www.standardwebhooks.com).
+
+The store's outbox makes it durable: an event is enqueued for each endpoint in the same
+transaction that moves the outbox's cursor, and an entry is settled only after the
+receiver answered, so a crash between the two sends it again (receivers dedupe on
+``webhook-id``, which is the same on every attempt). Failed attempts are retried with
+backoff until ``HUB_WEBHOOK_MAX_ATTEMPTS``; an endpoint that fails
+``HUB_WEBHOOK_FAILING_AFTER`` times in a row is reported: its record says so, and its
+channel or task stream gets one ``webhook.failing`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+
+from hub.events import dumps, iso
+from hub.fetch import FetchError, Resolver, post, resolve
+from hub.limits import backoff
+from hub.settings import Settings
+from hub.store.base import Endpoint, NewEvent, Store, WebhookJob
+
+log = logging.getLogger("hub.webhooks")
+
+FAILING = "webhook.failing"
+PAGE = 500
+CONCURRENCY = 16
+RETRY_CAP = 3600.0
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for ``body``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def payload(job: WebhookJob) -> bytes:
+    event = job.event
+    # The event's data is JSON already: spliced in, not decoded and encoded again.
+    head = dumps({"type": event.type, "timestamp": iso(event.created_at), "id": event.id})
+    return head[:-1] + b',"data":' + event.data + b"}"
+
+
+def status(endpoint: Endpoint, failing_after: int) -> str:
+    return "failing" if endpoint.failures >= failing_after else "ok"
+
+
+class Webhooks:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        client: httpx.AsyncClient,
+        resolver: Resolver = resolve,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._resolver = resolver
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._lease = settings.webhook_timeout_seconds + 30.0
+
+    def kick(self) -> None:
+        """New events were committed: look for webhooks to send now, not at the next tick."""
+        self._kick.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hub-webhooks")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._sending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._kick.clear()
+            try:
+                await self._round()
+            except Exception:
+                log.exception("webhook dispatch failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._kick.wait()
+
+    async def _round(self) -> None:
+        while await self._store.enqueue_webhooks(time.time(), PAGE):
+            pass
+        free = CONCURRENCY - len(self._sending)
+        if free <= 0:
+            return
+        for job in await self._store.claim_webhooks(time.time(), self._lease, free):
+            self._spawn(self._send(job))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._kick.set()  # a slot is free
+
+    async def _send(self, job: WebhookJob) -> None:
+        body = payload(job)
+        message_id = f"evt_{job.event.id}"
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "hub-webhooks",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(job.endpoint.secret, message_id, timestamp, body),
+        }
+        error: str | None = None
+        try:
+            code = await post(
+                self._client,
+                job.endpoint.url,
+                body,
+                headers,
+                within=self._settings.webhook_timeout_seconds,
+                allow_private=self._settings.loopback_allowed,
+                resolver=self._resolver,
+            )
+            if not 200 <= code < 300:
+                error = f"answered HTTP {code}"
+        except FetchError as exc:
+            error = str(exc)
+        await self._settle(job, error)
+
+    async def _settle(self, job: WebhookJob, error: str | None) -> None:
+        attempt = job.attempts + 1
+        retry_at = None
+        if error is not None and attempt < self._settings.webhook_max_attempts:
+            base = self._settings.webhook_retry_seconds
+            retry_at = time.time() + backoff(attempt, base=base, cap=RETRY_CAP)
+        failures = await self._store.settle_webhook(job, time.time(), error, retry_at)
+        if error is None:
+            return
+        endpoint = job.endpoint
+        log.info("webhook %s: attempt %d failed: %s", endpoint.id, attempt, error)
+        if failures == self._settings.webhook_failing_after:
+            # Once, as the endpoint crosses the line; a success resets the count.
+            data = dumps(
+                {"webhook_id": endpoint.id, "url": endpoint.url, "failures": failures,
+                 "last_error": error, "at": iso(time.time())}
+            )  # fmt: skip
+            await self._store.add_events(
+                [NewEvent(FAILING, data, endpoint.channel_id, endpoint.task_id)]
+            )
