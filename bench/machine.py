@@ -10,7 +10,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("hub", "starlette", "uvicorn", "uvloop", "httptools", "aiosqlite", "orjson")
+PACKAGES = (
+    "hub", "starlette", "uvicorn", "uvloop", "httptools", "aiosqlite", "orjson", "asyncpg",
+)  # fmt: skip
 
 
 def _first(path: str, prefix: str) -> str:
@@ -60,3 +62,14 @@ def one_line(machine: dict[str, object]) -> str:
         f"Python {machine['python']} (SQLite {machine['sqlite']}; {versions}); "
         f"nginx {machine['nginx']} + Nchan {machine['nchan']}; wrk {machine['wrk']}"
     )
+
+
+def postgres_line(server: object) -> str:
+    """The PostgreSQL server's version and settings, and any leftover bench databases."""
+    assert isinstance(server, dict)
+    shown = ", ".join(
+        f"{k}={v}" for k, v in server.items() if k not in ("version", "leftover_databases")
+    )
+    leftovers = server.get("leftover_databases") or []
+    extra = f"; leftover databases of earlier runs (not dropped): {', '.join(leftovers)}"
+    return f"PostgreSQL {server.get('version')} ({shown}){extra if leftovers else ''}"

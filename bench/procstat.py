@@ -1,13 +1,15 @@
 """Resident memory and CPU time of the servers under test, read from /proc.
 
 A server is a root PID plus its children (nginx: the master and its workers; the hub and the
-bare app: one process each)."""
+bare app: one process each); ``Servers`` is several of them measured as one (the hub's
+replicas on PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,3 +73,32 @@ class Server:
 
     def alive(self) -> bool:
         return Path(f"/proc/{self.pid}").exists()
+
+    def cpu_by_part(self) -> dict[str, float]:
+        return {self.name: self.cpu_seconds()}
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Several servers measured as one: CPU and RSS summed, alive only while all are."""
+
+    name: str
+    parts: tuple[Server, ...]
+
+    def pids(self) -> list[int]:
+        return [pid for part in self.parts for pid in part.pids()]
+
+    def rss_kb(self) -> int:
+        return sum(part.rss_kb() for part in self.parts)
+
+    def cpu_seconds(self) -> float:
+        return sum(part.cpu_seconds() for part in self.parts)
+
+    def alive(self) -> bool:
+        return all(part.alive() for part in self.parts)
+
+    def cpu_by_part(self) -> dict[str, float]:
+        return {part.name: part.cpu_seconds() for part in self.parts}
+
+
+Processes: TypeAlias = Server | Servers

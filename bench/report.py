@@ -1,4 +1,7 @@
-"""Medians over rounds, ratios measured within each round, the targets, and the table."""
+"""Medians over rounds, ratios measured within each round, the targets, and the table.
+
+A column per target that took part in the run: hub-pg (the hub on PostgreSQL) only with
+``--postgres``. The targets ("hub meets it?") are judged on the SQLite hub, as before."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-TARGETS = ("hub", "bare", "nchan")
+TARGETS = ("hub", "hub-pg", "bare", "nchan")
+TITLES = {"hub": "hub", "hub-pg": "hub-pg", "bare": "bare", "nchan": "Nchan"}
 
 # rounds[i][row][target] = figures of that row for that target in round i
 Rounds = list[dict[str, dict[str, dict[str, Any]]]]
@@ -17,7 +21,7 @@ Rounds = list[dict[str, dict[str, dict[str, Any]]]]
 class Goal:
     text: str
     met: Callable[[float], bool]
-    on_ratio: bool  # tested on the line's ratio, else on the hub's figure
+    on_ratio: bool  # tested on the line's first ratio, else on the hub's figure
 
 
 @dataclass(frozen=True)
@@ -26,28 +30,34 @@ class Line:
     row: str
     key: str
     digits: int = 0
-    ratio: tuple[str, str] | None = None
+    ratios: tuple[tuple[str, str], ...] = ()  # each shown where both targets ran
     goal: Goal | None = None
     cpu: bool = False  # the row's CPU columns go on this line
 
 
+PG = ("hub-pg", "hub")
+
 LINES = (
     Line("intake: callbacks/s, 1 KB, wrk -t2 -c50", "intake", "requests_per_s",
-         ratio=("hub", "bare"), goal=Goal(">= 0.5 x bare", lambda r: r >= 0.5, True), cpu=True),
+         ratios=(("hub", "bare"), ("hub-pg", "bare"), PG),
+         goal=Goal(">= 0.5 x bare", lambda r: r >= 0.5, True), cpu=True),
+    Line("  the same: wrk p99 ms", "intake", "latency_p99_ms", 1, ratios=(PG,)),
     Line("fan-out, 100 subscribers: deliveries/s", "fanout", "deliveries_per_s",
-         ratio=("hub", "nchan"), goal=Goal(">= 0.25 x Nchan", lambda r: r >= 0.25, True),
+         ratios=(("hub", "nchan"), PG),
+         goal=Goal(">= 0.25 x Nchan", lambda r: r >= 0.25, True), cpu=True),
+    Line("  the same: publishes/s", "fanout", "publishes_per_s", ratios=(PG,)),
+    Line("latency @200/s, 100 subscribers: p50 ms", "latency_100", "p50_ms", 2, ratios=(PG,),
          cpu=True),
-    Line("  the same: publishes/s", "fanout", "publishes_per_s"),
-    Line("latency @200/s, 100 subscribers: p50 ms", "latency_100", "p50_ms", 2, cpu=True),
-    Line("  the same: p99 ms", "latency_100", "p99_ms", 2,
+    Line("  the same: p99 ms", "latency_100", "p99_ms", 2, ratios=(PG,),
          goal=Goal("p99 <= 2.5 ms", lambda v: v <= 2.5, False)),
-    Line("latency @200/s, 1,000 subscribers: p50 ms", "latency_1000", "p50_ms", 2, cpu=True),
-    Line("  the same: p99 ms", "latency_1000", "p99_ms", 2,
+    Line("latency @200/s, 1,000 subscribers: p50 ms", "latency_1000", "p50_ms", 2,
+         ratios=(PG,), cpu=True),
+    Line("  the same: p99 ms", "latency_1000", "p99_ms", 2, ratios=(PG,),
          goal=Goal("p99 <= 30 ms", lambda v: v <= 30, False)),
     Line("idle: SSE connections held", "idle", "held",
          goal=Goal("10,000 held", lambda v: v >= 10_000, False), cpu=True),
     Line("  the same: server KB per connection", "idle", "kb_per_connection", 1,
-         ratio=("hub", "nchan"), goal=Goal("<= 2 x Nchan", lambda r: r <= 2.0, True)),
+         ratios=(("hub", "nchan"),), goal=Goal("<= 2 x Nchan", lambda r: r <= 2.0, True)),
     Line("  the same: seconds to open the 10,000", "idle", "connect_seconds", 1),
     Line("  the same: one event reaches all, ms", "idle", "all_received_ms", 1,
          goal=Goal("<= 1000 ms", lambda v: v <= 1000, False)),
@@ -70,43 +80,62 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def present(rounds: Rounds) -> tuple[str, ...]:
+    """The targets that took part, in the table's order."""
+    seen = {target for r in rounds for by_target in r.values() for target in by_target}
+    return tuple(t for t in TARGETS if t in seen)
+
+
+def ratio_median(rounds: Rounds, line: Line, top: str, bottom: str) -> float | None:
+    ratios: list[float | None] = []
+    for r in rounds:
+        row = r.get(line.row, {})
+        a, b = value(row, top, line), value(row, bottom, line)
+        ratios.append(a / b if a is not None and b else None)
+    return median(ratios)
+
+
 def summarize(rounds: Rounds) -> list[dict[str, Any]]:
-    """One entry per line: the median per target, the median of per-round ratios, verdict."""
+    """One entry per line: the median per target, the medians of per-round ratios, verdict."""
+    targets = present(rounds)
     summary = []
     for line in LINES:
         per_target = {
-            t: median([value(r.get(line.row, {}), t, line) for r in rounds]) for t in TARGETS
+            t: median([value(r.get(line.row, {}), t, line) for r in rounds]) for t in targets
         }
-        ratio = None
-        if line.ratio is not None:
-            top, bottom = line.ratio
-            ratios: list[float | None] = []
-            for r in rounds:
-                row = r.get(line.row, {})
-                a, b = value(row, top, line), value(row, bottom, line)
-                ratios.append(a / b if a is not None and b else None)
-            ratio = median(ratios)
+        ratios = {
+            f"{top}/{bottom}": ratio_median(rounds, line, top, bottom)
+            for top, bottom in line.ratios
+            if top in targets and bottom in targets
+        }
+        first = next(iter(ratios.values()), None)
         verdict = None
         if line.goal is not None:
-            tested = ratio if line.goal.on_ratio else per_target["hub"]
+            tested = first if line.goal.on_ratio else per_target.get("hub")
             verdict = None if tested is None else line.goal.met(tested)
-        summary.append({"line": line, "medians": per_target, "ratio": ratio, "verdict": verdict})
+        summary.append(
+            {"line": line, "medians": per_target, "ratio": first, "ratios": ratios,
+             "verdict": verdict}
+        )  # fmt: skip
     return summary
 
 
 def cpu_cell(rounds: Rounds, row: str, key: str) -> str:
     """Median user+sys CPU seconds of the row per target, and as % of one core over the row's
-    measuring window where it has one."""
-    cells = []
-    for target in TARGETS:
+    measuring window where it has one; for the servers, a database's after a "+"."""
+
+    def seconds(target: str, key: str, window: float | None) -> str | None:
         cpu = median([r.get(row, {}).get(target, {}).get(key) for r in rounds])
-        window = median([r.get(row, {}).get(target, {}).get("window_seconds") for r in rounds])
         if cpu is None:
-            cells.append("-")
-        elif window:
-            cells.append(f"{cpu:.1f}s {100 * cpu / window:.0f}%")
-        else:
-            cells.append(f"{cpu:.1f}s")
+            return None
+        return f"{cpu:.1f}s {100 * cpu / window:.0f}%" if window else f"{cpu:.1f}s"
+
+    cells = []
+    for target in present(rounds):
+        window = median([r.get(row, {}).get(target, {}).get("window_seconds") for r in rounds])
+        cell = seconds(target, key, window) or "-"
+        database = seconds(target, "db_cpu_s", window) if key == "server_cpu_s" else None
+        cells.append(f"{cell} + db {database}" if database else cell)
     return " / ".join(cells)
 
 
@@ -116,22 +145,23 @@ def number(v: float | None, digits: int) -> str:
 
 def table(rounds: Rounds) -> str:
     """The Markdown table printed at the end and pasted into BENCHMARKS.md."""
+    targets = present(rounds)
+    titles = [TITLES[t] for t in targets]
     header = (
-        "| what | hub | bare | Nchan | ratio | target | hub meets it? "
-        "| load clients' CPU: hub / bare / Nchan | servers' CPU: hub / bare / Nchan |"
+        f"| what | {' | '.join(titles)} | ratio | target | hub meets it? "
+        f"| load clients' CPU: {' / '.join(titles)} | servers' CPU: {' / '.join(titles)} |"
     )
-    out = [header, "|" + "---|" * 9]
+    out = [header, "|" + "---|" * (len(targets) + 6)]
     for entry in summarize(rounds):
         line: Line = entry["line"]
         medians = entry["medians"]
-        ratio = "-"
-        if entry["ratio"] is not None and line.ratio is not None:
-            ratio = f"{line.ratio[0]}/{line.ratio[1]} {entry['ratio']:.2f}"
+        shown = [f"{name} {v:.2f}" for name, v in entry["ratios"].items() if v is not None]
+        ratio = "; ".join(shown) or "-"
         verdict = {True: "yes", False: "**no**", None: "-"}[entry["verdict"]]
         goal = line.goal.text if line.goal else ""
         load = cpu_cell(rounds, line.row, "client_cpu_s") if line.cpu else ""
         server = cpu_cell(rounds, line.row, "server_cpu_s") if line.cpu else ""
-        cells = [number(medians[t], line.digits) for t in TARGETS]
+        cells = [number(medians[t], line.digits) for t in targets]
         out.append(
             f"| {line.label} | {' | '.join(cells)} | {ratio} | {goal} | {verdict} "
             f"| {load} | {server} |"
@@ -147,6 +177,7 @@ def medians_json(rounds: Rounds) -> list[dict[str, Any]]:
             "key": e["line"].key,
             "medians": e["medians"],
             "ratio": e["ratio"],
+            "ratios": e["ratios"],
             "target": e["line"].goal.text if e["line"].goal else None,
             "met": e["verdict"],
         }
@@ -179,6 +210,12 @@ def warnings(rounds: Rounds) -> list[str]:
                     )
                 if f.get("server_processes_changed"):
                     found.append(f"{where}: the server's processes changed (a worker restarted?)")
+                problems = f.get("server_log_problems") or []
+                if problems:
+                    found.append(
+                        f"{where}: warnings or errors in the server's log, the first: "
+                        f"{problems[0]} ({len(problems)} lines kept in the JSON)"
+                    )
                 found.extend(f"{where}: {note}" for note in cpu_notes(f))
     return found
 
@@ -195,7 +232,8 @@ def cpu_notes(f: dict[str, Any]) -> list[str]:
         notes.append(f"the subscriber client used {share:.0%} of a core (client-bound)")
     machine, server, client = (f.get(k) for k in ("machine_cpu_s", "server_cpu_s", "client_cpu_s"))
     if machine is not None and server is not None and client is not None:
-        other = (machine - server - client) / window
+        # The database's backends are the hub-pg's own work, not background load.
+        other = (machine - server - client - f.get("db_cpu_s", 0.0)) / window
         if other > 0.2:
             notes.append(f"other processes used {other:.0%} of a core (background load)")
     return notes

@@ -1,5 +1,6 @@
 """One function per row of the table: each measures one target once and returns its figures
-(plain numbers, for the JSON file), including the load clients' and the server's CPU time."""
+(plain numbers, for the JSON file), including the load clients' and the server's CPU time
+(and its database server's, for the hub on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import asyncio
 import resource
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import publisher, wrk
 from bench.procstat import machine_busy_seconds
 from bench.sse_client import ClientConfig
 from bench.subscribers import Subscribers, subscribed
 from bench.targets import Channel, Target
+from bench.wrk import WrkResult
 
 Figures = dict[str, Any]
 
@@ -44,10 +47,37 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass(frozen=True)
+class CpuMark:
+    parts: dict[str, float]
+    database: float | None
+    machine: float
+
+
+def cpu_mark(target: Target) -> CpuMark:
+    return CpuMark(target.server.cpu_by_part(), target.db_cpu_seconds(), machine_busy_seconds())
+
+
+def cpu_since(target: Target, mark: CpuMark) -> Figures:
+    """The server's (each replica's too, if several), its database's and the whole machine's
+    CPU seconds since ``mark``."""
+    parts = {name: cpu - mark.parts[name] for name, cpu in target.server.cpu_by_part().items()}
+    figures: Figures = {
+        "server_cpu_s": sum(parts.values()),
+        "machine_cpu_s": machine_busy_seconds() - mark.machine,
+    }
+    if len(parts) > 1:
+        figures["server_cpu_by_part_s"] = parts
+    database = target.db_cpu_seconds()
+    if database is not None and mark.database is not None:
+        figures["db_cpu_s"] = database - mark.database
+    return figures
+
+
 def client_config(target: Target, channel: Channel, count: int, **options: Any) -> ClientConfig:
     return ClientConfig(
         host=target.host,
-        port=target.port,
+        port=target.subscribe_port,
         path=channel.stream_path,
         headers=channel.stream_headers | options.pop("headers", {}),
         connections=count,
@@ -63,27 +93,53 @@ def ready_figures(subscribers: Subscribers, wanted: int) -> Figures:
 
 
 async def intake(target: Target, plan: Plan) -> Figures:
-    """Callbacks/s: wrk -t2 -c50 POSTing unique 1 KB JSON bodies, nobody subscribed."""
+    """Callbacks/s: wrk -t2 -c50 POSTing unique 1 KB JSON bodies, nobody subscribed.
+
+    A target with several entry points (the hub's replicas) gets one wrk per entry point
+    at once, each with its share of the threads and connections; rates, requests, errors
+    and CPU are summed. wrk reports percentiles, not histograms, so the latencies shown are
+    the highest of the processes' (the combined p50 and p99 are no higher than that); each
+    one's figures are kept under ``by_entry``."""
     channel = await target.new_channel()
-    cpu, machine = target.server.cpu_seconds(), machine_busy_seconds()
-    result = await wrk.post(
-        target.url(channel.publish_path),
-        plan.intake_seconds,
-        threads=plan.wrk_threads,
-        connections=plan.wrk_connections,
-        size=plan.body_bytes,
-    )
-    return {
-        "requests_per_s": result.rate,
-        "requests": result.requests,
-        "errors": result.errors,
-        "latency_p50_ms": result.latency_p50_ms,
-        "latency_p99_ms": result.latency_p99_ms,
-        "window_seconds": result.seconds,
-        "client_cpu_s": result.cpu_seconds,
-        "server_cpu_s": target.server.cpu_seconds() - cpu,
-        "machine_cpu_s": machine_busy_seconds() - machine,
+    urls = target.publish_urls(channel.publish_path)
+    mark = cpu_mark(target)
+    async with asyncio.TaskGroup() as group:  # one wrk failing stops the others
+        runs = [
+            group.create_task(
+                wrk.post(
+                    url,
+                    plan.intake_seconds,
+                    threads=max(1, plan.wrk_threads // len(urls)),
+                    connections=plan.wrk_connections // len(urls),
+                    size=plan.body_bytes,
+                )
+            )
+            for url in urls
+        ]
+    cpu = cpu_since(target, mark)
+    results: list[WrkResult] = [run.result() for run in runs]
+    errors: dict[str, int] = {}
+    for result in results:
+        for kind, count in result.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+    figures = {
+        "requests_per_s": sum(r.rate for r in results),
+        "requests": sum(r.requests for r in results),
+        "errors": errors,
+        "latency_p50_ms": max(r.latency_p50_ms for r in results),
+        "latency_p99_ms": max(r.latency_p99_ms for r in results),
+        "window_seconds": max(r.seconds for r in results),
+        "client_cpu_s": sum(r.cpu_seconds for r in results),
+        **cpu,
     }
+    if len(results) > 1:
+        figures["by_entry"] = [
+            {"port": urlsplit(url).port, "requests_per_s": r.rate, "errors": r.errors,
+             "latency_p50_ms": r.latency_p50_ms, "latency_p99_ms": r.latency_p99_ms,
+             "client_cpu_s": r.cpu_seconds}
+            for url, r in zip(urls, results, strict=True)
+        ]  # fmt: skip
+    return figures
 
 
 async def fanout(target: Target, plan: Plan) -> Figures:
@@ -101,7 +157,7 @@ async def fanout(target: Target, plan: Plan) -> Figures:
             rss_peak = max(rss_peak, target.server.rss_kb())
             return rss_peak - rss_before > plan.fanout_rss_guard_kb
 
-        cpu, machine = target.server.cpu_seconds(), machine_busy_seconds()
+        mark = cpu_mark(target)
         before = await subscribers.mark()
         result = await wrk.post(
             target.url(channel.publish_path),
@@ -112,8 +168,7 @@ async def fanout(target: Target, plan: Plan) -> Figures:
             stop_when=buffering_too_much,
         )
         after = await subscribers.mark()
-        server_cpu = target.server.cpu_seconds() - cpu
-        machine_cpu = machine_busy_seconds() - machine
+        cpu = cpu_since(target, mark)
         await asyncio.sleep(plan.settle_seconds)  # what was still in flight
         final = await subscribers.stop()
     window = (after["t_ns"] - before["t_ns"]) / 1e9
@@ -129,8 +184,7 @@ async def fanout(target: Target, plan: Plan) -> Figures:
         "client_cpu_s": result.cpu_seconds + after["cpu_seconds"] - before["cpu_seconds"],
         "wrk_cpu_s": result.cpu_seconds,
         "subscriber_cpu_s": after["cpu_seconds"] - before["cpu_seconds"],
-        "server_cpu_s": server_cpu,
-        "machine_cpu_s": machine_cpu,
+        **cpu,
         "rss_growth_kb": rss_peak - rss_before,
         "stopped_early": result.stopped_early,
     }
@@ -148,17 +202,15 @@ async def latency(target: Target, plan: Plan, subscriber_count: int) -> Figures:
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            cpu, publisher_cpu = target.server.cpu_seconds(), own_cpu()
-            machine = machine_busy_seconds()
+            mark, publisher_cpu = cpu_mark(target), own_cpu()
             before = await subscribers.mark()
             sent = await publisher.steady(
                 pool, channel.publish_path, channel.publish_headers,
                 plan.latency_rate, events, plan.latency_body_bytes,
             )  # fmt: skip
             reached = await subscribers.wait(10.0)
-            server_cpu = target.server.cpu_seconds() - cpu
+            cpu = cpu_since(target, mark)
             publisher_cpu = own_cpu() - publisher_cpu
-            machine_cpu = machine_busy_seconds() - machine
             window = loop.time() - started
         finally:
             await pool.close()
@@ -182,8 +234,7 @@ async def latency(target: Target, plan: Plan, subscriber_count: int) -> Figures:
         "client_cpu_s": subscriber_cpu + publisher_cpu,
         "subscriber_cpu_s": subscriber_cpu,
         "publisher_cpu_s": publisher_cpu,
-        "server_cpu_s": server_cpu,
-        "machine_cpu_s": machine_cpu,
+        **cpu,
     }
 
 

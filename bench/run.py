@@ -3,7 +3,9 @@ of medians and ratios and writes the raw figures as JSON.
 
 Started by ``scripts/bench``. It starts each server afresh for each measurement (see
 ``bench.servers``) and its load clients (wrk and ``bench.sse_client``), and stops each of
-them by PID; SIGTERM stops the run and everything it started.
+them by PID; SIGTERM stops the run and everything it started. With ``--postgres`` the hub
+also runs as two replicas on a fresh PostgreSQL database per measurement (``bench.hub_pg``),
+dropped after it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import machine, report, rows
+from bench import databases, machine, report, rows
+from bench.hub_pg import HubPostgres
 from bench.rows import Plan
 from bench.servers import PidFile
 from bench.targets import Bare, Hub, Nchan, Target
@@ -47,14 +50,19 @@ async def _latency_1000(target: Target, plan: Plan) -> dict[str, Any]:
 
 
 # In this order within each round: the idle row last, as it leaves 10,000 streams to close.
+# hub-pg takes part only with --postgres.
 ROWS: tuple[tuple[str, Measure, tuple[str, ...]], ...] = (
-    ("intake", rows.intake, ("hub", "bare", "nchan")),
-    ("fanout", rows.fanout, ("hub", "nchan")),
-    ("latency_100", _latency_100, ("hub", "nchan")),
-    ("latency_1000", _latency_1000, ("hub", "nchan")),
+    ("intake", rows.intake, ("hub", "hub-pg", "bare", "nchan")),
+    ("fanout", rows.fanout, ("hub", "hub-pg", "nchan")),
+    ("latency_100", _latency_100, ("hub", "hub-pg", "nchan")),
+    ("latency_1000", _latency_1000, ("hub", "hub-pg", "nchan")),
     ("catch_up", rows.catch_up, ("hub", "nchan")),
     ("idle", rows.idle, ("hub", "nchan")),
 )
+SETTINGS = (
+    "heartbeat_seconds", "subscriber_queue_size", "sqlite_synchronous", "send_timeout_seconds",
+    "replay_page_size", "max_event_body_bytes", "rate_limit_per_key", "rate_limit_per_callback",
+)  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,6 +72,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--command", default="scripts/bench", help="as shown in the output")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="also run hub-pg, its databases made and dropped through this one",
+    )
     return parser.parse_args()
 
 
@@ -84,24 +97,22 @@ def hub_settings(hub: Hub) -> dict[str, str]:
 
     env = {**os.environ, **hub.launch(0).env}
     settings = Settings.from_env(env)
-    keys = (
-        "heartbeat_seconds", "subscriber_queue_size", "sqlite_synchronous", "send_timeout_seconds",
-        "replay_page_size", "max_event_body_bytes", "rate_limit_per_key",
-        "rate_limit_per_callback",
-    )  # fmt: skip
+    keys = [k for k in SETTINGS if not (settings.postgres and k == "sqlite_synchronous")]
     shown = {f"HUB_{k.upper()}": str(getattr(settings, k)) for k in keys}
     callers = sorted(k for k in os.environ if k.startswith("HUB_"))
     shown["HUB_* from the caller"] = ", ".join(callers) or "none"
     return shown
 
 
-def make_targets(workdir: Path) -> dict[str, Target]:
-    hub_port, bare_port, nchan_port = free_ports(3)
-    return {
-        "hub": Hub(hub_port, workdir, api_key="bench-" + secrets.token_hex(8)),
-        "bare": Bare(bare_port, workdir),
-        "nchan": Nchan(nchan_port, workdir),
-    }
+def make_targets(workdir: Path, postgres: str | None) -> dict[str, Target]:
+    hub_port, bare_port, nchan_port, pg_a, pg_b = free_ports(5)
+    api_key = "bench-" + secrets.token_hex(8)
+    targets: dict[str, Target] = {"hub": Hub(hub_port, workdir, api_key=api_key)}
+    if postgres:
+        targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, api_key, postgres)
+    targets["bare"] = Bare(bare_port, workdir)
+    targets["nchan"] = Nchan(nchan_port, workdir)
+    return targets
 
 
 def headline(row: str, figures: dict[str, Any]) -> str:
@@ -127,7 +138,8 @@ async def run_rounds(
     for number in range(args.rounds):
         print(f"round {number + 1}/{args.rounds}", flush=True)
         results: dict[str, dict[str, dict[str, Any]]] = {}
-        for row, measure, names in ROWS:
+        for row, measure, applies in ROWS:
+            names = tuple(name for name in applies if name in by_name)
             # Rotate who goes first each round, so no target always runs first.
             shift = number % len(names)
             for name in names[shift:] + names[:shift]:
@@ -141,8 +153,10 @@ async def run_rounds(
                     if set(target.server.pids()) != processes:
                         figures["server_processes_changed"] = True
                 figures["elapsed_s"] = time.monotonic() - started
+                if target.log_problems:
+                    figures["server_log_problems"] = target.log_problems
                 results.setdefault(row, {})[name] = figures
-                print(f"  {row:<12} {name:<5} {headline(row, figures)} "
+                print(f"  {row:<12} {name:<6} {headline(row, figures)} "
                       f"({figures['elapsed_s']:.0f}s)", flush=True)  # fmt: skip
                 await asyncio.sleep(plan.settle_seconds)
         rounds.append(results)
@@ -161,15 +175,24 @@ async def main() -> None:
     started = datetime.now(UTC)
     clock = time.monotonic()
     box = machine.describe()
-    by_name = make_targets(args.workdir)
+    by_name = make_targets(args.workdir, args.postgres)
     hub = by_name["hub"]
     assert isinstance(hub, Hub)
     settings = hub_settings(hub)
     print(f"machine: {machine.one_line(box)}")
     for target in by_name.values():
-        print(f"{target.name}: port {target.port}: {' '.join(target.launch(0).argv)}")
+        print(f"{target.name}: {target.describe()}")
     print("hub settings (fresh data dir each start): "
           + ", ".join(f"{k}={v}" for k, v in settings.items()))  # fmt: skip
+    pg_settings: dict[str, str] | None = None
+    if args.postgres:
+        pg_hub = by_name["hub-pg"]
+        assert isinstance(pg_hub, HubPostgres)
+        pg_settings = hub_settings(pg_hub)
+        box["postgres"] = await databases.describe(args.postgres)
+        print("hub-pg settings (2 replicas, same HUB_SECRET and HUB_API_KEYS, a fresh database "
+              "each start): " + ", ".join(f"{k}={v}" for k, v in pg_settings.items()))  # fmt: skip
+        print(f"postgres: {machine.postgres_line(box['postgres'])}")
     print(f"plan: {args.rounds} rounds, {dataclasses.asdict(plan)}", flush=True)
     rounds = await run_rounds(args, plan, by_name)
     table = report.table(rounds)
@@ -195,6 +218,7 @@ async def main() -> None:
                 "measure_seconds": seconds,
                 "machine": box,
                 "hub_settings": settings,
+                "hub_pg_settings": pg_settings,
                 "plan": dataclasses.asdict(plan),
                 "summary": report.medians_json(rounds),
                 "notes": notes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,10 @@ from bench.http_client import Connection
 
 HEALTH_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+# Log lines that say a figure may not be what it seems (the hub's format is
+# "<time> LEVEL logger message", uvicorn's "LEVEL:    message").
+PROBLEM = re.compile(rb"\b(WARNING|ERROR|CRITICAL)\b|^Traceback")
+PROBLEMS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -92,10 +97,30 @@ async def stop(process: subprocess.Popen[bytes]) -> None:
             await asyncio.to_thread(process.wait)
 
 
+def log_problems(path: Path, offset: int) -> list[str]:
+    """Warning and error lines written to the log after ``offset``: the first PROBLEMS_KEPT,
+    then how many more there were."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            written = log.read()
+    except OSError:
+        return []
+    found = [line for line in written.splitlines() if PROBLEM.search(line)]
+    kept = [line.decode(errors="replace")[:300] for line in found[:PROBLEMS_KEPT]]
+    if len(found) > PROBLEMS_KEPT:
+        kept.append(f"... and {len(found) - PROBLEMS_KEPT} more such lines in {path.name}")
+    return kept
+
+
 @contextlib.asynccontextmanager
-async def running(launch: Launch, pids: PidFile) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """The server, started and healthy; stopped by its PID on the way out."""
+async def running(
+    launch: Launch, pids: PidFile, problems: list[str] | None = None
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """The server, started and healthy; stopped by its PID on the way out. Warnings and
+    errors it logged meanwhile are added to ``problems``."""
     with launch.log.open("ab") as log:
+        offset = log.tell()
         # Popen, not asyncio's: the PID is ours to stop, and starting it does not block.
         process = subprocess.Popen(  # noqa: ASYNC220, S603
             launch.argv,
@@ -112,5 +137,7 @@ async def running(launch: Launch, pids: PidFile) -> AsyncIterator[subprocess.Pop
         # Shielded: a cancelled run still stops what it started.
         await asyncio.shield(stop(process))
         pids.remove(process.pid)
+        if problems is not None:
+            problems.extend(log_problems(launch.log, offset))
         if launch.scratch is not None:
             shutil.rmtree(launch.scratch, ignore_errors=True)

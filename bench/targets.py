@@ -1,4 +1,4 @@
-"""The three servers under test: how each is started, where to publish, where to subscribe.
+"""The servers under test: how each is started, where to publish, where to subscribe.
 
 - the hub: ``hub serve`` with its embedded defaults and a fresh data dir; a fresh channel per
   measurement (``POST /v1/channels``); publish to its signed callback URL, subscribe at its
@@ -6,6 +6,7 @@
 - Nchan: nginx with ``nchan.conf`` (2 workers) under a tmp prefix; a fresh channel id per
   measurement; POST and EventSource GET on ``/ch/<id>``.
 - bare: ``bare.py`` on uvicorn, ``POST /cb`` (intake only: it has no streams).
+- the hub on PostgreSQL, two replicas: see ``bench.hub_pg``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from bench import servers
 from bench.http_client import Connection, Pool
-from bench.procstat import Server
+from bench.procstat import Processes, Server
 
 HOST = "127.0.0.1"
 BENCH_DIR = Path(__file__).parent
@@ -45,11 +46,13 @@ class Target:
         self.host = HOST
         self.port = port
         self.workdir = workdir
-        self._server: Server | None = None
+        self._server: Processes | None = None
         self._starts = 0
+        # Warnings and errors the server logged during its last start (see servers.running).
+        self.log_problems: list[str] = []
 
     @property
-    def server(self) -> Server:
+    def server(self) -> Processes:
         if self._server is None:
             raise RuntimeError(f"{self.name} is not running")
         return self._server
@@ -58,7 +61,8 @@ class Target:
     async def fresh(self, pids: servers.PidFile) -> AsyncIterator[None]:
         """A newly started instance for the duration of one measurement."""
         self._starts += 1
-        async with servers.running(self.launch(self._starts), pids) as process:
+        self.log_problems = []
+        async with servers.running(self.launch(self._starts), pids, self.log_problems) as process:
             self._server = Server(self.name, process.pid)
             try:
                 yield
@@ -68,8 +72,24 @@ class Target:
     def launch(self, instance: int) -> servers.Launch:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """How it is started, for the run's header."""
+        return f"port {self.port}: {' '.join(self.launch(0).argv)}"
+
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
+
+    def publish_urls(self, path: str) -> list[str]:
+        """Where the intake load goes, split evenly."""
+        return [self.url(path)]
+
+    @property
+    def subscribe_port(self) -> int:
+        return self.port
+
+    def db_cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by a database server working for it, if it has one."""
+        return None
 
     def pool(self) -> Pool:
         return Pool(self.host, self.port)
@@ -91,18 +111,23 @@ class Hub(Target):
         self._auth = {"Authorization": f"Bearer {api_key}"}
 
     def launch(self, instance: int) -> servers.Launch:
-        data_dir = self.workdir / f"hub-data-{instance}"
+        return self.hub_launch(self.port, self.workdir / f"hub-data-{instance}", "hub.log", {})
+
+    def hub_launch(
+        self, port: int, data_dir: Path, log: str, env: dict[str, str]
+    ) -> servers.Launch:
         return servers.Launch(
-            argv=[str(VENV_BIN / "hub"), "serve", "--port", str(self.port)],
+            argv=[str(VENV_BIN / "hub"), "serve", "--port", str(port)],
             # Rate limits off: the bench measures the path, not the limiter.
             env={
                 "HUB_DATA_DIR": str(data_dir),
                 "HUB_API_KEYS": self.api_key,
                 "HUB_RATE_LIMIT_PER_KEY": "0",
                 "HUB_RATE_LIMIT_PER_CALLBACK": "0",
+                **env,
             },
-            port=self.port,
-            log=self.workdir / "hub.log",
+            port=port,
+            log=self.workdir / log,
             scratch=data_dir,
         )
 
