@@ -66,6 +66,9 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _server_error,
         },
     )
+    # A trailing slash is a 404 in the error shape, not an empty 307 to a route that may
+    # not take the method (clients seldom follow a redirect for a POST anyway).
+    app.router.redirect_slashes = False
     app.state.hub = state
     return app
 

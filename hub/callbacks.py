@@ -39,9 +39,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     too_large = HubError(413, "payload_too_large", f"the body exceeds {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        # ASCII digits only: str.isdigit() also takes "³", which int() then refuses.
+        if not (declared.isascii() and declared.isdigit()):
             raise HubError(400, "bad_request", "content-length is not a number")
-        if int(declared) > limit:
+        # More digits than any limit has is too large, and int() refuses over 4300 of them.
+        digits = declared.lstrip("0")
+        if len(digits) > len(str(limit)) or int(digits or "0") > limit:
             raise too_large
     chunks: list[bytes] = []
     size = 0
