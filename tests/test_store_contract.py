@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.events import Event
-from hub.store.base import ApiKey, Delivery, Endpoint, NewEvent, Store, TaskRecord
+from hub.store.base import ApiKey, Channel, Delivery, Endpoint, NewEvent, Store, TaskRecord
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 from tests.postgres import fresh_database
@@ -144,3 +144,18 @@ async def test_pruning_events_drops_their_webhooks(store: Store) -> None:
     assert await store.claim_webhooks(time.time(), 30.0, 10) == []
     listed = await store.get_endpoint("wh_1")
     assert listed is not None and listed.pending == 0
+
+
+async def test_channels_and_tasks_are_listed_per_owner_newest_first(store: Store) -> None:
+    for i in range(3):
+        await store.create_channel(Channel(f"ch_{i}", "owner", None, 100.0 + i, 10**10))
+    await store.create_channel(Channel("ch_x", "other", None, 200.0, 10**10))
+    assert [c.id for c in await store.list_channels("owner", 2)] == ["ch_2", "ch_1"]
+    for i in range(3):
+        record = TaskRecord(
+            f"t{i}", "owner", "acedata", "queued", b"{}", None, None, None, b"[]", None, None,
+            0, None, 10**10, 100.0 + i, 100.0 + i,
+        )  # fmt: skip
+        await store.create_task(record, NewEvent("task.queued", b"{}", task_id=f"t{i}"))
+    assert [t.id for t in await store.list_tasks("owner", 5)] == ["t2", "t1", "t0"]
+    assert await store.list_tasks("other", 5) == []

@@ -68,6 +68,12 @@ class Store(Protocol):
 
     async def get_channel(self, channel_id: str) -> Channel | None: ...
 
+    async def list_channels(self, owner: str, limit: int) -> list[Channel]:
+        """The owner's newest ``limit`` channels, newest first."""
+
+    async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
+        """The owner's newest ``limit`` tasks, newest first."""
+
     async def add_delivery(self, delivery: Delivery) -> Event | None:
         """Store the delivery and its event in one transaction; return the event once
         committed, or None if the same bytes were already accepted on the same URL."""

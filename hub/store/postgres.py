@@ -461,6 +461,21 @@ class PostgresStore:
         )
         return Channel(*row) if row else None
 
+    async def list_channels(self, owner: str, limit: int) -> list[Channel]:
+        rows = await self.pool.fetch(
+            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE owner = $1"
+            " ORDER BY created_at DESC LIMIT $2",
+            owner,
+            limit,
+        )
+        return [Channel(*row) for row in rows]
+
+    async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
+        sql = (
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner = $1 ORDER BY created_at DESC LIMIT $2"  # noqa: S608
+        )
+        return [TaskRecord(*row) for row in await self.pool.fetch(sql, owner, limit)]
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query, first=3)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608

@@ -416,6 +416,17 @@ class SQLiteStore:
         row = await self._row(sql, (channel_id,))
         return Channel(*row) if row else None
 
+    async def list_channels(self, owner: str, limit: int) -> list[Channel]:
+        sql = (
+            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE owner = ?"
+            " ORDER BY created_at DESC LIMIT ?"
+        )
+        return [Channel(*row) for row in await self._rows(sql, (owner, limit))]
+
+    async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
+        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?"  # noqa: S608
+        return [_task(row) for row in await self._rows(sql, (owner, limit))]
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
