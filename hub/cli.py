@@ -1,4 +1,5 @@
-"""The ``hub`` command: ``hub serve`` runs the hub on uvicorn."""
+"""The ``hub`` command: ``hub serve`` runs the hub on uvicorn; the client commands
+(``channel``, ``watch``, ``submit``, ``keys``) are in ``hub.commands``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uvicorn
 
 from hub import datadir
 from hub.app import create_app
+from hub.commands import add_commands
 from hub.settings import Settings, SettingsError
 from hub.state import HubState
 
@@ -148,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sandbox_parser.add_argument("--host", default="127.0.0.1")
     sandbox_parser.add_argument("--port", type=int, default=9000)
     sandbox_parser.set_defaults(run=sandbox)
+    add_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

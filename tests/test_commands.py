@@ -1,0 +1,102 @@
+"""The `hub` command's client side, run as real processes against a live hub."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import orjson
+import pytest
+
+from tests.helpers import KEY, live_hub, make_png, open_image
+
+FAST = (("HUB_SANDBOX_LATENCY", "0.3"), ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"))
+
+
+@pytest.fixture
+async def hub(make_settings):
+    async with live_hub(make_settings(sandbox=True, extra_env=FAST)) as live:
+        yield live
+
+
+async def hub_command(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_channel_create_prints_its_urls(hub):
+    code, out, _ = await hub_command("channel", "create", "--url", hub.url, "--key", KEY,
+                                     "--label", "cli")  # fmt: skip
+    assert code == 0
+    channel = orjson.loads(out)
+    assert channel["label"] == "cli" and channel["callback_url"].startswith(hub.url)
+
+
+async def test_submit_waits_shows_progress_and_saves_the_image(hub, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    code, out, err = await hub_command(
+        "submit", "--url", hub.url, "--provider", "acedata", "--prompt", "make it blue",
+        "--image", str(photo), "--size", "1024x1024", "--out", str(tmp_path / "out"),
+        env={"HUB_API_KEY": KEY},
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(" queued at " in line for line in lines)
+    assert any(" succeeded in " in line for line in lines)
+    [saved] = list((tmp_path / "out").iterdir())
+    assert f"saved {saved}" in lines
+    assert open_image(saved.read_bytes()).size == (1024, 1024)
+
+
+async def test_submit_reports_the_hubs_error(hub, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    code, _, err = await hub_command(
+        "submit", "--url", hub.url, "--key", KEY, "--provider", "nobody", "--prompt", "p",
+        "--image", str(photo),
+    )  # fmt: skip
+    assert code == 1 and "422" in err and "provider" in err
+
+
+async def test_watch_prints_each_event_as_a_line(hub, http):
+    channel = (
+        await http.post(f"{hub.url}/v1/channels", headers={"authorization": f"Bearer {KEY}"})
+    ).json()
+    for n in range(3):
+        await http.post(channel["callback_url"], json={"task_id": f"p-{n}", "n": n})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hub", "watch", channel["id"], "--from", "0",
+        "--url", hub.url, "--key", KEY, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(4)]
+    finally:
+        process.kill()
+        await process.wait()
+    assert lines[0].startswith(f"watching {channel['id']}")
+    for n, line in enumerate(lines[1:]):
+        assert " callback.received application/json task p-" in line
+        assert f'"n":{n}' in line and line.startswith("#")
+
+
+async def test_keys_are_made_listed_and_revoked_in_the_store(tmp_path):
+    env = {"HUB_DATA_DIR": str(tmp_path / "data")}
+    code, out, _ = await hub_command("keys", "create", "--label", "ci", env=env)
+    assert code == 0
+    key_id, key = out.split()[:2]
+    assert key_id.startswith("key_") and key.startswith("hub_")
+    code, out, _ = await hub_command("keys", "list", env=env)
+    assert code == 0 and f"{key_id}  active" in out and "ci" in out and key not in out
+    assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 0
+    code, out, _ = await hub_command("keys", "list", env=env)
+    assert f"{key_id}  revoked" in out
+    assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 1
