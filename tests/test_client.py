@@ -70,7 +70,7 @@ async def test_channel_events_resume_after_a_cut_without_loss_or_duplicate(hub, 
 
 
 async def test_the_sync_client_does_the_same(hub):
-    def run() -> dict:
+    def run() -> dict[str, object]:
         with Client(hub.url, KEY) as client:
             task = client.submit("acedata", "p", [make_png()])
             types = [event.type for event in client.events(task_id=task["id"])]
