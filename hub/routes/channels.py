@@ -60,6 +60,10 @@ async def create_callback_url(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_object(request)
+    # As for a channel: a misspelt "ttl" would otherwise give a URL as long-lived as its channel.
+    unknown = set(body) - {"channel_id", "ttl_seconds"}
+    if unknown:
+        raise invalid(sorted(unknown)[0], "unknown field")
     if "channel_id" not in body:
         raise invalid("channel_id", "is required")
     channel_id = text(body["channel_id"], "channel_id", 64)
