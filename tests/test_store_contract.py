@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -129,6 +130,11 @@ async def test_a_webhook_attempt_is_settled_as_delivered_retried_or_given_up(sto
     assert endpoint_now.failures == 0 and endpoint_now.last_error == "timed out"
     assert endpoint_now.last_success_at == now + 6
     assert endpoint_now.pending == 1  # the third, still leased
+    assert endpoint_now.format == "standard"
+    shaped = await store.add_endpoint(
+        dataclasses.replace(endpoint("wh_2", task_id="t"), format="acedata")
+    )
+    assert (await store.get_endpoint("wh_2")) == shaped and shaped.format == "acedata"
     assert await store.delete_endpoint("wh_1")
     assert not await store.delete_endpoint("wh_1")
     assert await store.get_endpoint("wh_1") is None

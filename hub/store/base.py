@@ -245,6 +245,9 @@ class Endpoint:
     last_attempt_at: float | None = None
     last_success_at: float | None = None
     pending: int = 0  # outbox entries not yet delivered nor given up
+    # "standard": every event, Standard Webhooks; "acedata": the task's end only, in
+    # AceData's callback shape (for POST /v1/images/edits with a callback_url).
+    format: str = "standard"
 
 
 @dataclass(frozen=True, slots=True)

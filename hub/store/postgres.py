@@ -58,8 +58,8 @@ _KEYS_SQL = (
 _ENDPOINT_SELECT = (
     "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
     " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
-    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL)"
-    " FROM endpoints p"
+    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL),"
+    " p.format FROM endpoints p"
 )
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
@@ -346,9 +346,9 @@ class PostgresStore:
             added = dataclasses.replace(endpoint, after_event_id=newest)
             await connection.execute(
                 "INSERT INTO endpoints (id, owner, url, secret, channel_id, task_id, created_at,"
-                " after_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                " after_event_id, format) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 added.id, added.owner, added.url, added.secret, added.channel_id,
-                added.task_id, added.created_at, added.after_event_id,
+                added.task_id, added.created_at, added.after_event_id, added.format,
             )  # fmt: skip
         return added
 

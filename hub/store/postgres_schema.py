@@ -115,6 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
         owner text NOT NULL,
         url text NOT NULL,
         secret text NOT NULL,
+        format text NOT NULL DEFAULT 'standard',
         channel_id text,
         task_id text,
         created_at double precision NOT NULL,

@@ -41,8 +41,8 @@ _KEYS_SQL = (
 _ENDPOINT_SELECT = (
     "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
     " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
-    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL)"
-    " FROM endpoints p"
+    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL),"
+    " p.format FROM endpoints p"
 )
 _EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 _TASK_COLUMNS = (
@@ -275,10 +275,10 @@ class SQLiteStore:
             added = dataclasses.replace(endpoint, after_event_id=tx.last_event_id)
             db.execute(
                 "INSERT INTO endpoints (id, owner, url, secret, channel_id, task_id, created_at,"
-                " after_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " after_event_id, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     added.id, added.owner, added.url, added.secret, added.channel_id,
-                    added.task_id, added.created_at, added.after_event_id,
+                    added.task_id, added.created_at, added.after_event_id, added.format,
                 ),
             )  # fmt: skip
             return added

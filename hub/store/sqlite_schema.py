@@ -102,6 +102,7 @@ MIGRATIONS: tuple[str, ...] = (
         owner TEXT NOT NULL,
         url TEXT NOT NULL,
         secret TEXT NOT NULL,
+        format TEXT NOT NULL DEFAULT 'standard',
         channel_id TEXT,
         task_id TEXT,
         created_at REAL NOT NULL,
