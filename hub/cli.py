@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -29,9 +31,20 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: HubState) -> None:
         super().__init__(config)
         self.hub_state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.hub_state.begin_shutdown()
+        # A signal handler runs between any two bytecodes of whatever the loop was doing;
+        # ending streams right here could re-enter the very code it interrupted (seen:
+        # a waiter woken twice). The loop does it, as its next callback.
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self.hub_state.begin_shutdown)
+        else:
+            self.hub_state.begin_shutdown()
         super().handle_exit(sig, frame)
 
 

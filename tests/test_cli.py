@@ -26,3 +26,21 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+async def test_the_shutdown_signal_ends_streams_from_the_loop_not_inside_the_handler(
+    make_settings,
+):
+    """A signal handler interrupts whatever bytecode was running: it must not end streams
+    itself (that re-entered a subscriber being woken, and crashed it), only ask the loop."""
+    import asyncio
+    import signal
+
+    from hub.cli import build_server
+
+    server = build_server(make_settings())
+    server._loop = asyncio.get_running_loop()
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit and not server.hub_state.shutting_down
+    await asyncio.sleep(0)
+    assert server.hub_state.shutting_down
