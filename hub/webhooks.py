@@ -36,6 +36,7 @@ log = logging.getLogger("hub.webhooks")
 FAILING = "webhook.failing"
 PAGE = 500
 CONCURRENCY = 16
+ROUND_GAP = 0.05
 RETRY_CAP = 3600.0
 
 
@@ -100,6 +101,9 @@ class Webhooks:
                 await self._round()
             except Exception:
                 log.exception("webhook dispatch failed; will retry")
+            # At most a round per ROUND_GAP under a flood (commits kick it all the time),
+            # and one a second when all is quiet (retries come due by the clock).
+            await asyncio.sleep(ROUND_GAP)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._kick.wait()

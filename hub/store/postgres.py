@@ -119,7 +119,9 @@ class PostgresStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=2, max_size=POOL_SIZE)
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=2, max_size=POOL_SIZE, reset=_keep_session
+        )
         try:
             async with self._pool.acquire() as connection:
                 await migrate(connection)
@@ -359,11 +361,16 @@ class PostgresStore:
         return bool(done == "DELETE 1")
 
     async def enqueue_webhooks(self, now: float, limit: int) -> bool:
+        # Without endpoints, one read and no lock: most hubs have none.
+        oldest = await self.pool.fetchval("SELECT min(after_event_id) FROM endpoints")
+        if oldest is None:
+            return False
         async with self.pool.acquire() as connection, connection.transaction():
             # The cursor row's lock makes replicas take turns (the insert is idempotent too).
             cursor = await connection.fetchval(
                 "SELECT value FROM meta WHERE key = 'webhook_cursor' FOR UPDATE"
             )
+            cursor = max(cursor, oldest)  # nothing before the oldest endpoint goes anywhere
             ids = await connection.fetch(
                 "SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2", cursor, limit
             )
@@ -608,6 +615,12 @@ def _event(row: asyncpg.Record) -> Event:
     return Event(
         id_, type_, data, channel_id=channel_id, task_id=task_id, ref=ref, created_at=created_at
     )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """No reset when a connection goes back to the pool: the hub never changes session
+    state (settings, LISTEN, advisory locks held past a call), and the default reset
+    costs a round trip on every use."""
 
 
 def _answer(batch: list[_Pending], results: list[Event | None]) -> None:

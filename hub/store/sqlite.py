@@ -295,9 +295,16 @@ class SQLiteStore:
         return deleted
 
     async def enqueue_webhooks(self, now: float, limit: int) -> bool:
+        # Without endpoints, one read and no write: most hubs have none.
+        oldest_row = await self._row("SELECT min(after_event_id) FROM endpoints")
+        if oldest_row is None or oldest_row[0] is None:
+            return False
+        oldest = int(oldest_row[0])
+
         def op(db: sqlite3.Connection, tx: Tx) -> bool:
             row = db.execute("SELECT value FROM meta WHERE key = 'webhook_cursor'").fetchone()
-            cursor = int(row[0]) if row else 0
+            # Nothing before the oldest endpoint goes anywhere.
+            cursor = max(int(row[0]) if row else 0, oldest)
             ids = db.execute(
                 "SELECT id FROM events WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
             ).fetchall()
