@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from hub.auth import Keys
 from hub.broker import Broker
 from hub.events import Event
+from hub.metrics import Metrics
 from hub.providers import PROVIDERS
 from hub.providers.config import provider_configs
 from hub.ratelimit import RateLimit
@@ -43,6 +44,9 @@ class HubState:
         self.key_limit = RateLimit(settings.rate_limit_per_key, "API key")
         self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
         self.broker = Broker(settings.subscriber_queue_size)
+        self.metrics = Metrics()
+        self._task_counts: dict[tuple[str, str], int] = {}
+        self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
         self.store: Store = open_store(settings, self._committed)
         self.streams = Streams(
             StreamConfig(
@@ -92,10 +96,16 @@ class HubState:
             for name, config in self.provider_configs.items()
         }
         self._engine = TaskEngine(
-            self.settings, self.store, self.signer, self._client, providers, self.provider_configs
+            self.settings,
+            self.store,
+            self.signer,
+            self._client,
+            providers,
+            self.provider_configs,
+            self.metrics,
         )
         await self._engine.start()
-        self._webhooks = Webhooks(self.settings, self.store, self._client)
+        self._webhooks = Webhooks(self.settings, self.store, self._client, metrics=self.metrics)
         await self._webhooks.start()
         self._spawn(self._prune_forever(), "hub-retention")
         self._spawn(self.streams.run(), "hub-stream-ticker")
@@ -122,9 +132,16 @@ class HubState:
             await self._client.aclose()
         await self.store.close()
 
+    async def render_metrics(self) -> bytes:
+        async def refresh() -> None:
+            self._task_counts = await self.store.task_counts()
+
+        return await self.metrics.render(refresh)
+
     def _committed(self, events: Sequence[Event]) -> None:
         """New events, in id order: to the streams now, and to webhooks soon."""
         self.broker.publish(events)
+        self.metrics.published(event.type for event in events)
         if self._webhooks is not None:
             self._webhooks.kick()
 

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ import orjson
 
 from hub.fetch import FetchError
 from hub.limits import Limiter, backoff
+from hub.metrics import Metrics
 from hub.providers.base import (
     Outcome,
     Provider,
@@ -50,8 +51,10 @@ class TaskEngine:
         client: httpx.AsyncClient,
         providers: Mapping[str, Provider],
         configs: Mapping[str, ProviderConfig],
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._store = store
         self._signer = signer
         self._io = TaskIO(settings, store, signer, client)
@@ -205,8 +208,9 @@ class TaskEngine:
         request = await self._io.edit_request(task, provider)
         try:
             async with self._limiters[task.provider].slot():
-                async with asyncio.timeout(config.request_timeout):
-                    outcome = await provider.submit(request)
+                with self._timing(task.provider, "submit"):
+                    async with asyncio.timeout(config.request_timeout):
+                        outcome = await provider.submit(request)
         except (ProviderError, TimeoutError) as exc:
             error = _provider_error(task.provider, exc)
             if error.retryable and attempts < self._settings.task_max_attempts:
@@ -253,8 +257,9 @@ class TaskEngine:
             return
         try:
             async with self._limiters[task.provider].slot():
-                async with asyncio.timeout(config.request_timeout):
-                    outcome = await self.providers[task.provider].poll(task.provider_task_id)
+                with self._timing(task.provider, "poll"):
+                    async with asyncio.timeout(config.request_timeout):
+                        outcome = await self.providers[task.provider].poll(task.provider_task_id)
         except (ProviderError, TimeoutError) as exc:
             error = _provider_error(task.provider, exc)
             if not error.retryable:
@@ -382,6 +387,19 @@ class TaskEngine:
         return changes, self._transition_events(task, done)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _timing(self, provider: str, call: str) -> Iterator[None]:
+        """Time one provider call (not the wait for a slot) into the latency histogram."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                self._metrics.provider_seconds.labels(provider, call, outcome).observe(elapsed)
 
     def _timeout_message(self) -> str:
         return f"no result within {self._settings.task_timeout_seconds} s"

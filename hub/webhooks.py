@@ -28,6 +28,7 @@ import httpx
 from hub.events import dumps, iso
 from hub.fetch import FetchError, Resolver, post, resolve
 from hub.limits import backoff
+from hub.metrics import Metrics
 from hub.settings import Settings
 from hub.store.base import Endpoint, NewEvent, Store, WebhookJob
 
@@ -70,8 +71,10 @@ class Webhooks:
         store: Store,
         client: httpx.AsyncClient,
         resolver: Resolver = resolve,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._store = store
         self._client = client
         self._resolver = resolver
@@ -161,6 +164,9 @@ class Webhooks:
             base = self._settings.webhook_retry_seconds
             retry_at = time.time() + backoff(attempt, base=base, cap=RETRY_CAP)
         failures = await self._store.settle_webhook(job, time.time(), error, retry_at)
+        if self._metrics is not None:
+            outcome = "delivered" if error is None else "retry" if retry_at else "given_up"
+            self._metrics.webhooks.labels(outcome).inc()
         if error is None:
             return
         endpoint = job.endpoint

@@ -164,4 +164,5 @@ async def test_channels_and_tasks_are_listed_per_owner_newest_first(store: Store
         )  # fmt: skip
         await store.create_task(record, NewEvent("task.queued", b"{}", task_id=f"t{i}"))
     assert [t.id for t in await store.list_tasks("owner", 5)] == ["t2", "t1", "t0"]
+    assert await store.task_counts() == {("acedata", "queued"): 3}
     assert await store.list_tasks("other", 5) == []

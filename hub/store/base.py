@@ -74,6 +74,9 @@ class Store(Protocol):
     async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
         """The owner's newest ``limit`` tasks, newest first."""
 
+    async def task_counts(self) -> dict[tuple[str, str], int]:
+        """How many tasks there are, by (provider, status)."""
+
     async def add_delivery(self, delivery: Delivery) -> Event | None:
         """Store the delivery and its event in one transaction; return the event once
         committed, or None if the same bytes were already accepted on the same URL."""

@@ -483,6 +483,10 @@ class PostgresStore:
         )
         return [TaskRecord(*row) for row in await self.pool.fetch(sql, owner, limit)]
 
+    async def task_counts(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT provider, status, count(*) FROM tasks GROUP BY provider, status"
+        return {(r[0], r[1]): r[2] for r in await self.pool.fetch(sql)}
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query, first=3)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608

@@ -434,6 +434,10 @@ class SQLiteStore:
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?"  # noqa: S608
         return [_task(row) for row in await self._rows(sql, (owner, limit))]
 
+    async def task_counts(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT provider, status, count(*) FROM tasks GROUP BY provider, status"
+        return {(provider, status): n for provider, status, n in await self._rows(sql)}
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query)
         sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
