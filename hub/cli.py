@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import os
 import socket
 import sys
@@ -15,7 +14,7 @@ from types import FrameType
 
 import uvicorn
 
-from hub import datadir
+from hub import datadir, logs
 from hub.app import create_app
 from hub.commands import add_commands
 from hub.settings import Settings, SettingsError
@@ -60,6 +59,8 @@ def build_server(settings: Settings, *, log_level: str = "info") -> Server:
         # The access log would print callback URLs, whose path is a credential.
         access_log=False,
         log_level=log_level,
+        # hub.logs configures logging (one format, request ids), not uvicorn's own config.
+        log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
@@ -82,7 +83,12 @@ def serve(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
-    _configure_logging()
+    if settings.log_format not in ("text", "json"):
+        print(
+            f"hub: HUB_LOG_FORMAT: use text or json, not {settings.log_format!r}", file=sys.stderr
+        )
+        return 2
+    logs.configure(settings.log_format)
     print(f"hub: listening on http://{settings.host}:{settings.port}"
           f" (public URL {settings.public_url})", flush=True)  # fmt: skip
     print(f"hub: data in {settings.data_dir.resolve()}", flush=True)
@@ -127,7 +133,7 @@ def sandbox(args: argparse.Namespace) -> int:
     from hub.sandbox.app import SandboxSettings, create_sandbox_app
 
     settings = SandboxSettings.from_env(os.environ)
-    _configure_logging()
+    logs.configure(os.environ.get("HUB_LOG_FORMAT", "text"))
     print(
         f"hub sandbox: http://{args.host}:{args.port}/<acedata|eachlabs|atlascloud|segmind>",
         flush=True,
@@ -141,12 +147,6 @@ def sandbox(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # httpx logs every request URL at INFO; URLs can carry signed tokens.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,9 @@ class Settings:
     # Lets input and output image URLs point at loopback (a sandbox run alone on this
     # machine). Implied by sandbox mode; never for a public deployment.
     allow_loopback_urls: bool = False
+    # The provider POST /v1/images/edits uses without a "provider" field ("" = the first
+    # configured of acedata, eachlabs, atlascloud, segmind).
+    default_provider: str = ""
     # Tasks: a deadline after which a task is timed_out, submit attempts, work at once.
     task_timeout_seconds: int = 600
     task_max_attempts: int = 5
@@ -90,6 +93,9 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_retry_seconds: float = 5.0
     webhook_failing_after: int = 5
+    # Logs: "text" or "json" lines; access_log adds a line per request (route, status, ms).
+    log_format: str = "text"
+    access_log: bool = False
     # Requests a second per API key and per callback URL (0 turns a limit off).
     rate_limit_per_key: float = 100.0
     rate_limit_per_callback: float = 100.0
@@ -98,6 +104,8 @@ class Settings:
     extra_env: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"HUB_LOG_FORMAT: use text or json, not {self.log_format!r}")
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'hub.db'}")
         public_url = self.public_url

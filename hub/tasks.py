@@ -115,11 +115,18 @@ class TaskEngine:
     # -- creating --------------------------------------------------------------------------
 
     async def create(
-        self, owner: str, provider: str, channel_id: str | None, data: bytes
+        self,
+        owner: str,
+        provider: str,
+        channel_id: str | None,
+        data: bytes,
+        task_id: str | None = None,
     ) -> TaskRecord:
+        """Write the task (queued) and wake the worker. ``task_id``: one made beforehand
+        with ``new_id`` (to set up what must exist before the task can end)."""
         now = time.time()
         task = TaskRecord(
-            id="task_" + secrets.token_hex(12),
+            id=task_id or new_id(),
             owner=owner,
             provider=provider,
             status="queued",
@@ -403,6 +410,10 @@ class TaskEngine:
 
     def _timeout_message(self) -> str:
         return f"no result within {self._settings.task_timeout_seconds} s"
+
+
+def new_id() -> str:
+    return "task_" + secrets.token_hex(12)
 
 
 def _reason(provider: str, error: str | None) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from hub.events import dumps, iso
+from hub.events import dumps, iso, loads
 from hub.fetch import FetchError, Resolver, post, resolve
 from hub.limits import backoff
 from hub.metrics import Metrics
@@ -35,6 +35,7 @@ from hub.store.base import Endpoint, NewEvent, Store, WebhookJob
 log = logging.getLogger("hub.webhooks")
 
 FAILING = "webhook.failing"
+TERMINAL_EVENTS = frozenset({"task.succeeded", "task.failed", "task.timed_out", "task.canceled"})
 PAGE = 500
 CONCURRENCY = 16
 ROUND_GAP = 0.05
@@ -130,7 +131,14 @@ class Webhooks:
         self._kick.set()  # a slot is free
 
     async def _send(self, job: WebhookJob) -> None:
-        body = payload(job)
+        if job.endpoint.format == "acedata":
+            if job.event.type not in TERMINAL_EVENTS:
+                # This format reports the task's end only: the rest is settled unsent.
+                await self._store.settle_webhook(job, time.time(), None, None)
+                return
+            body = await self._acedata_body(job)
+        else:
+            body = payload(job)
         message_id = f"evt_{job.event.id}"
         timestamp = int(time.time())
         headers = {
@@ -156,6 +164,24 @@ class Webhooks:
         except FetchError as exc:
             error = str(exc)
         await self._settle(job, error)
+
+    async def _acedata_body(self, job: WebhookJob) -> bytes:
+        """AceData's callback body: what POST /v1/images/edits promises a callback_url."""
+        task_id = job.endpoint.task_id or ""
+        task = await self._store.get_task(task_id)
+        trace_id = f"evt_{job.event.id}"
+        if task is None or task.status != "succeeded":
+            error = {"code": "provider_failed", "message": task.error if task else "no task"}
+            return dumps(
+                {"success": False, "task_id": task_id, "trace_id": trace_id, "error": error}
+            )
+        images = []
+        for output in loads(task.outputs):
+            blob = await self._store.get_blob(output["blob_id"])
+            if blob is not None:
+                images.append({"b64_json": base64.b64encode(blob.data).decode()})
+        data = {"created": int(task.created_at), "data": images}
+        return dumps({"success": True, "task_id": task_id, "trace_id": trace_id, "data": data})
 
     async def _settle(self, job: WebhookJob, error: str | None) -> None:
         attempt = job.attempts + 1
