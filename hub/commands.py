@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import orjson
 
 from hub import datadir
+from hub.auth import tenant
 from hub.client import AsyncClient, Event, HubError
 from hub.settings import Settings
 from hub.store import open_store
@@ -203,9 +204,7 @@ async def _open_store(settings: Settings) -> Store:
 async def keys_create(args: argparse.Namespace, out: TextIO) -> int:
     key = "hub_" + secrets.token_urlsafe(24)
     digest = hashlib.sha256(key.encode()).digest()
-    record = ApiKey(
-        "key_" + secrets.token_hex(6), digest.hex()[:32], digest, args.label, time.time()
-    )
+    record = ApiKey("key_" + secrets.token_hex(6), tenant(digest), digest, args.label, time.time())
     store = await _open_store(Settings.from_env())
     try:
         await store.add_api_key(record)

@@ -34,6 +34,7 @@ log = logging.getLogger("hub")
 # synchronous call takes about a minute, so reads may be long; connects may not.
 CLIENT_TIMEOUT = httpx.Timeout(200.0, connect=10.0)
 CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+KEY_REFRESH_SECONDS = 2.0
 
 
 class HubState:
@@ -86,6 +87,7 @@ class HubState:
 
     async def open(self) -> None:
         await self.store.open()
+        await self._load_keys()
         self._client = httpx.AsyncClient(
             timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, headers={"user-agent": "hub"}
         )
@@ -108,6 +110,7 @@ class HubState:
         self._webhooks = Webhooks(self.settings, self.store, self._client, metrics=self.metrics)
         await self._webhooks.start()
         self._spawn(self._prune_forever(), "hub-retention")
+        self._spawn(self._load_keys_forever(), "hub-keys")
         self._spawn(self.streams.run(), "hub-stream-ticker")
 
     def begin_shutdown(self) -> None:
@@ -149,6 +152,20 @@ class HubState:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _load_keys(self) -> None:
+        made = await self.store.list_api_keys()
+        self.keys.load({k.hash: k.owner for k in made if k.revoked_at is None})
+
+    async def _load_keys_forever(self) -> None:
+        """Keys made or revoked with `hub keys` (from any process, any replica) take
+        effect within KEY_REFRESH_SECONDS."""
+        while True:
+            await asyncio.sleep(KEY_REFRESH_SECONDS)
+            try:
+                await self._load_keys()
+            except Exception:
+                log.exception("reading API keys failed; will retry")
 
     async def _prune_forever(self) -> None:
         while True:

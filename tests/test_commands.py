@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from tests.helpers import KEY, live_hub, make_png, open_image
+from tests.helpers import KEY, live_hub, make_png, open_image, until
 
 FAST = (("HUB_SANDBOX_LATENCY", "0.3"), ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"))
 
@@ -100,3 +100,30 @@ async def test_keys_are_made_listed_and_revoked_in_the_store(tmp_path):
     code, out, _ = await hub_command("keys", "list", env=env)
     assert f"{key_id}  revoked" in out
     assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 1
+
+
+async def test_a_key_made_with_the_cli_works_until_revoked(make_settings, http):
+    """Made by another process, against the running hub's store: usable within the
+    refresh interval, and refused again soon after it is revoked."""
+    settings = make_settings()
+    env = {"HUB_DATA_DIR": str(settings.data_dir)}
+    async with live_hub(settings) as hub:
+        code, out, _ = await hub_command("keys", "create", env=env)
+        assert code == 0
+        key_id, key = out.split()[:2]
+        headers = {"authorization": f"Bearer {key}"}
+
+        async def answers(status: int) -> bool:
+            return (
+                await http.post(f"{hub.url}/v1/channels", headers=headers)
+            ).status_code == status
+
+        await until(lambda: answers(201), timeout=10, every=0.2)
+        # Its own tenant: it does not see the configured key's channels, nor they its own.
+        mine = (await http.post(f"{hub.url}/v1/channels", headers=headers)).json()
+        other = await http.get(
+            f"{hub.url}/v1/channels/{mine['id']}", headers={"authorization": f"Bearer {KEY}"}
+        )
+        assert other.status_code == 404
+        assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 0
+        await until(lambda: answers(401), timeout=10, every=0.2)
