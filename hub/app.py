@@ -17,7 +17,16 @@ from starlette.routing import BaseRoute, Mount, Route
 from hub import openapi
 from hub.errors import HubError, error_response, internal_error
 from hub.intake import CallbackIntake
-from hub.routes import blobs, callbacks, channels, health, tasks
+from hub.routes import (
+    blobs,
+    callbacks,
+    channels,
+    dashboard,
+    health,
+    openai_edits,
+    tasks,
+    webhooks,
+)
 from hub.settings import Settings
 from hub.state import HubState
 
@@ -52,6 +61,13 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/uploads", blobs.upload, methods=["POST"]),
         Route("/v1/blobs/{blob_id}", blobs.show, methods=["GET"]),
         Route("/blobs/{token}", blobs.public, methods=["GET"]),
+        Route("/", dashboard.index, methods=["GET"], include_in_schema=False),
+        Route("/dashboard/{name}", dashboard.asset, methods=["GET"], include_in_schema=False),
+        Route("/v1/images/edits", openai_edits.edit, methods=["POST"]),
+        Route("/v1/webhooks", webhooks.create, methods=["POST"]),
+        Route("/v1/webhooks", webhooks.index, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.show, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.delete, methods=["DELETE"]),
     ]
     if state.sandbox is not None:
         # The providers' emulators, in-process; the hub's lifespan starts and stops them.

@@ -19,6 +19,7 @@ from hub.providers import PROVIDERS
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
 from hub.routes.channels import MAX_LABEL, MAX_TASK_ID, MAX_TYPES
 from hub.routes.common import MAX_INT, hub, json_response
+from hub.routes.webhooks import MAX_URL
 from hub.settings import Settings
 
 Schema = dict[str, Any]
@@ -40,6 +41,19 @@ ERRORS = {
     422: "A field is invalid; the message names it.",
     429: "Too many requests for this API key or callback URL; retry after Retry-After.",
     503: "The hub cannot check this delivery now; the sender should retry.",
+}
+
+
+# POST /v1/images/edits answers errors as OpenAI does: its own shape and statuses.
+OPENAI_ERRORS = {
+    400: "A field is invalid (param names it), or the body is not a multipart form.",
+    401: "The API key is missing or wrong (code invalid_api_key).",
+    408: "The body did not arrive in time.",
+    413: "The body is larger than the hub takes.",
+    429: "Too many requests for this API key; retry after Retry-After.",
+    502: "The provider failed the edit (code provider_failed).",
+    503: "The hub is shutting down; retry.",
+    504: "The edit did not finish by its deadline.",
 }
 
 
@@ -252,6 +266,52 @@ def _paths(settings: Settings) -> Schema:
                 security=public,
             ),
         },
+        "/v1/images/edits": {
+            "post": _op(
+                "editImage",
+                "OpenAI's image edit API (multipart, OpenAI's answers and error shape), run as "
+                "a task on a provider; with callback_url it answers at once and POSTs "
+                "AceData's callback body there later.",
+                {
+                    "200": _ok({"oneOf": [_ref("ImagesResponse"), _ref("EditAccepted")]}),
+                    **{str(status): _openai_error(status) for status in OPENAI_ERRORS},
+                },
+                body={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("EditRequest")}},
+                },
+            ),
+        },
+        "/v1/webhooks": {
+            "post": _op(
+                "createWebhook",
+                "A URL that gets a channel's or a task's events, signed (Standard Webhooks).",
+                {"201": _ok(_ref("Webhook")), **_errors(400, 401, 404, 408, 413, 422, 429)},
+                body={"required": True, "content": {JSON: {"schema": _ref("WebhookRequest")}}},
+            ),
+            "get": _op(
+                "listWebhooks",
+                "This key's webhooks.",
+                {
+                    "200": _ok(_object({"webhooks": {"type": "array", "items": _ref("Webhook")}})),
+                    **_errors(401, 429),
+                },
+            ),
+        },
+        "/v1/webhooks/{webhook_id}": {
+            "get": _op(
+                "getWebhook",
+                "A webhook, with its delivery state.",
+                {"200": _ok(_ref("Webhook")), **_errors(401, 404, 429)},
+                params=[_param_ref("WebhookId")],
+            ),
+            "delete": _op(
+                "deleteWebhook",
+                "Stop sending to this webhook.",
+                {"204": {"description": "Deleted."}, **_errors(401, 404, 429)},
+                params=[_param_ref("WebhookId")],
+            ),
+        },
     }
 
 
@@ -284,6 +344,7 @@ def _schemas(settings: Settings) -> Schema:
         "at": _ref("Timestamp"),
     }
     callback_optional = ("task_id", "body_encoding", "body_truncated")
+    binary = {"type": "string", "format": "binary"}
     options = {"size": SIZES, "quality": QUALITIES, "background": BACKGROUNDS,
                "output_format": OUTPUT_FORMATS}  # fmt: skip
     return {
@@ -399,6 +460,74 @@ def _schemas(settings: Settings) -> Schema:
         "Output": _object(
             {"url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"}}
         ),
+        "WebhookRequest": {
+            **_object(
+                {
+                    "url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
+                    "channel_id": {"type": ["string", "null"], "maxLength": 64},
+                    "task_id": {"type": ["string", "null"], "maxLength": 64},
+                },
+                optional=("channel_id", "task_id"),
+            ),
+            "description": "An http(s) URL without credentials, and one of channel_id, task_id.",
+        },
+        "Webhook": _object(
+            {
+                "id": {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"},
+                "url": {"type": "string"},
+                "secret": {"type": "string", "description": "To verify the signatures."},
+                "channel_id": {"type": ["string", "null"]},
+                "task_id": {"type": ["string", "null"]},
+                "status": {"enum": ["ok", "failing"]},
+                "failures": {"type": "integer", "minimum": 0},
+                "last_error": {"type": ["string", "null"]},
+                "last_attempt_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
+                "last_success_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
+                "pending": {"type": "integer", "minimum": 0},
+                "created_at": _ref("Timestamp"),
+            }
+        ),
+        "EditRequest": {
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {
+                "image": {"anyOf": [binary, {"type": "array", "items": binary, "maxItems": 16}]},
+                "image[]": {"type": "array", "items": binary, "maxItems": 16},
+                "mask": binary,
+                "prompt": {"type": "string", "maxLength": 32_000},
+                "provider": {"type": "string", "description": "Default: HUB_DEFAULT_PROVIDER."},
+                "callback_url": {"type": "string", "format": "uri"},
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
+                "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+                "model": {"type": "string", "description": "Accepted and ignored."},
+            },
+        },
+        "ImagesResponse": {
+            "type": "object",
+            "required": ["created", "data"],
+            "properties": {
+                "created": {"type": "integer"},
+                "data": {
+                    "type": "array",
+                    "items": _object({"b64_json": {"type": "string", "contentEncoding": "base64"}}),
+                },
+                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
+            },
+        },
+        "EditAccepted": _object({"task_id": _task_id()}),
+        "OpenAIError": _object(
+            {
+                "error": _object(
+                    {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                    }
+                )
+            }
+        ),
         "Blob": _object(
             {"id": {"type": "string", "pattern": "^blob_[0-9a-f]{24}$"},
              "url": {"type": "string", "format": "uri"},
@@ -413,6 +542,7 @@ def _parameters() -> Schema:
     return {
         "ChannelId": _path("channel_id", {"type": "string", "pattern": "^ch_[0-9a-f]{24}$"}),
         "TaskId": _path("task_id", {"type": "string", "pattern": "^task_[0-9a-f]{24}$"}),
+        "WebhookId": _path("webhook_id", {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"}),
         "LastEventIdHeader": {
             "name": "Last-Event-ID",
             "in": "header",
@@ -457,6 +587,18 @@ def _object(properties: Schema, optional: tuple[str, ...] = ()) -> Schema:
 
 def _error(status: int) -> Schema:
     response: Schema = {"description": ERRORS[status], "content": {JSON: {"schema": _ref("Error")}}}
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}
+        }
+    return response
+
+
+def _openai_error(status: int) -> Schema:
+    response: Schema = {
+        "description": OPENAI_ERRORS[status],
+        "content": {JSON: {"schema": _ref("OpenAIError")}},
+    }
     if status == 429:
         response["headers"] = {
             "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}

@@ -93,6 +93,8 @@ channels = post("/v1/channels", "channels")
 callback_urls = post("/v1/callback-urls", "callback-urls")
 tasks = post("/v1/tasks", "tasks")
 upload = post("/v1/uploads", "upload")
+webhooks = post("/v1/webhooks", "webhooks")
+edits = post("/v1/images/edits", "edits")
 
 
 def js(value: Any) -> bytes:
@@ -101,6 +103,10 @@ def js(value: Any) -> bytes:
 
 def url_for(channel: Any = "<channel>", **more: Any) -> bytes:
     return js({"channel_id": channel, **more})
+
+
+def hook(url: Any = "http://192.0.2.1/hook", **more: Any) -> bytes:
+    return js({"url": url, "channel_id": "<channel>", **more})
 
 
 def multipart(*parts: tuple[str, bytes | None, bytes], boundary: bytes = b"BB") -> bytes:
@@ -146,6 +152,13 @@ def image(source: Any) -> bytes:
 
 def file(data: bytes, name: str = "file", filename: bytes | None = b"a.png") -> bytes:
     return multipart((name, filename, data))
+
+
+def edit_form(
+    *more: tuple[str, bytes | None, bytes], image: bytes = PNG, prompt: bytes = b"p"
+) -> bytes:
+    """An image edit request: one image, a prompt, and ``more`` parts."""
+    return multipart(("image", b"a.png", image), ("prompt", None, prompt), *more)
 
 
 LONG = "a" * 10_000
@@ -453,6 +466,66 @@ CASES = [
     # The filename is never used, so nothing in it matters.
     upload("filename-path-traversal", 201, file(PNG, filename=b"../../etc/passwd\x00.png"), FORM),
     upload("filename-invalid-utf8", 201, file(PNG, filename=b"\xff\xfe.png"), FORM),
+    # --- POST /v1/images/edits: OpenAI's multipart fields; errors in OpenAI's shape.
+    edits("json-body", 400, js({"prompt": "p"}), JSON),
+    edits("no-boundary", 400, edit_form(), content_type(b"multipart/form-data")),
+    edits("truncated", 400, edit_form()[:-8], FORM),
+    edits("garbage", 400, b"\x00\xff" * 100, FORM),
+    edits("no-image", 400, multipart(("prompt", None, b"p")), FORM),
+    edits("image-not-an-image", 400, edit_form(image=b"not an image"), FORM),
+    edits("image-gif", 400, edit_form(image=GIF), FORM),
+    edits("mask-not-an-image", 400, edit_form(("mask", b"m.png", b"nope")), FORM),
+    edits("no-prompt", 400, multipart(("image", b"a.png", PNG)), FORM),
+    edits("prompt-blank", 400, edit_form(prompt=b"   "), FORM),
+    edits("prompt-huge", 400, edit_form(prompt=b"a" * 40_000), FORM),
+    edits("prompt-nul", 400, edit_form(prompt=b"a\x00b"), FORM),
+    edits("prompt-twice", 400, edit_form(("prompt", None, b"again")), FORM),
+    edits("size-unknown", 400, edit_form(("size", None, b"999x999")), FORM),
+    edits("n-zero", 400, edit_form(("n", None, b"0")), FORM),
+    edits("n-word", 400, edit_form(("n", None, b"two")), FORM),
+    edits("n-huge", 400, edit_form(("n", None, b"9" * 30)), FORM),
+    edits("quality-unknown", 400, edit_form(("quality", None, b"best")), FORM),
+    edits("compression-101", 400, edit_form(("output_compression", None, b"101")), FORM),
+    edits("compression-negative", 400, edit_form(("output_compression", None, b"-1")), FORM),
+    edits("stream-true", 400, edit_form(("stream", None, b"true")), FORM),
+    edits("unknown-field", 400, edit_form(("colour", None, b"blue")), FORM),
+    edits("unknown-provider", 400, edit_form(("provider", None, b"nobody")), FORM),
+    edits("callback-url-ftp", 400, edit_form(("callback_url", None, b"ftp://192.0.2.1/")), FORM),
+    edits("callback-url-credentials", 400,
+          edit_form(("callback_url", None, b"http://u:p@192.0.2.1/")), FORM),
+    edits("seventeen-images", 400,
+          multipart(("prompt", None, b"p"), *[("image[]", b"a.png", PNG)] * 17), FORM),
+    edits("oversize-declared", 413, edit_form(), FORM, length(b"9" * 12)),
+    case("edits-no-key", "POST", "/v1/images/edits", 401, edit_form(), (FORM,), False),
+    # --- /v1/webhooks: a URL and one of channel_id, task_id; read and deleted by id.
+    webhooks("malformed-json", 400, b'{"url": '),
+    webhooks("invalid-utf8", 400, b'{"url": "\xff"}'),
+    webhooks("array", 422, js([{"url": "http://192.0.2.1/"}])),
+    webhooks("no-url", 422, js({"channel_id": "<channel>"})),
+    webhooks("url-number", 422, hook(5)),
+    webhooks("url-object", 422, hook({})),
+    webhooks("url-not-http", 422, hook("ftp://192.0.2.1/hook")),
+    webhooks("url-javascript", 422, hook("javascript:alert(1)")),
+    webhooks("url-no-host", 422, hook("http:///hook")),
+    webhooks("url-credentials", 422, hook("http://user:pw@192.0.2.1/hook")),
+    webhooks("url-nul", 422, hook("http://192.0.2.1/\x00")),
+    webhooks("url-huge", 422, hook("http://192.0.2.1/" + LONG)),
+    webhooks("both-channel-and-task", 422, hook(task_id="<task>")),
+    webhooks("neither-channel-nor-task", 422, js({"url": "http://192.0.2.1/"})),
+    webhooks("channel-object", 422, hook(channel_id={})),
+    webhooks("channel-unknown", 404, hook(channel_id="ch_" + ZEROS)),
+    webhooks("task-unknown", 404, js({"url": "http://192.0.2.1/", "task_id": "task_x"})),
+    webhooks("unknown-field", 422, hook(secret="mine")),
+    webhooks("oversize", 413, hook("http://192.0.2.1/" + "x" * 70_000)),
+    case("webhooks-no-key", "GET", "/v1/webhooks", 401, auth=False),
+    case("webhooks-put", "PUT", "/v1/webhooks", 405),
+    get("webhook-id-dotdot-encoded-slashes", "/v1/webhooks/..%2F..%2Fhealthz", 404),
+    get("webhook-id-10kb", "/v1/webhooks/wh_" + LONG, 404),
+    get("webhook-id-unicode", "/v1/webhooks/wh_%E2%98%83", 404),
+    get("webhook-id-nul", "/v1/webhooks/wh_%00", 404),
+    get("webhook-id-invalid-utf8", "/v1/webhooks/wh_%FF", 404),
+    case("webhook-delete-unknown", "DELETE", f"/v1/webhooks/wh_{ZEROS}", 404),
+    case("webhook-delete-no-key", "DELETE", f"/v1/webhooks/wh_{ZEROS}", 401, auth=False),
     # --- GET /v1/blobs/{blob_id}
     get("blob-id-dotdot-encoded-slashes", "/v1/blobs/..%2F..%2Fhealthz", 404),
     get("blob-id-10kb", "/v1/blobs/blob_" + LONG, 404),
@@ -633,7 +706,11 @@ def assert_well_answered(answer: Answer, expected: int, method: str, path: str) 
         return
     assert answer.headers.get(b"content-type") == b"application/json", answer.headers
     body = orjson.loads(answer.body)
-    if answer.status >= 400:
+    if answer.status >= 400 and path == "/v1/images/edits":
+        # OpenAI's shape, which its clients read.
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+    elif answer.status >= 400:
         assert set(body) == {"error"}, body
         assert set(body["error"]) == {"code", "message"}, body
         assert all(isinstance(v, str) and v for v in body["error"].values()), body

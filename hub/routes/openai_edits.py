@@ -1,0 +1,201 @@
+"""``POST /v1/images/edits``, as OpenAI's image edit API: the same multipart fields, the same
+response and error shapes, so an OpenAI client pointed at the hub works unchanged.
+
+The edit runs as a hub task on a provider (``provider`` field, else
+``HUB_DEFAULT_PROVIDER``). Without ``callback_url`` the request waits for the task and
+answers with the images as base64; with one (AceData's extension) it answers
+``{"task_id"}`` at once and the hub later POSTs AceData's callback body there, through
+the webhook outbox (so with retries, and signed as well).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub import blobs, inputs
+from hub.broker import SubscriptionClosed
+from hub.callbacks import read_body
+from hub.errors import HubError
+from hub.multipart import MalformedForm, bounded_form
+from hub.providers import PROVIDERS
+from hub.routes import webhooks
+from hub.routes.common import hub, json_response
+from hub.state import HubState
+from hub.store.base import EventQuery, TaskRecord
+from hub.tasks import new_id
+
+MAX_PARTS = 40
+# Answered or ignored as OpenAI's own fields: accepted so that clients work unchanged.
+IGNORED = {"model", "user", "moderation", "input_fidelity", "response_format", "partial_images"}
+OPTIONS = ("size", "quality", "background", "output_format", "n")
+_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+
+
+async def edit(request: Request) -> Response:
+    try:
+        return await _edit(request)
+    except HubError as exc:
+        return _openai_error(exc)
+
+
+async def _edit(request: Request) -> Response:
+    state = hub(request)
+    owner = state.owner(request)
+    fields, files = await _form(request, state)
+    provider = fields.pop("provider", None) or _default_provider(state)
+    for name in IGNORED:
+        fields.pop(name, None)
+    if fields.pop("stream", "false").lower() not in ("false", "0"):
+        raise _bad("stream", "streaming is not supported here; leave stream unset")
+    compression = fields.pop("output_compression", None)
+    if compression is not None and not (compression.isdigit() and int(compression) <= 100):
+        raise _bad("output_compression", "must be an integer from 0 to 100")
+    callback_url = fields.pop("callback_url", None)
+    images = files.pop("image", []) + files.pop("image[]", [])
+    if not images:
+        raise _bad("image", "is required: 1 to 16 image files")
+    unknown = sorted(set(fields) - {"prompt", *OPTIONS}) + sorted(set(files) - {"mask"})
+    if unknown:
+        raise _bad(unknown[0], "unknown field")
+    # The images become blobs first; the task's own checks (prompt, options, counts) then
+    # run exactly as for POST /v1/tasks, with the field names OpenAI uses.
+    blob_ids = [await _blob(state, owner, data, "image") for data in images]
+    task_input: dict[str, Any] = {"prompt": fields.get("prompt"), "images": blob_ids}
+    if files.get("mask"):
+        task_input["mask"] = await _blob(state, owner, files["mask"][0], "mask")
+    for name in OPTIONS:
+        if name in fields:
+            task_input[name] = (
+                int(fields[name]) if name == "n" and fields[name].isdigit() else fields[name]
+            )
+    sources = inputs.Sources(
+        owner=owner,
+        store=state.store,
+        client=state.client,
+        max_image_bytes=state.settings.max_image_bytes,
+        allow_private=state.settings.loopback_allowed,
+    )
+    spec = await inputs.parse(
+        {"provider": provider, "input": task_input}, state.engine.providers, sources
+    )
+    task_id = new_id()
+    if callback_url is not None:
+        # The endpoint exists before the task does, so its end cannot be missed.
+        url = webhooks.checked_url(callback_url, "callback_url")
+        await webhooks.add(state, owner, [url], task_id=task_id, format="acedata")
+        await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        return json_response({"task_id": task_id})
+    async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
+        task = await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        ended = await _ended(state, task, subscription)
+    return await _answer(state, ended, fields)
+
+
+async def _form(request: Request, state: HubState) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise HubError(
+            400, "invalid_request_error", "send multipart/form-data, as OpenAI's API takes"
+        )
+    body = await read_body(
+        request, state.settings.max_upload_bytes, state.settings.body_timeout_seconds
+    )
+    fields: dict[str, str] = {}
+    files: dict[str, list[bytes]] = {}
+    try:
+        async with bounded_form(request.scope, body, max_parts=MAX_PARTS) as form:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    files.setdefault(name, []).append(await value.read())
+                elif name in fields:
+                    raise _bad(name, "given twice")
+                else:
+                    fields[name] = value
+    except MalformedForm as error:
+        raise HubError(
+            400, "invalid_request_error", f"the multipart body cannot be read: {error.reason}"
+        ) from None
+    return fields, files
+
+
+async def _blob(state: HubState, owner: str, data: bytes, field: str) -> str:
+    if len(data) > state.settings.max_image_bytes:
+        raise _bad(field, f"larger than {state.settings.max_image_bytes} bytes")
+    blob = blobs.make(owner, data, await blobs.image_type(data, field))
+    await state.store.put_blob(blob)
+    return blob.id
+
+
+def _default_provider(state: HubState) -> str:
+    configured = state.engine.providers
+    if state.settings.default_provider:
+        return state.settings.default_provider
+    for name in PROVIDERS:
+        if name in configured:
+            return name
+    raise HubError(400, "invalid_request_error", "no provider is configured on this hub")
+
+
+async def _ended(state: HubState, task: TaskRecord, subscription: Any) -> TaskRecord:
+    """The task once it has ended: its terminal event, or the store if it ended before
+    anything was awaited here. The task itself is durable: a client that gives up waiting
+    leaves it running."""
+    deadline = task.deadline - task.created_at + 5.0
+    async with asyncio.timeout(deadline):
+        while True:
+            current = await state.store.get_task(task.id)
+            if current is not None and current.terminal:
+                return current
+            try:
+                await subscription.wait(None)
+            except SubscriptionClosed:
+                raise HubError(503, "server_error", "the hub is shutting down") from None
+            subscription.drain()
+
+
+async def _answer(state: HubState, task: TaskRecord, fields: dict[str, str]) -> Response:
+    if task.status != "succeeded":
+        status = 504 if task.status == "timed_out" else 502
+        return _error(status, task.error or task.status, "server_error", None, "provider_failed")
+    images = []
+    for output in orjson.loads(task.outputs):
+        blob = await state.store.get_blob(output["blob_id"])
+        if blob is not None:
+            images.append({"b64_json": base64.b64encode(blob.data).decode()})
+    body: dict[str, Any] = {"created": int(task.created_at), "data": images}
+    for name in ("background", "output_format", "quality", "size"):
+        if name in fields:
+            body[name] = fields[name]
+    return json_response(body)
+
+
+def _bad(field: str, message: str) -> HubError:
+    return HubError(400, "invalid_request_error", f"{field}: {message}")
+
+
+def _openai_error(exc: HubError) -> Response:
+    message = exc.message
+    param = None
+    head, sep, _ = message.partition(": ")
+    if sep and " " not in head:
+        param = head.removeprefix("input.")
+    status = 400 if exc.status == 422 else exc.status
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    code = _CODES.get(status) or (exc.code if exc.code != kind else None)
+    response = _error(status, message, kind, param, code)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _error(status: int, message: str, kind: str, param: str | None, code: str | None) -> Response:
+    return json_response(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status
+    )

@@ -1,0 +1,166 @@
+"""Outbound webhooks end to end: a channel's or a task's events POSTed to real receivers
+on loopback, verified with the `standardwebhooks` package as a receiver would."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from hub.events import Event
+from hub.store.base import WebhookJob
+from hub.webhooks import payload, sign
+from tests.helpers import AUTH, OTHER_AUTH, live_hub, receiver, stream, until
+
+
+@pytest.fixture
+async def hub(make_settings):
+    settings = make_settings(
+        allow_loopback_urls=True, webhook_retry_seconds=0.05, webhook_failing_after=3,
+        webhook_max_attempts=4,
+    )  # fmt: skip
+    async with live_hub(settings) as live:
+        yield live
+
+
+async def channel_with_webhook(http, hub, url):
+    channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
+    response = await http.post(
+        f"{hub.url}/v1/webhooks", json={"url": url, "channel_id": channel["id"]}, headers=AUTH
+    )
+    assert response.status_code == 201, response.text
+    return channel, response.json()
+
+
+async def test_a_channels_callbacks_reach_its_webhook_signed(hub, http):
+    async with receiver() as inbox:
+        channel, webhook = await channel_with_webhook(http, hub, inbox.url)
+        assert webhook["secret"].startswith("whsec_") and webhook["status"] == "ok"
+        for n in range(3):
+            assert (await http.post(channel["callback_url"], json={"n": n})).status_code == 200
+        await until(lambda: len(inbox.received) == 3, timeout=10)
+
+    verifier = Webhook(webhook["secret"])
+    seen = []
+    for message in inbox.received:
+        event = verifier.verify(message.body, message.headers)
+        assert event["type"] == "callback.received"
+        assert message.headers["webhook-id"] == f"evt_{event['id']}"
+        seen.append(event["data"]["body"]["n"])
+    assert sorted(seen) == [0, 1, 2]
+    # A tampered body fails verification: the signature covers the bytes.
+    first = inbox.received[0]
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(first.body.replace(b'"n":', b'"m":'), first.headers)
+    shown = (await http.get(f"{hub.url}/v1/webhooks/{webhook['id']}", headers=AUTH)).json()
+    assert shown["pending"] == 0 and shown["last_success_at"] and shown["failures"] == 0
+
+
+async def test_a_failing_receiver_is_retried_until_it_answers(hub, http):
+    async with receiver(answers=[500, 503]) as inbox:
+        channel, webhook = await channel_with_webhook(http, hub, inbox.url)
+        await http.post(channel["callback_url"], json={"n": 1})
+        await until(lambda: len(inbox.received) == 3, timeout=10)
+        ids = {m.headers["webhook-id"] for m in inbox.received}
+        assert len(ids) == 1  # the same message each time, for the receiver to dedupe
+
+        async def settled() -> bool:
+            url = f"{hub.url}/v1/webhooks/{webhook['id']}"
+            shown = (await http.get(url, headers=AUTH)).json()
+            return shown["pending"] == 0 and shown["failures"] == 0
+
+        await until(settled, timeout=10)
+
+
+async def test_an_endpoint_that_keeps_failing_is_reported(hub, http):
+    async with receiver(answers=[500] * 100) as inbox:
+        channel, webhook = await channel_with_webhook(http, hub, inbox.url)
+        await http.post(channel["callback_url"], json={"n": 1})
+
+        async def failing() -> bool:
+            url = f"{hub.url}/v1/webhooks/{webhook['id']}"
+            shown = (await http.get(url, headers=AUTH)).json()
+            return shown["status"] == "failing" and shown["pending"] == 0
+
+        await until(failing, timeout=15)
+        assert len(inbox.received) == 4  # HUB_WEBHOOK_MAX_ATTEMPTS, then given up
+    shown = (await http.get(f"{hub.url}/v1/webhooks/{webhook['id']}", headers=AUTH)).json()
+    assert shown["last_error"] == "answered HTTP 500" and shown["failures"] == 4
+    # The channel's stream says so, once.
+    headers = {**AUTH, "last-event-id": "0"}
+    async with stream(http, channel["stream_url"], headers) as sse:
+        frames = await sse.events(2)
+    assert [f.event for f in frames] == ["callback.received", "webhook.failing"]
+    assert frames[1].json["webhook_id"] == webhook["id"]
+
+
+async def test_a_private_address_is_never_posted_to(make_settings, http):
+    settings = make_settings(webhook_retry_seconds=0.05, webhook_max_attempts=2)
+    async with live_hub(settings) as hub, receiver() as inbox:
+        channel, webhook = await channel_with_webhook(http, hub, inbox.url)
+        await http.post(channel["callback_url"], json={"n": 1})
+
+        async def given_up() -> bool:
+            url = f"{hub.url}/v1/webhooks/{webhook['id']}"
+            shown = (await http.get(url, headers=AUTH)).json()
+            return shown["pending"] == 0 and shown["failures"] == 2
+
+        await until(given_up, timeout=10)
+        assert inbox.received == []
+        shown = (await http.get(f"{hub.url}/v1/webhooks/{webhook['id']}", headers=AUTH)).json()
+        assert "private" in shown["last_error"]
+
+
+async def test_webhooks_are_per_key_and_validated(hub, http):
+    channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
+    url = f"{hub.url}/v1/webhooks"
+    cases = [
+        ({"channel_id": channel["id"]}, 422, "url"),
+        ({"url": "ftp://x", "channel_id": channel["id"]}, 422, "url"),
+        ({"url": "https://u:p@x.test/", "channel_id": channel["id"]}, 422, "url"),
+        ({"url": "https://x.test/"}, 422, "channel_id"),
+        ({"url": "https://x.test/", "channel_id": "ch_1", "task_id": "t"}, 422, "channel_id"),
+        ({"url": "https://x.test/", "channel_id": channel["id"], "extra": 1}, 422, "extra"),
+    ]
+    for body, code, field in cases:
+        response = await http.post(url, json=body, headers=AUTH)
+        assert response.status_code == code, body
+        assert response.json()["error"]["message"].startswith(f"{field}:")
+    body = {"url": "https://x.test/", "channel_id": channel["id"]}
+    # Another key can neither hook this channel nor see, nor delete, a hook on it.
+    assert (await http.post(url, json=body, headers=OTHER_AUTH)).status_code == 404
+    created = (await http.post(url, json=body, headers=AUTH)).json()
+    assert (await http.get(f"{url}/{created['id']}", headers=OTHER_AUTH)).status_code == 404
+    assert (await http.delete(f"{url}/{created['id']}", headers=OTHER_AUTH)).status_code == 404
+    assert (await http.get(url, headers=OTHER_AUTH)).json() == {"webhooks": []}
+    assert [w["id"] for w in (await http.get(url, headers=AUTH)).json()["webhooks"]] == [
+        created["id"]
+    ]
+    assert (await http.delete(f"{url}/{created['id']}", headers=AUTH)).status_code == 204
+    assert (await http.get(f"{url}/{created['id']}", headers=AUTH)).status_code == 404
+    assert (await http.get(f"{url}/wh_../x", headers=AUTH)).status_code == 404
+
+
+def test_signatures_follow_the_standard_webhooks_scheme():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    header = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+    headers = {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": header,
+    }
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(secret).verify(body, headers)  # the signature is right; only the time is old
+    # The example from the Standard Webhooks specification.
+    assert header == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_the_payload_carries_the_events_json_as_is():
+    job = WebhookJob(1, 0, endpoint=None, event=Event(7, "t", b'{"a": [1, 2]}', created_at=0))  # type: ignore[arg-type]
+    assert orjson.loads(payload(job)) == {
+        "type": "t",
+        "timestamp": "1970-01-01T00:00:00.000Z",
+        "id": 7,
+        "data": {"a": [1, 2]},
+    }
