@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from hub import openapi
 from hub.errors import HubError, error_response, internal_error
 from hub.intake import CallbackIntake
+from hub.logs import RequestIds
 from hub.routes import (
     blobs,
     callbacks,
@@ -48,14 +49,18 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/healthz", health.healthz, methods=["GET"]),
+        # For Prometheus, not the API: left out of /openapi.json.
+        Route("/metrics", health.metrics, methods=["GET"], include_in_schema=False),
         Route("/openapi.json", openapi.serve, methods=["GET"]),
         Route("/callbacks/{token}", callbacks.receive, methods=["POST"]),
         Route("/v1/channels", channels.create, methods=["POST"]),
+        Route("/v1/channels", channels.index, methods=["GET"]),
         Route("/v1/channels/{channel_id}", channels.show, methods=["GET"]),
         Route("/v1/channels/{channel_id}/events", channels.stream, methods=["GET"]),
         Route("/v1/channels/{channel_id}/tasks/{task_id}", channels.task_result, methods=["GET"]),
         Route("/v1/callback-urls", channels.create_callback_url, methods=["POST"]),
         Route("/v1/tasks", tasks.create, methods=["POST"]),
+        Route("/v1/tasks", tasks.index, methods=["GET"]),
         Route("/v1/tasks/{task_id}", tasks.show, methods=["GET"]),
         Route("/v1/tasks/{task_id}/events", tasks.stream, methods=["GET"]),
         Route("/v1/uploads", blobs.upload, methods=["POST"]),
@@ -75,7 +80,11 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(CallbackIntake)],
+        # Request ids outermost, so the callback intake's log lines carry them too.
+        middleware=[
+            Middleware(RequestIds, access_log=settings.access_log),
+            Middleware(CallbackIntake),
+        ],
         exception_handlers={
             HubError: _hub_error,
             HTTPException: _http_error,

@@ -133,6 +133,9 @@ def channel_delivery(
             data["body_encoding"] = encoding
     data["size"] = len(body)
     data["at"] = events.iso(received_at)
+    # As a request inspector shows them (and smee.io's stream carries them).
+    data["headers"] = _headers(request)
+    data["query"] = _query(request)
     return raw_delivery(
         request, token, body, received_at, channel_id, None, ref, orjson.dumps(data)
     )
@@ -161,3 +164,25 @@ def raw_delivery(
         ref=ref,
         event_data=event_data,
     )
+
+
+def _headers(request: Request) -> dict[str, str]:
+    """Header name -> value, repeated headers joined with ", " (as HTTP allows)."""
+    joined: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return joined
+
+
+def _query(request: Request) -> dict[str, str | list[str]]:
+    query: dict[str, str | list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        present = query.get(name)
+        if present is None:
+            query[name] = value
+        elif isinstance(present, list):
+            present.append(value)
+        else:
+            query[name] = [present, value]
+    return query

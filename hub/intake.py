@@ -43,8 +43,15 @@ class CallbackIntake:
             response = await receive_callback(request)
         except HubError as exc:
             response = exc.response()
+            _count(request, str(exc.status))
         except Exception:
             # The path holds a credential: log the route, not the URL.
             log.exception("unhandled error on POST /callbacks/{token}")
             response = internal_error()
+            _count(request, "500")
         await response(scope, receive, send)
+
+
+def _count(request: Request, outcome: str) -> None:
+    """A refused callback, by status (the handler counts the accepted ones)."""
+    request.app.state.hub.metrics.callbacks.labels(outcome).inc()

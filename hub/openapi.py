@@ -79,7 +79,8 @@ def build(settings: Settings) -> Schema:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The signed, read-only token in a channel's watch_url.",
+                    "description": "The signed, read-only token in a channel's or task's "
+                    "watch_url.",
                 },
             },
             "schemas": _schemas(settings),
@@ -137,6 +138,14 @@ def _paths(settings: Settings) -> Schema:
                 "An inbox: a callback URL for providers, a stream for you.",
                 {"201": _ok(_ref("NewChannel")), **_errors(400, 401, 408, 413, 422, 429)},
                 body={"required": False, "content": {JSON: {"schema": _ref("ChannelRequest")}}},
+            ),
+            "get": _op(
+                "listChannels",
+                "This key's newest channels (up to 100), newest first.",
+                {
+                    "200": _ok(_object({"channels": {"type": "array", "items": _ref("Channel")}})),
+                    **_errors(401, 429),
+                },
             ),
         },
         "/v1/channels/{channel_id}": {
@@ -205,6 +214,14 @@ def _paths(settings: Settings) -> Schema:
                 {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 413, 422, 429)},
                 body={"required": True, "content": {JSON: {"schema": _ref("TaskRequest")}}},
             ),
+            "get": _op(
+                "listTasks",
+                "This key's newest tasks (up to 100), newest first.",
+                {
+                    "200": _ok(_object({"tasks": {"type": "array", "items": _ref("Task")}})),
+                    **_errors(401, 429),
+                },
+            ),
         },
         "/v1/tasks/{task_id}": {
             "get": _op(
@@ -219,12 +236,13 @@ def _paths(settings: Settings) -> Schema:
                 "streamTask",
                 "The task's events as server-sent events, from its beginning (or after "
                 "Last-Event-ID); it ends after the terminal event.",
-                {"200": _stream(), **_errors(401, 404, 422, 429)},
+                {"200": _stream(), **_errors(401, 404, 410, 422, 429)},
                 params=[
                     _param_ref("TaskId"),
                     _param_ref("LastEventIdHeader"),
                     _param_ref("LastEventIdQuery"),
                 ],
+                security=[{"bearerAuth": []}, {"watchToken": []}],
             ),
         },
         "/v1/uploads": {
@@ -342,8 +360,20 @@ def _schemas(settings: Settings) -> Schema:
         "body_truncated": {"const": True},
         "size": {"type": "integer", "minimum": 0},
         "at": _ref("Timestamp"),
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "As received; repeated headers joined with ', '.",
+        },
+        "query": {
+            "type": "object",
+            "additionalProperties": {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+            },
+        },
     }
-    callback_optional = ("task_id", "body_encoding", "body_truncated")
+    # headers and query: absent from callbacks stored by hubs before they were added.
+    callback_optional = ("task_id", "body_encoding", "body_truncated", "headers", "query")
     binary = {"type": "string", "format": "binary"}
     options = {"size": SIZES, "quality": QUALITIES, "background": BACKGROUNDS,
                "output_format": OUTPUT_FORMATS}  # fmt: skip
@@ -455,6 +485,7 @@ def _schemas(settings: Settings) -> Schema:
                 "created_at": _ref("Timestamp"),
                 "updated_at": _ref("Timestamp"),
                 "stream_url": {"type": "string", "format": "uri"},
+                "watch_url": {"type": "string", "format": "uri"},
             }
         ),
         "Output": _object(

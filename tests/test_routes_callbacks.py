@@ -169,3 +169,17 @@ async def test_callback_paths_without_one_token_are_404(client, path):
     response = await client.post(path, json={})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_the_event_shows_the_headers_and_query_as_received(client, state, channel):
+    await client.post(
+        channel["callback_url"] + "?a=1&a=2&b=3",
+        json={"n": 1},
+        headers=[("x-signature", "s1"), ("x-trace", "t1"), ("x-trace", "t2")],
+    )
+    [event] = await stored_events(state, channel)
+    data = orjson.loads(event.data)
+    assert data["headers"]["x-signature"] == "s1"
+    assert data["headers"]["x-trace"] == "t1, t2"
+    assert data["headers"]["content-type"] == "application/json"
+    assert data["query"] == {"a": ["1", "2"], "b": "3"}

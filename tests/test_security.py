@@ -29,6 +29,8 @@ def settings(make_settings):
 
 async def test_every_client_endpoint_401_401_404(client):
     channel, blob, task = await owned_objects(client)
+    body = {"url": "https://x.test/", "channel_id": channel}
+    hook = (await client.post("/v1/webhooks", json=body, headers=AUTH)).json()["id"]
     reads: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", f"/v1/channels/{channel}", {}),
         ("GET", f"/v1/channels/{channel}/events", {}),
@@ -37,6 +39,10 @@ async def test_every_client_endpoint_401_401_404(client):
         ("GET", f"/v1/tasks/{task}", {}),
         ("GET", f"/v1/tasks/{task}/events", {}),
         ("GET", f"/v1/blobs/{blob}", {}),
+        ("POST", "/v1/webhooks", {"json": {"url": "https://x.test/", "channel_id": channel}}),
+        ("POST", "/v1/webhooks", {"json": {"url": "https://x.test/", "task_id": task}}),
+        ("GET", f"/v1/webhooks/{hook}", {}),
+        ("DELETE", f"/v1/webhooks/{hook}", {}),
     ]
     for method, url, kwargs in reads:
         for headers, expected in (({}, 401), (WRONG, 401), (OTHER_AUTH, 404)):
@@ -47,6 +53,9 @@ async def test_every_client_endpoint_401_401_404(client):
         ("POST", "/v1/channels", {}),
         ("POST", "/v1/tasks", {"json": {"provider": "segmind", "input": {}}}),
         ("POST", "/v1/uploads", {"files": {"file": ("a.png", make_png(), "image/png")}}),
+        ("GET", "/v1/channels", {}),
+        ("GET", "/v1/tasks", {}),
+        ("GET", "/v1/webhooks", {}),
     ]
     for method, url, kwargs in creates:
         for no_access in ({}, WRONG):
@@ -60,6 +69,38 @@ async def test_every_client_endpoint_401_401_404(client):
     }
     response = await client.post("/v1/tasks", json=body, headers=OTHER_AUTH)
     assert response.status_code == 422
+    # Lists hold only the key's own objects.
+    for path, name in (
+        ("/v1/channels", "channels"),
+        ("/v1/tasks", "tasks"),
+        ("/v1/webhooks", "webhooks"),
+    ):
+        assert (await client.get(path, headers=OTHER_AUTH)).json() == {name: []}
+        mine = (await client.get(path, headers=AUTH)).json()[name]
+        assert [item["id"] for item in mine] == [
+            {"channels": channel, "tasks": task, "webhooks": hook}[name]
+        ]
+
+
+async def test_a_watch_url_opens_its_own_stream_and_no_other(client):
+    channel_a = (await client.post("/v1/channels", headers=AUTH)).json()
+    channel_b = (await client.post("/v1/channels", headers=AUTH)).json()
+    body = {"provider": "segmind", "input": {"prompt": "p", "images": [data_url(make_png())]}}
+    task_a = (await client.post("/v1/tasks", json=body, headers=AUTH)).json()
+    task_b = (await client.post("/v1/tasks", json=body, headers=AUTH)).json()
+    shown = (await client.get(f"/v1/tasks/{task_a['id']}", headers=AUTH)).json()
+    task_token = shown["watch_url"].split("token=", 1)[1]
+    channel_token = channel_a["watch_url"].split("token=", 1)[1]
+    refused = [
+        f"/v1/channels/{channel_b['id']}/events?token={channel_token}",
+        f"/v1/tasks/{task_b['id']}/events?token={task_token}",
+        f"/v1/tasks/{task_a['id']}/events?token={channel_token}",
+        f"/v1/channels/{channel_a['id']}/events?token={task_token}",
+        f"/v1/tasks/{task_a['id']}/events?token={task_token[:-2]}xx",
+    ]
+    for url in refused:
+        response = await client.get(url)
+        assert response.status_code == 401, (url, response.text)
 
 
 async def test_no_key_token_or_secret_reaches_the_log(make_settings, http, caplog):
@@ -95,3 +136,14 @@ async def test_no_key_token_or_secret_reaches_the_log(make_settings, http, caplo
     secrets.append(channel["watch_url"].split("token=", 1)[1])
     for secret in secrets:
         assert secret not in logged
+
+
+async def test_a_tasks_watch_url_streams_it_without_a_key(settings, http):
+    async with live_hub(settings) as hub:
+        body = {"provider": "segmind", "input": {"prompt": "p", "images": [data_url(make_png())]}}
+        created = (await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)).json()
+        [listed] = (await http.get(f"{hub.url}/v1/tasks", headers=AUTH)).json()["tasks"]
+        assert listed["id"] == created["id"]
+        async with stream(http, listed["watch_url"], {}) as sse:
+            (queued,) = await sse.events(1)
+        assert queued.event == "task.queued" and queued.json["task_id"] == created["id"]

@@ -36,7 +36,9 @@ async def receive(request: Request) -> Response:
     # Answered only once committed: a 200 means the bytes are on disk.
     event = await state.store.add_delivery(delivery)
     if event is None:
+        state.metrics.callbacks.labels("duplicate").inc()
         return json_response({"ok": True, "duplicate": True})
+    state.metrics.callbacks.labels("stored").inc()
     return json_response({"ok": True, "duplicate": False, "event_id": event.id})
 
 
@@ -59,4 +61,5 @@ async def _task_callback(
         request, token, body, received_at, task.channel_id, task.id, task.provider_task_id, None
     )
     applied = await state.engine.apply_callback(task.id, outcome, delivery)
+    state.metrics.callbacks.labels("task").inc()
     return json_response({"ok": True, "applied": applied})

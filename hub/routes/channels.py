@@ -23,6 +23,7 @@ CHANNEL_ID = re.compile(r"ch_[0-9a-f]{24}")
 MAX_LABEL = 200
 MAX_TYPES = 32
 MAX_TASK_ID = 200
+LIST_LIMIT = 100
 
 
 async def create(request: Request) -> Response:
@@ -48,6 +49,14 @@ async def create(request: Request) -> Response:
     data = _describe(state, channel)
     data["callback_url"] = _callback_url(state, channel, channel.expires_at)
     return json_response(data, 201)
+
+
+async def index(request: Request) -> Response:
+    """The key's newest channels, newest first (for the dashboard and the CLI)."""
+    state = hub(request)
+    owner = state.owner(request)
+    channels = await state.store.list_channels(owner, LIST_LIMIT)
+    return json_response({"channels": [_describe(state, channel) for channel in channels]})
 
 
 async def show(request: Request) -> Response:

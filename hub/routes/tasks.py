@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import re
+import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import inputs
-from hub.errors import not_found
+from hub.errors import HubError, not_found
 from hub.routes.channels import last_event_id
 from hub.routes.common import hub, json_object, json_response
+from hub.signing import WATCH, Claims
 from hub.sse import EventStream
 from hub.state import HubState
 from hub.store.base import TERMINAL, EventQuery, TaskRecord
 
 TASK_ID = re.compile(r"task_[0-9a-f]{24}")
+LIST_LIMIT = 100
 # A task request names images by URL; data: URLs can be large, so the body may be too.
 MAX_TASK_BODY = 80 * 1024 * 1024
 
@@ -40,15 +44,35 @@ async def create(request: Request) -> Response:
     )
 
 
+async def index(request: Request) -> Response:
+    """The key's newest tasks, newest first (for the dashboard)."""
+    state = hub(request)
+    owner = state.owner(request)
+    tasks = await state.store.list_tasks(owner, LIST_LIMIT)
+    return json_response({"tasks": [_describe(state, task) for task in tasks]})
+
+
 async def show(request: Request) -> Response:
     state = hub(request)
     task = await _owned_task(state, request)
-    return json_response(state.engine.view.describe(task))
+    return json_response(_describe(state, task))
 
 
 async def stream(request: Request) -> Response:
     state = hub(request)
-    task = await _owned_task(state, request)
+    token = request.query_params.get("token")
+    if token is not None:
+        # A watch URL: its token opens this one task's stream, read-only, and nothing else.
+        claims = state.signer.verify(WATCH, token)
+        task_id = request.path_params["task_id"]
+        if claims.channel_id is not None or claims.task_id != task_id:
+            raise HubError(401, "invalid_token", "the token is not valid for this task")
+        found = await state.store.get_task(task_id)
+        if found is None:
+            raise not_found("task")
+        task = found
+    else:
+        task = await _owned_task(state, request)
     # A task's stream starts at its beginning: queued, submitted, then how it ended.
     last = last_event_id(request)
     return EventStream(
@@ -59,6 +83,15 @@ async def stream(request: Request) -> Response:
         0 if last is None else last,
         is_last=lambda event: event.type.removeprefix("task.") in TERMINAL,
     )
+
+
+def _describe(state: HubState, task: TaskRecord) -> dict[str, Any]:
+    data = state.engine.view.describe(task)
+    # For clients that cannot send headers (a browser's EventSource).
+    expires = int(time.time()) + state.settings.watch_ttl_seconds
+    token = state.signer.issue(WATCH, Claims(None, expires, task_id=task.id))
+    data["watch_url"] = f"{data['stream_url']}?token={token}"
+    return data
 
 
 async def _owned_task(state: HubState, request: Request) -> TaskRecord:
