@@ -1,0 +1,752 @@
+// The hub's dashboard: channels and their raw deliveries, tasks and their results, live.
+// Plain ES2020 with no dependencies, because the page's CSP allows only its own script.
+// Every value from the hub reaches the page through textContent or an attribute, never
+// as markup.
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "hub.apiKey";
+  const POLL_MS = 3000;
+  // Browsers allow about six HTTP/1.1 connections per origin; streams beyond that wait, so
+  // only the newest channels and unfinished tasks are watched live (the rest still refresh
+  // with the lists every few seconds).
+  const MAX_STREAMS = 20;
+  const MAX_DELIVERIES = 50;
+  const MAX_BODY_CHARS = 64 * 1024;
+  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out"];
+  const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
+
+  const $ = (id) => document.getElementById(id);
+
+  let apiKey = null;
+  // Bumped on sign-out, so that answers to requests of an earlier session are dropped.
+  let generation = 0;
+  let pollTimer = null;
+  let polling = false;
+  const channels = new Map();
+  const tasks = new Map();
+  // Callback URLs are only given out when a channel is made; keep the ones made here.
+  const callbackUrls = new Map();
+  // Delivery panels the person opened or closed themselves, which new arrivals leave alone.
+  const touched = new WeakSet();
+
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  class Stale extends Error {}
+
+  // ---- DOM helpers ------------------------------------------------------------------
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name === "class") node.className = value;
+      else if (name === "text") node.textContent = String(value);
+      else node.setAttribute(name, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      // Strings become text nodes: append() never parses them as HTML.
+      if (child !== null && child !== undefined && child !== false) node.append(child);
+    }
+    return node;
+  }
+
+  function timeEl(iso, withDate) {
+    if (!iso) return el("span", { text: "?" });
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return el("span", { text: iso });
+    const sameDay = date.toDateString() === new Date().toDateString();
+    const text = withDate || !sameDay
+      ? date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" })
+      : date.toLocaleTimeString();
+    return el("time", { datetime: iso, title: iso, text });
+  }
+
+  function formatSize(bytes) {
+    if (typeof bytes !== "number") return "";
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  function byNewest(a, b) {
+    const diff = (Date.parse(b.created_at) || 0) - (Date.parse(a.created_at) || 0);
+    return diff !== 0 ? diff : String(b.id).localeCompare(String(a.id));
+  }
+
+  // Puts nodes in this order, moving only the ones out of place, so that a focused button
+  // or an open panel is not disturbed when nothing moved.
+  function order(list, nodes) {
+    let cursor = list.firstElementChild;
+    for (const node of nodes) {
+      if (node === cursor) {
+        cursor = cursor.nextElementSibling;
+      } else {
+        list.insertBefore(node, cursor);
+      }
+    }
+    while (cursor) {
+      const next = cursor.nextElementSibling;
+      cursor.remove();
+      cursor = next;
+    }
+  }
+
+  // The hub's public URL may name another host than the one this page was opened on (a
+  // proxy, a tunnel), and the page may only talk to its own origin (connect-src 'self').
+  function local(url) {
+    const parsed = new URL(url, location.href);
+    if (parsed.origin === location.origin) return parsed.href;
+    return new URL(parsed.pathname + parsed.search, location.origin).href;
+  }
+
+  // ---- the API ------------------------------------------------------------------------
+
+  async function request(path, options, key) {
+    const gen = generation;
+    const headers = new Headers((options && options.headers) || {});
+    headers.set("authorization", `Bearer ${key || apiKey}`);
+    if (options && options.body !== undefined) headers.set("content-type", "application/json");
+    let response;
+    try {
+      response = await fetch(path, { ...options, headers, cache: "no-store", credentials: "omit" });
+    } catch (err) {
+      throw new ApiError(0, "network", "The hub cannot be reached.");
+    }
+    if (gen !== generation) throw new Stale();
+    if (!response.ok) {
+      let code = "http_error";
+      let message = `${response.status} ${response.statusText}`.trim();
+      try {
+        const body = await response.json();
+        if (body && body.error) {
+          code = String(body.error.code || code);
+          message = String(body.error.message || message);
+        }
+      } catch (err) {
+        // Not the hub's error shape (a proxy's page, say): the status line says enough.
+      }
+      throw new ApiError(response.status, code, message);
+    }
+    return response;
+  }
+
+  async function getJson(path, key) {
+    const response = await request(path, {}, key);
+    return response.json();
+  }
+
+  // ---- signing in and out -------------------------------------------------------------
+
+  function showSignedIn(signedIn) {
+    $("sign-in").hidden = signedIn;
+    $("board").hidden = !signedIn;
+    $("sign-out").hidden = !signedIn;
+  }
+
+  async function signIn(event) {
+    event.preventDefault();
+    const input = $("api-key");
+    const key = input.value.trim();
+    const error = $("sign-in-error");
+    if (!key) {
+      error.textContent = "Enter an API key.";
+      input.focus();
+      return;
+    }
+    const button = event.target.querySelector("button[type=submit]");
+    button.disabled = true;
+    error.textContent = "";
+    try {
+      // The key is kept only once the hub has accepted it.
+      await getJson("v1/channels", key);
+    } catch (err) {
+      if (!(err instanceof Stale)) {
+        error.textContent = err.status === 401 ? `Not signed in: ${err.message}` : err.message;
+        input.focus();
+        input.select();
+      }
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    input.value = "";
+    sessionStorage.setItem(KEY_STORAGE, key);
+    start(key);
+    // The form just vanished; keep keyboard focus at the top of what replaced it.
+    $("main").focus();
+  }
+
+  function start(key) {
+    apiKey = key;
+    showSignedIn(true);
+    $("board-error").textContent = "";
+    $("live-status").textContent = "Loading…";
+    refresh();
+  }
+
+  function signOut(message) {
+    generation += 1;
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    polling = false;
+    for (const entry of channels.values()) closeStream(entry);
+    for (const entry of tasks.values()) {
+      closeStream(entry);
+      for (const objectUrl of entry.images.values()) if (objectUrl) URL.revokeObjectURL(objectUrl);
+    }
+    if (observer) observer.disconnect();
+    pending.clear();
+    channels.clear();
+    tasks.clear();
+    callbackUrls.clear();
+    $("channels").replaceChildren();
+    $("tasks").replaceChildren();
+    $("created-channel").hidden = true;
+    $("created-callback-url").value = "";
+    $("live-status").textContent = "";
+    sessionStorage.removeItem(KEY_STORAGE);
+    apiKey = null;
+    showSignedIn(false);
+    $("sign-in-error").textContent = message || "";
+    $("api-key").focus();
+  }
+
+  // ---- refreshing the lists -----------------------------------------------------------
+
+  async function refresh() {
+    if (polling || apiKey === null) return;
+    polling = true;
+    const gen = generation;
+    try {
+      const [channelList, taskList] = await Promise.allSettled([
+        getJson("v1/channels"),
+        getJson("v1/tasks"),
+      ]);
+      if (gen !== generation) return;
+      const errors = [];
+      for (const [result, name, render] of [
+        [channelList, "channels", renderChannels],
+        [taskList, "tasks", renderTasks],
+      ]) {
+        if (result.status === "fulfilled") {
+          render(Array.isArray(result.value[name]) ? result.value[name] : []);
+        } else if (result.reason.status === 401) {
+          signOut(`Signed out: ${result.reason.message}`);
+          return;
+        } else if (!(result.reason instanceof Stale)) {
+          errors.push(`Could not list ${name}: ${result.reason.message}`);
+        }
+      }
+      updateStreams();
+      $("board-error").textContent = errors.join(" ");
+      const live = [...channels.values(), ...tasks.values()].filter((e) => e.source).length;
+      $("live-status").textContent =
+        `Updated ${new Date().toLocaleTimeString()} · ${live} live stream${live === 1 ? "" : "s"}`;
+    } finally {
+      // A sign-out in the meantime has already reset the loop; otherwise, go round again.
+      if (gen === generation) {
+        polling = false;
+        pollTimer = setTimeout(refresh, POLL_MS);
+      }
+    }
+  }
+
+  // ---- channels -----------------------------------------------------------------------
+
+  function renderChannels(list) {
+    const seen = new Set();
+    for (const data of list) {
+      seen.add(data.id);
+      if (data.callback_url) callbackUrls.set(data.id, data.callback_url);
+      let entry = channels.get(data.id);
+      if (!entry) {
+        entry = { kind: "channel", data, source: null, lastEventId: 0, deliveries: 0 };
+        entry.node = channelNode(entry);
+        channels.set(data.id, entry);
+      }
+      entry.data = data;
+      updateChannelNode(entry);
+    }
+    for (const [id, entry] of channels) {
+      if (!seen.has(id)) {
+        closeStream(entry);
+        channels.delete(id);
+      }
+    }
+    const sorted = [...channels.values()].sort((a, b) => byNewest(a.data, b.data));
+    order($("channels"), sorted.map((entry) => entry.node));
+    $("channels-empty").hidden = channels.size > 0;
+  }
+
+  function channelNode(entry) {
+    const id = entry.data.id;
+    const titleId = `channel-${id}-title`;
+    entry.title = el("h3", { id: titleId });
+    entry.meta = el("p", { class: "meta" });
+    entry.streamState = el("span", { class: "stream-state" });
+    entry.callbackRow = el("div", { class: "copy-row", hidden: true });
+    entry.count = el("span", { class: "count" });
+    entry.empty = el("p", { class: "note", text: "No deliveries yet." });
+    entry.list = el("ol", { class: "deliveries", "aria-label": `Deliveries to ${id}, newest first` });
+    return el(
+      "li",
+      { class: "card channel", "data-channel-id": id },
+      el(
+        "article",
+        { "aria-labelledby": titleId },
+        el("header", { class: "card-head" }, entry.title, entry.streamState),
+        entry.meta,
+        entry.callbackRow,
+        el("h4", {}, "Deliveries ", entry.count),
+        entry.empty,
+        entry.list,
+      ),
+    );
+  }
+
+  function updateChannelNode(entry) {
+    const data = entry.data;
+    entry.title.textContent = data.label || "Unlabelled channel";
+    entry.meta.replaceChildren(
+      el("code", { text: data.id }),
+      " · made ",
+      timeEl(data.created_at, true),
+      " · expires ",
+      timeEl(data.expires_at, true),
+    );
+    const callbackUrl = callbackUrls.get(data.id);
+    if (callbackUrl && entry.callbackRow.hidden) {
+      const inputId = `channel-${data.id}-callback`;
+      const input = el("input", { id: inputId, type: "text", readonly: true, spellcheck: "false" });
+      input.value = callbackUrl;
+      const status = el("span", { class: "note", role: "status" });
+      const button = el("button", { type: "button", text: "Copy" });
+      button.addEventListener("click", () => copy(input, status));
+      entry.callbackRow.replaceChildren(
+        el("label", { for: inputId, text: "Callback URL" }),
+        input,
+        button,
+        status,
+      );
+      entry.callbackRow.hidden = false;
+    }
+  }
+
+  function openChannelStream(entry) {
+    const url = new URL(local(entry.data.watch_url));
+    url.searchParams.set("types", "callback.received");
+    // From the start of the kept history the first time, then from the last one shown
+    // (the browser's own reconnects send Last-Event-ID, which the hub prefers).
+    url.searchParams.set("last_event_id", String(entry.lastEventId));
+    const source = new EventSource(url.href);
+    source.addEventListener("callback.received", (event) => onDelivery(entry, event));
+    watchState(entry, source);
+    entry.source = source;
+  }
+
+  function onDelivery(entry, event) {
+    const id = Number(event.lastEventId);
+    if (Number.isFinite(id) && id > 0) {
+      if (id <= entry.lastEventId) return;
+      entry.lastEventId = id;
+    }
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (err) {
+      return;
+    }
+    const node = deliveryNode(id, data);
+    const previous = entry.list.firstElementChild;
+    entry.list.prepend(node);
+    // The newest delivery is shown open; the one it replaces closes, unless it was the
+    // person who opened it.
+    const details = node.querySelector("details");
+    details.open = true;
+    if (previous) {
+      const old = previous.querySelector("details");
+      if (old && !touched.has(old)) old.open = false;
+    }
+    while (entry.list.children.length > MAX_DELIVERIES) entry.list.lastElementChild.remove();
+    entry.deliveries += 1;
+    entry.count.textContent =
+      entry.deliveries > MAX_DELIVERIES
+        ? `(newest ${MAX_DELIVERIES} of ${entry.deliveries})`
+        : `(${entry.deliveries})`;
+    entry.empty.hidden = true;
+  }
+
+  function deliveryNode(id, data) {
+    const contentType = data.content_type || "no content type";
+    const summary = el(
+      "summary",
+      {},
+      timeEl(data.at),
+      " ",
+      el("span", { class: "ctype", text: contentType }),
+      " ",
+      el("span", { class: "size", text: formatSize(data.size) }),
+      data.task_id ? el("span", { class: "ref", text: ` task ${data.task_id}` }) : null,
+    );
+    const details = el("details", {}, summary);
+    summary.addEventListener("click", () => touched.add(details));
+    const parts = el("div", { class: "delivery-parts" });
+    if (data.headers && typeof data.headers === "object") {
+      parts.append(el("h5", { text: "Headers" }), pairsTable(data.headers, "Header"));
+    }
+    if (data.query && typeof data.query === "object" && Object.keys(data.query).length > 0) {
+      parts.append(el("h5", { text: "Query" }), pairsTable(data.query, "Parameter"));
+    }
+    parts.append(...bodyParts(data));
+    details.append(parts);
+    return el("li", { class: "delivery", "data-event-id": Number.isFinite(id) ? id : null }, details);
+  }
+
+  function isForm(contentType) {
+    return String(contentType || "").split(";")[0].trim().toLowerCase() === "application/x-www-form-urlencoded";
+  }
+
+  function pairsTable(object, nameHeading) {
+    const rows = [];
+    for (const [name, value] of Object.entries(object)) {
+      const values = Array.isArray(value) ? value : [value];
+      for (const one of values) {
+        const text = typeof one === "string" ? one : JSON.stringify(one);
+        rows.push(el("tr", {}, el("th", { scope: "row", text: name }), el("td", { text })));
+      }
+    }
+    return el(
+      "table",
+      { class: "pairs" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", text: nameHeading }), el("th", { scope: "col", text: "Value" }))),
+      el("tbody", {}, ...rows),
+    );
+  }
+
+  function bodyParts(data) {
+    if (data.body_truncated) {
+      return [
+        el("h5", { text: "Body" }),
+        el("p", { class: "note", text: `Too large to show (${formatSize(data.size)}); the hub kept it whole.` }),
+      ];
+    }
+    let heading = "Body";
+    let text;
+    if (data.body_encoding === "base64") {
+      heading = "Body (bytes, base64)";
+      text = String(data.body);
+    } else if (data.body === null || data.body === undefined || data.body === "") {
+      return [el("h5", { text: "Body" }), el("p", { class: "note", text: "Empty." })];
+    } else if (typeof data.body === "string") {
+      text = data.body;
+    } else if (isForm(data.content_type) && typeof data.body === "object" && !Array.isArray(data.body)) {
+      return [el("h5", { text: "Body (form)" }), pairsTable(data.body, "Field")];
+    } else {
+      heading = "Body (JSON)";
+      text = JSON.stringify(data.body, null, 2);
+    }
+    const parts = [el("h5", { text: heading })];
+    if (text.length > MAX_BODY_CHARS) {
+      parts.push(el("p", { class: "note", text: `First ${MAX_BODY_CHARS} characters of ${text.length}.` }));
+      text = text.slice(0, MAX_BODY_CHARS);
+    }
+    parts.push(el("pre", { class: "body", tabindex: "0" }, el("code", { text })));
+    return parts;
+  }
+
+  async function createChannel(event) {
+    event.preventDefault();
+    const form = event.target;
+    const button = form.querySelector("button[type=submit]");
+    const label = $("channel-label").value.trim();
+    button.disabled = true;
+    try {
+      const response = await request("v1/channels", {
+        method: "POST",
+        body: JSON.stringify(label ? { label } : {}),
+      });
+      const channel = await response.json();
+      callbackUrls.set(channel.id, channel.callback_url);
+      $("created-channel-id").textContent = channel.id;
+      $("created-callback-url").value = channel.callback_url;
+      $("copy-result").textContent = "";
+      $("created-channel").hidden = false;
+      $("channel-label").value = "";
+      $("board-error").textContent = "";
+      renderChannels([channel, ...[...channels.values()].map((e) => e.data)]);
+      updateStreams();
+      $("created-callback-url").focus();
+      $("created-callback-url").select();
+    } catch (err) {
+      if (err instanceof Stale) return;
+      if (err.status === 401) signOut(`Signed out: ${err.message}`);
+      else $("board-error").textContent = `Could not create a channel: ${err.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function copy(input, status) {
+    try {
+      await navigator.clipboard.writeText(input.value);
+      status.textContent = "Copied.";
+    } catch (err) {
+      input.focus();
+      input.select();
+      status.textContent = "Selected: press Ctrl+C to copy.";
+    }
+  }
+
+  // ---- tasks --------------------------------------------------------------------------
+
+  function rank(status) {
+    if (TERMINAL.has(status)) return 2;
+    return status === "submitted" ? 1 : 0;
+  }
+
+  function renderTasks(list) {
+    const seen = new Set();
+    for (const data of list) {
+      seen.add(data.id);
+      let entry = tasks.get(data.id);
+      if (!entry) {
+        entry = { kind: "task", data, source: null, images: new Map() };
+        entry.node = taskNode(entry);
+        tasks.set(data.id, entry);
+      } else if (rank(data.status) < rank(entry.data.status)) {
+        // A list fetched before the stream's last event must not move a task back.
+        continue;
+      }
+      entry.data = data;
+      updateTaskNode(entry);
+    }
+    for (const [id, entry] of tasks) {
+      if (!seen.has(id)) {
+        closeStream(entry);
+        for (const objectUrl of entry.images.values()) if (objectUrl) URL.revokeObjectURL(objectUrl);
+        tasks.delete(id);
+      }
+    }
+    const sorted = [...tasks.values()].sort((a, b) => byNewest(a.data, b.data));
+    order($("tasks"), sorted.map((entry) => entry.node));
+    $("tasks-empty").hidden = tasks.size > 0;
+  }
+
+  function taskNode(entry) {
+    const id = entry.data.id;
+    const titleId = `task-${id}-title`;
+    entry.title = el("h3", { id: titleId });
+    entry.status = el("span", { class: "status" });
+    entry.streamState = el("span", { class: "stream-state" });
+    entry.meta = el("p", { class: "meta" });
+    entry.error = el("p", { class: "error task-error", hidden: true });
+    entry.outputs = el("div", { class: "outputs" });
+    return el(
+      "li",
+      { class: "card task", "data-task-id": id },
+      el(
+        "article",
+        { "aria-labelledby": titleId },
+        el("header", { class: "card-head" }, entry.title, entry.status, entry.streamState),
+        entry.meta,
+        entry.error,
+        entry.outputs,
+      ),
+    );
+  }
+
+  function updateTaskNode(entry) {
+    const data = entry.data;
+    entry.node.dataset.status = data.status;
+    entry.title.textContent = data.provider || "task";
+    entry.status.textContent = String(data.status).replace("_", " ");
+    entry.status.className = `status status-${data.status}`;
+    entry.meta.replaceChildren(
+      el("code", { text: data.id }),
+      " · made ",
+      timeEl(data.created_at),
+      data.updated_at ? " · updated " : null,
+      data.updated_at ? timeEl(data.updated_at) : null,
+      typeof data.attempts === "number" ? ` · attempts ${data.attempts}` : null,
+    );
+    const error = data.error === null || data.error === undefined ? "" : data.error;
+    entry.error.textContent = typeof error === "string" ? error : JSON.stringify(error);
+    entry.error.hidden = !entry.error.textContent;
+    if (data.status === "succeeded") showOutputs(entry);
+  }
+
+  function showOutputs(entry) {
+    const outputs = Array.isArray(entry.data.outputs) ? entry.data.outputs : [];
+    outputs.forEach((output, index) => {
+      if (!output || !output.url || entry.images.has(output.url)) return;
+      entry.images.set(output.url, null);
+      const what = `Output ${index + 1} of ${outputs.length} of task ${entry.data.id}`;
+      const caption = el("figcaption", { text: output.content_type || "" });
+      const figure = el("figure", { class: "output" }, caption);
+      entry.outputs.append(figure);
+      if (!String(output.content_type || "").startsWith("image/")) return;
+      caption.textContent = `${output.content_type} · loading…`;
+      whenVisible(figure, () => loadImage(entry, output, what, figure, caption));
+    });
+  }
+
+  // Each image is a request with the key and a blob kept in memory: fetch only the ones
+  // scrolled to, not every output of every task listed.
+  const pending = new Map();
+  const observer =
+    "IntersectionObserver" in window
+      ? new IntersectionObserver(
+          (seen) => {
+            for (const item of seen) {
+              if (!item.isIntersecting) continue;
+              observer.unobserve(item.target);
+              const load = pending.get(item.target);
+              pending.delete(item.target);
+              if (load) load();
+            }
+          },
+          { rootMargin: "200px" },
+        )
+      : null;
+
+  function whenVisible(node, load) {
+    if (!observer) {
+      load();
+      return;
+    }
+    pending.set(node, load);
+    observer.observe(node);
+  }
+
+  async function loadImage(entry, output, what, figure, caption) {
+    try {
+      // Blob URLs need the key, which an <img src> cannot send: fetch, then show a blob:.
+      const response = await request(local(output.url));
+      const objectUrl = URL.createObjectURL(await response.blob());
+      if (tasks.get(entry.data.id) !== entry) {
+        URL.revokeObjectURL(objectUrl);
+        return;
+      }
+      entry.images.set(output.url, objectUrl);
+      const img = el("img", { alt: what, src: objectUrl, decoding: "async" });
+      img.addEventListener("load", () => {
+        caption.replaceChildren(
+          `${output.content_type} · ${img.naturalWidth}×${img.naturalHeight} · `,
+          el("a", { href: objectUrl, download: `${entry.data.id}-${output.url.split("/").pop()}`, text: "download" }),
+        );
+      });
+      figure.prepend(img);
+    } catch (err) {
+      if (err instanceof Stale) return;
+      // Let the next refresh try again.
+      entry.images.delete(output.url);
+      figure.remove();
+      entry.error.textContent = `Could not load an output: ${err.message}`;
+      entry.error.hidden = false;
+    }
+  }
+
+  function openTaskStream(entry) {
+    const source = new EventSource(local(entry.data.watch_url));
+    for (const type of TASK_EVENTS) {
+      source.addEventListener(type, (event) => onTaskEvent(entry, source, event));
+    }
+    watchState(entry, source);
+    entry.source = source;
+  }
+
+  function onTaskEvent(entry, source, event) {
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch (err) {
+      return;
+    }
+    if (rank(data.status) >= rank(entry.data.status)) {
+      const next = { ...entry.data, status: data.status };
+      for (const field of ["outputs", "error", "provider", "provider_task_id"]) {
+        if (field in data) next[field] = data[field];
+      }
+      if (data.at) next.updated_at = data.at;
+      entry.data = next;
+      updateTaskNode(entry);
+    }
+    if (TERMINAL.has(data.status)) {
+      // The hub closes a task's stream after its last event: reconnecting would only
+      // replay it.
+      source.close();
+      if (entry.source === source) entry.source = null;
+      entry.streamState.textContent = "";
+    }
+  }
+
+  // ---- streams ------------------------------------------------------------------------
+
+  function watchState(entry, source) {
+    const show = () => {
+      if (entry.source !== source) return;
+      const state = source.readyState;
+      entry.streamState.textContent =
+        state === EventSource.OPEN ? "live" : state === EventSource.CONNECTING ? "reconnecting…" : "not live";
+      entry.streamState.dataset.state = state === EventSource.OPEN ? "open" : "closed";
+    };
+    source.addEventListener("open", show);
+    source.addEventListener("error", show);
+    entry.streamState.textContent = "connecting…";
+    entry.streamState.dataset.state = "closed";
+  }
+
+  function closeStream(entry) {
+    if (entry.source) entry.source.close();
+    entry.source = null;
+  }
+
+  function updateStreams() {
+    const candidates = [
+      ...channels.values(),
+      ...[...tasks.values()].filter((entry) => !TERMINAL.has(entry.data.status)),
+    ]
+      .filter((entry) => entry.data.watch_url)
+      .sort((a, b) => byNewest(a.data, b.data));
+    const wanted = new Set(candidates.slice(0, MAX_STREAMS));
+    for (const entry of [...channels.values(), ...tasks.values()]) {
+      if (!wanted.has(entry)) {
+        if (entry.source) closeStream(entry);
+        const watching = entry.kind === "channel" || !TERMINAL.has(entry.data.status);
+        entry.streamState.textContent = watching ? "not live (too many streams)" : "";
+        entry.streamState.dataset.state = "closed";
+      }
+    }
+    for (const entry of wanted) {
+      // A stream the browser gave up on (an expired watch token, say) opens again with the
+      // fresh watch URL from the latest list.
+      if (entry.source && entry.source.readyState !== EventSource.CLOSED) continue;
+      if (entry.kind === "channel") openChannelStream(entry);
+      else openTaskStream(entry);
+    }
+  }
+
+  // ---- start --------------------------------------------------------------------------
+
+  function init() {
+    $("sign-in-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", () => signOut(""));
+    $("new-channel-form").addEventListener("submit", createChannel);
+    $("copy-callback-url").addEventListener("click", () => copy($("created-callback-url"), $("copy-result")));
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    if (key) start(key);
+    else {
+      showSignedIn(false);
+      $("api-key").focus();
+    }
+  }
+
+  init();
+})();

@@ -1,0 +1,211 @@
+"""The dashboard at ``/``, driven in real headless Chromium against a live hub: signing in
+(and a wrong key), a channel made in the page and a callback to it shown live, tasks
+submitted through the API followed to their end with the image shown, reload, sign out.
+
+Needs Debian's ``chromium`` and Playwright's Python package (no browser download: Playwright
+drives the system Chromium). Without them the tests are skipped with the reason, unless
+``HUB_REQUIRE_SERVICES=1``."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import MakeSettings
+from tests.helpers import AUTH, KEY, LiveHub, data_url, live_hub, make_png
+
+# Without it the fixture below skips (or fails) with the reason.
+with contextlib.suppress(ImportError):
+    from playwright.async_api import (
+        Browser,
+        ConsoleMessage,
+        Locator,
+        Page,
+        async_playwright,
+        expect,
+    )
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path("/tmp/dashboard.png")
+# The emulated jobs finish at once; AceData's result comes by callback, not by polling.
+FAST = (
+    ("HUB_SANDBOX_LATENCY", "0"),
+    ("HUB_SANDBOX_CALLBACK_RETRY_DELAY", "0.05"),
+    ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
+)
+# The page lists every few seconds; a new task shows up on the next round.
+SOON = 15_000
+# Where app.js keeps the key: this tab only, gone with the tab or on sign-out.
+KEY_STORAGE = "hub.apiKey"
+
+
+def _missing() -> str | None:
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright's Python package is not installed (pip install playwright)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("HUB_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason} (HUB_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def hub(make_settings: MakeSettings) -> AsyncIterator[LiveHub]:
+    async with live_hub(make_settings(sandbox=True, extra_env=FAST)) as live:
+        yield live
+
+
+@pytest.fixture
+async def page(browser: Browser, hub: LiveHub) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = await context.new_page()
+    problems: list[str] = []
+    # A CSP violation (an inline style or script) or an exception in app.js shows up here.
+    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Chromium logs every non-2xx fetch; the wrong-key test makes one on purpose.
+        if message.type == "error" and "401 (Unauthorized)" not in message.text:
+            problems.append(f"console error: {message.text}")
+
+    opened.on("console", on_console)
+    await opened.goto(hub.url + "/")
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert problems == []
+
+
+async def _sign_in(page: Page, key: str) -> None:
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def _storage(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = await page.evaluate(
+        "key => ({session: sessionStorage.getItem(key), local: localStorage.length})",
+        KEY_STORAGE,
+    )
+    return result
+
+
+async def _submit(http: httpx.AsyncClient, hub: LiveHub) -> str:
+    body = {
+        "provider": "acedata",
+        "input": {"prompt": "make it blue", "images": [data_url(make_png((96, 64)))]},
+    }
+    response = await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["id"]
+    return task_id
+
+
+async def _image_loaded(page: Page, image: Locator) -> None:
+    handle = await image.element_handle(timeout=SOON)
+    await page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=handle, timeout=SOON
+    )
+
+
+async def test_a_wrong_key_shows_the_hubs_error_and_is_not_kept(page: Page) -> None:
+    await _sign_in(page, "not-a-key")
+    await expect(page.get_by_role("alert").first).to_contain_text("a valid API key is required")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    assert await _storage(page) == {"session": None, "local": 0}
+
+
+async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.AsyncClient) -> None:
+    await _sign_in(page, KEY)
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    assert await _storage(page) == {"session": KEY, "local": 0}
+    assert KEY not in page.url
+
+    # A channel made in the page; its callback URL is shown to copy.
+    await page.get_by_label("Label").fill("inbox <i>one</i>")
+    await page.get_by_role("button", name="Create channel").click()
+    shown_url = page.locator("#created-callback-url")
+    await expect(shown_url).to_have_value(re.compile("^" + re.escape(f"{hub.url}/callbacks/")))
+    callback_url = await shown_url.input_value()
+    channel_id = await page.locator("#created-channel-id").inner_text()
+    channel = page.locator(f"li.channel[data-channel-id='{channel_id}']")
+    await expect(channel.get_by_role("heading", level=3)).to_have_text("inbox <i>one</i>")
+    await expect(channel.locator(".stream-state")).to_have_text("live", timeout=SOON)
+
+    # A callback to it appears live, headers and query and body, as text (never markup).
+    response = await http.post(
+        callback_url + "?source=dashboard-test&n=1",
+        json={"task_id": "job-42", "status": "done", "note": "<b>not markup</b>"},
+        headers={"x-test-header": "dashboard-42"},
+    )
+    assert response.status_code == 200, response.text
+    delivery = channel.locator("li.delivery")
+    await expect(delivery).to_have_count(1)
+    await expect(delivery.locator("summary")).to_contain_text("application/json")
+    await expect(delivery.locator("summary")).to_contain_text("job-42")
+    body = delivery.locator("pre.body")
+    await expect(body).to_be_visible()
+    await expect(body).to_contain_text('"note": "<b>not markup</b>"')
+    await expect(body.locator("b")).to_have_count(0)
+    headers = delivery.locator("table.pairs").first
+    await expect(headers.get_by_role("row", name="x-test-header")).to_contain_text("dashboard-42")
+    query = delivery.locator("table.pairs").nth(1)
+    await expect(query.get_by_role("row", name="source")).to_contain_text("dashboard-test")
+
+    # A task submitted through the API appears, finishes, and its image is shown.
+    task_id = await _submit(http, hub)
+    task = page.locator(f"li.task[data-task-id='{task_id}']")
+    await expect(task.locator(".status")).to_have_text("succeeded", timeout=SOON)
+    image = task.get_by_role("img")
+    await _image_loaded(page, image)
+    assert (await image.get_attribute("src") or "").startswith("blob:")
+
+    # A failing one shows the provider's error.
+    fault = await http.post(f"{hub.url}/sandbox/acedata/_sandbox/faults", json={"kind": "fail"})
+    assert fault.status_code < 300, fault.text
+    failed_id = await _submit(http, hub)
+    failed = page.locator(f"li.task[data-task-id='{failed_id}']")
+    await expect(failed.locator(".status")).to_have_text("failed", timeout=SOON)
+    await expect(failed.locator(".task-error")).not_to_be_empty()
+    await expect(page.locator("li.task").first).to_have_attribute("data-task-id", failed_id)
+
+    await shown_url.blur()
+    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # A reload keeps the session (and shows the same things again).
+    await page.reload()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(task.locator(".status")).to_have_text("succeeded", timeout=SOON)
+    await _image_loaded(page, task.get_by_role("img"))
+    await expect(channel.locator("li.delivery")).to_have_count(1, timeout=SOON)
+    assert await _storage(page) == {"session": KEY, "local": 0}
+
+    # Signing out forgets the key and everything shown with it.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    await expect(page.locator("li.channel, li.task")).to_have_count(0)
+    assert await _storage(page) == {"session": None, "local": 0}
+    await page.reload()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
