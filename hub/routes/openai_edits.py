@@ -27,6 +27,7 @@ from hub.multipart import MalformedForm, bounded_form
 from hub.providers import PROVIDERS
 from hub.routes import webhooks
 from hub.routes.common import hub, json_response
+from hub.routes.tasks import image_sources
 from hub.state import HubState
 from hub.store.base import EventQuery, TaskRecord
 from hub.tasks import new_id
@@ -75,15 +76,10 @@ async def _edit(request: Request) -> Response:
             task_input[name] = (
                 int(fields[name]) if name == "n" and fields[name].isdigit() else fields[name]
             )
-    sources = inputs.Sources(
-        owner=owner,
-        store=state.store,
-        client=state.client,
-        max_image_bytes=state.settings.max_image_bytes,
-        allow_private=state.settings.loopback_allowed,
-    )
     spec = await inputs.parse(
-        {"provider": provider, "input": task_input}, state.engine.providers, sources
+        {"provider": provider, "input": task_input},
+        state.engine.providers,
+        image_sources(state, owner),
     )
     task_id = new_id()
     if callback_url is not None:

@@ -29,18 +29,22 @@ async def create(request: Request) -> Response:
     owner = state.owner(request)
     body = await json_object(request, limit=MAX_TASK_BODY)
     engine = state.engine
-    sources = inputs.Sources(
+    spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
+    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
+    data = engine.view.describe(task)
+    return json_response(
+        {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}, 202
+    )
+
+
+def image_sources(state: HubState, owner: str) -> inputs.Sources:
+    """Where a task's input images may come from, for this key, within the limits."""
+    return inputs.Sources(
         owner=owner,
         store=state.store,
         client=state.client,
         max_image_bytes=state.settings.max_image_bytes,
         allow_private=state.settings.loopback_allowed,
-    )
-    spec = await inputs.parse(body, engine.providers, sources)
-    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
-    data = engine.view.describe(task)
-    return json_response(
-        {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}, 202
     )
 
 

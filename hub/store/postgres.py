@@ -44,6 +44,13 @@ from hub.store.base import (
     TaskRecord,
     WebhookJob,
 )
+from hub.store.columns import (
+    ENDPOINT_SELECT,
+    EVENT_COLUMNS,
+    KEYS_SQL,
+    TASK_COLUMNS,
+    TASK_FIELDS,
+)
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
 
@@ -52,23 +59,6 @@ log = logging.getLogger("hub.store")
 MAX_BATCH = 512
 POOL_SIZE = 10
 
-_KEYS_SQL = (
-    "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
-)
-_ENDPOINT_SELECT = (
-    "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
-    " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
-    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL),"
-    " p.format FROM endpoints p"
-)
-_EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
-_TASK_COLUMNS = (
-    "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
-    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
-)
-_TASK_FIELDS = frozenset(
-    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at"}
-)
 
 # Takes ids for $1 events (bumping the counter, which holds its lock until commit), inserts
 # them, and announces the newest id, all in one round trip.
@@ -225,7 +215,7 @@ class PostgresStore:
     async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS})"  # noqa: S608
+                f"INSERT INTO tasks ({TASK_COLUMNS})"  # noqa: S608
                 f" VALUES ({', '.join(f'${i}' for i in range(1, 17))})",
                 task.id, task.owner, task.provider, task.status, task.input,
                 task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
@@ -245,7 +235,7 @@ class PostgresStore:
         blobs: Sequence[Blob] = (),
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
-        unknown = set(changes) - _TASK_FIELDS
+        unknown = set(changes) - TASK_FIELDS
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
         columns = sorted(changes)
@@ -278,7 +268,7 @@ class PostgresStore:
             " SELECT id FROM tasks WHERE next_at <= $2"
             " AND (lease_until IS NULL OR lease_until < $2)"
             " ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING {_TASK_COLUMNS}",
+            f" RETURNING {TASK_COLUMNS}",
             now + lease, now, limit,
         )  # fmt: skip
         return [TaskRecord(*row) for row in rows]
@@ -405,7 +395,7 @@ class PostgresStore:
         for outbox_id, attempts, endpoint_id, event_id in rows:
             endpoint = await self.get_endpoint(endpoint_id)
             row = await self.pool.fetchrow(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = $1",  # noqa: S608
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = $1",  # noqa: S608
                 event_id,
             )
             if endpoint is None or row is None:
@@ -444,11 +434,11 @@ class PostgresStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        row = await self.pool.fetchrow(f"{_ENDPOINT_SELECT} WHERE p.id = $1", endpoint_id)
+        row = await self.pool.fetchrow(f"{ENDPOINT_SELECT} WHERE p.id = $1", endpoint_id)
         return Endpoint(*row) if row else None
 
     async def list_endpoints(self, owner: str) -> list[Endpoint]:
-        sql = f"{_ENDPOINT_SELECT} WHERE p.owner = $1 ORDER BY p.created_at"
+        sql = f"{ENDPOINT_SELECT} WHERE p.owner = $1 ORDER BY p.created_at"
         return [Endpoint(*row) for row in await self.pool.fetch(sql, owner)]
 
     async def api_key_owner(self, key_hash: bytes) -> str | None:
@@ -458,7 +448,7 @@ class PostgresStore:
         return str(owner) if owner is not None else None
 
     async def list_api_keys(self) -> list[ApiKey]:
-        rows = await self.pool.fetch(_KEYS_SQL)
+        rows = await self.pool.fetch(KEYS_SQL)
         return [ApiKey(*row) for row in rows]
 
     async def get_channel(self, channel_id: str) -> Channel | None:
@@ -478,9 +468,7 @@ class PostgresStore:
         return [Channel(*row) for row in rows]
 
     async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
-        sql = (
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner = $1 ORDER BY created_at DESC LIMIT $2"  # noqa: S608
-        )
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 ORDER BY created_at DESC LIMIT $2"  # noqa: S608
         return [TaskRecord(*row) for row in await self.pool.fetch(sql, owner, limit)]
 
     async def task_counts(self) -> dict[tuple[str, str], int]:
@@ -489,16 +477,16 @@ class PostgresStore:
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query, first=3)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608
         return [_event(row) for row in await self.pool.fetch(sql, after, limit, *params)]
 
     async def _events_after_id(self, after: int, limit: int) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"  # noqa: S608
         return [_event(row) for row in await self.pool.fetch(sql, after, limit)]
 
     async def latest_event(self, query: EventQuery) -> Event | None:
         where, params = _where(query, first=1)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE true {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE true {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
         row = await self.pool.fetchrow(sql, *params)
         return _event(row) if row else None
 
@@ -512,7 +500,7 @@ class PostgresStore:
         return int(value or 0)
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = $1"  # noqa: S608
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"  # noqa: S608
         row = await self.pool.fetchrow(sql, task_id)
         return TaskRecord(*row) if row else None
 

@@ -30,29 +30,17 @@ from hub.store.base import (
     TaskRecord,
     WebhookJob,
 )
+from hub.store.columns import (
+    ENDPOINT_SELECT,
+    EVENT_COLUMNS,
+    KEYS_SQL,
+    TASK_COLUMNS,
+    TASK_FIELDS,
+)
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
 
 log = logging.getLogger("hub.store")
-
-_KEYS_SQL = (
-    "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
-)
-_ENDPOINT_SELECT = (
-    "SELECT p.id, p.owner, p.url, p.secret, p.channel_id, p.task_id, p.created_at,"
-    " p.after_event_id, p.failures, p.last_error, p.last_attempt_at, p.last_success_at,"
-    " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL),"
-    " p.format FROM endpoints p"
-)
-_EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
-_TASK_COLUMNS = (
-    "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
-    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
-)
-# What update_task may change; anything else is a programming error.
-_TASK_FIELDS = frozenset(
-    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at"}
-)
 
 
 class SQLiteStore:
@@ -160,7 +148,7 @@ class SQLiteStore:
     async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
         def op(db: sqlite3.Connection, tx: Tx) -> Event:
             db.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
+                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
                 (
                     task.id, task.owner, task.provider, task.status, task.input,
                     task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
@@ -182,7 +170,7 @@ class SQLiteStore:
         blobs: Sequence[Blob] = (),
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
-        unknown = set(changes) - _TASK_FIELDS
+        unknown = set(changes) - TASK_FIELDS
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
 
@@ -218,7 +206,7 @@ class SQLiteStore:
                 f"UPDATE tasks SET lease_until = ? WHERE id IN ("  # noqa: S608
                 " SELECT id FROM tasks WHERE next_at <= ?"
                 " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)"
-                f" RETURNING {_TASK_COLUMNS}",
+                f" RETURNING {TASK_COLUMNS}",
                 (now + lease, now, now, limit),
             ).fetchall()
             return [_task(row) for row in rows]
@@ -345,7 +333,7 @@ class SQLiteStore:
         for outbox_id, attempts, endpoint_id, event_id in claimed:
             endpoint = await self.get_endpoint(endpoint_id)
             row = await self._row(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?",  # noqa: S608
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?",  # noqa: S608
                 (event_id,),
             )
             if endpoint is None or row is None:
@@ -387,11 +375,11 @@ class SQLiteStore:
     # -- reads -----------------------------------------------------------------------------
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        row = await self._row(f"{_ENDPOINT_SELECT} WHERE p.id = ?", (endpoint_id,))
+        row = await self._row(f"{ENDPOINT_SELECT} WHERE p.id = ?", (endpoint_id,))
         return Endpoint(*row) if row else None
 
     async def list_endpoints(self, owner: str) -> list[Endpoint]:
-        sql = f"{_ENDPOINT_SELECT} WHERE p.owner = ? ORDER BY p.created_at"
+        sql = f"{ENDPOINT_SELECT} WHERE p.owner = ? ORDER BY p.created_at"
         return [Endpoint(*row) for row in await self._rows(sql, (owner,))]
 
     async def api_key_owner(self, key_hash: bytes) -> str | None:
@@ -400,7 +388,7 @@ class SQLiteStore:
         return str(row[0]) if row else None
 
     async def list_api_keys(self) -> list[ApiKey]:
-        sql = _KEYS_SQL
+        sql = KEYS_SQL
         return [ApiKey(*row) for row in await self._rows(sql)]
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -431,7 +419,7 @@ class SQLiteStore:
         return [Channel(*row) for row in await self._rows(sql, (owner, limit))]
 
     async def list_tasks(self, owner: str, limit: int) -> list[TaskRecord]:
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?"  # noqa: S608
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ? ORDER BY created_at DESC LIMIT ?"  # noqa: S608
         return [_task(row) for row in await self._rows(sql, (owner, limit))]
 
     async def task_counts(self) -> dict[tuple[str, str], int]:
@@ -440,13 +428,13 @@ class SQLiteStore:
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
         rows = await self._rows(sql, (after, *params, limit))
         return [_event(row) for row in rows]
 
     async def latest_event(self, query: EventQuery) -> Event | None:
         where, params = _where(query)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1 {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE 1 {where} ORDER BY id DESC LIMIT 1"  # noqa: S608
         row = await self._row(sql, params)
         return _event(row) if row else None
 
@@ -459,7 +447,7 @@ class SQLiteStore:
         return int(row[0]) if row else 0
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?"  # noqa: S608
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"  # noqa: S608
         row = await self._row(sql, (task_id,))
         return _task(row) if row else None
 
