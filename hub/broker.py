@@ -4,6 +4,12 @@ Each subscriber has a bounded queue of events. Publishing never waits: an event 
 every matching queue at once. The slow-subscriber policy: a subscriber whose queue is full
 is marked ``overflowed`` and closed. It is never allowed to hold memory or slow the others;
 its stream ends and the client resumes from ``Last-Event-ID``, replayed from the store.
+
+A queue is full at ``maxsize`` events or at ``max_bytes`` of event data, whichever comes
+first: events carry callback bodies of up to a megabyte, and a thousand of those queued
+for one reader that stopped reading would pin a gigabyte. The bytes a stream has drained
+but not yet written count too, until it says they are written: a reader stuck in a write
+holds them as surely as its queue does.
 """
 
 from __future__ import annotations
@@ -15,32 +21,55 @@ from collections.abc import AsyncIterator, Sequence
 from hub.events import Event
 from hub.store.base import EventQuery
 
+# Each queued event also holds its SSE frame once framed, so the memory a full queue pins
+# is about twice this.
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+
 
 class SubscriptionClosed(Exception):
     pass
 
 
 class Subscription:
-    __slots__ = ("_events", "_waiter", "closed", "maxsize", "overflowed", "query")
+    __slots__ = (
+        "_events",
+        "_queued_bytes",
+        "_waiter",
+        "_writing_bytes",
+        "closed",
+        "max_bytes",
+        "maxsize",
+        "overflowed",
+        "query",
+    )
 
-    def __init__(self, query: EventQuery, maxsize: int) -> None:
+    def __init__(
+        self, query: EventQuery, maxsize: int, max_bytes: int = DEFAULT_QUEUE_BYTES
+    ) -> None:
         self.query = query
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.closed = False
         self.overflowed = False
         # A list, not a deque: an empty deque allocates a 760-byte block up front, and
         # thousands of idle subscribers each hold one.
         self._events: list[Event] = []
+        self._queued_bytes = 0
+        self._writing_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, event: Event) -> None:
         if self.closed:
             return
-        if len(self._events) >= self.maxsize:
+        size = len(event.data)
+        held = self._queued_bytes + self._writing_bytes
+        # One event larger than the whole budget still goes to a reader holding nothing.
+        if len(self._events) >= self.maxsize or (held and held + size > self.max_bytes):
             self.overflowed = True
             self.close()
             return
         self._events.append(event)
+        self._queued_bytes += size
         self._wake()
 
     def close(self) -> None:
@@ -56,9 +85,16 @@ class Subscription:
             self._waiter.set_result(None)
 
     def drain(self) -> list[Event]:
-        """Every event queued so far, without waiting."""
+        """Every event queued so far, without waiting. Their bytes still count against
+        ``max_bytes`` until ``written``."""
         events, self._events = self._events, []
+        self._writing_bytes += self._queued_bytes
+        self._queued_bytes = 0
         return events
+
+    def written(self) -> None:
+        """Everything drained so far has been handed to the client's connection."""
+        self._writing_bytes = 0
 
     async def wait(self, within: float | None) -> bool:
         """Wait until an event is queued (True), or ``within`` seconds pass or a nudge comes
@@ -86,8 +122,9 @@ class Subscription:
 
 
 class Broker:
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 1000, queue_bytes: int = DEFAULT_QUEUE_BYTES) -> None:
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
         # Keyed by what a subscriber watches, so a publish touches only the interested.
         self._by_channel: dict[str, set[Subscription]] = {}
         self._by_task: dict[str, set[Subscription]] = {}
@@ -99,9 +136,11 @@ class Broker:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, query: EventQuery, maxsize: int | None = None
+        self, query: EventQuery, maxsize: int | None = None, max_bytes: int | None = None
     ) -> AsyncIterator[Subscription]:
-        subscription = Subscription(query, maxsize or self._queue_size)
+        subscription = Subscription(
+            query, maxsize or self._queue_size, max_bytes or self._queue_bytes
+        )
         if self._closed:
             subscription.close()
         index, key = self._index(query)

@@ -25,6 +25,15 @@ from hub.store.base import EventQuery, Store
 
 log = logging.getLogger("hub.sse")
 
+# Memory per stream, whatever the size of its events (callback bodies of up to a megabyte):
+# a replay reads pages of at most about REPLAY_PAGE_BYTES of event data (the first page at
+# most FIRST_PAGE events, until their size is known), and a batch is handed to the
+# connection in writes of about WRITE_BYTES, so a reader that stops reading holds one
+# write's copy in the server's buffers, not a whole batch's.
+REPLAY_PAGE_BYTES = 4 * 1024 * 1024
+FIRST_PAGE = 64
+WRITE_BYTES = 256 * 1024
+
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -180,11 +189,15 @@ class EventStream(Response):
 
     async def _replay(self) -> None:
         assert self._last is not None
+        most = self._config.page_size
+        limit = min(most, FIRST_PAGE)
         while not self._done:
-            page = await self._store.events_after(self._query, self._last, self._config.page_size)
+            page = await self._store.events_after(self._query, self._last, limit)
             await self._emit(page)
-            if len(page) < self._config.page_size:
+            if len(page) < limit:
                 return
+            size = sum(len(event.data) for event in page) or 1
+            limit = max(1, min(most, limit * REPLAY_PAGE_BYTES // size))
 
     async def _live(self, subscription: Subscription) -> None:
         heartbeat = events.comment()
@@ -197,16 +210,23 @@ class EventStream(Response):
                 return
             if ready:
                 await self._emit(subscription.drain())
+                subscription.written()
             elif self._heartbeat_due:
                 self._heartbeat_due = False
                 await self._write(heartbeat)
 
     async def _emit(self, batch: Sequence[Event]) -> None:
-        frames = []
+        frames: list[bytes] = []
+        size = 0
         for event in batch:
             if self._last is not None and event.id <= self._last:
                 continue
-            frames.append(event.frame)
+            frame = event.frame
+            if frames and size + len(frame) > WRITE_BYTES:
+                await self._write(b"".join(frames))
+                frames, size = [], 0
+            frames.append(frame)
+            size += len(frame)
             self._last = event.id
             if self._is_last is not None and self._is_last(event):
                 self._done = True
