@@ -176,6 +176,12 @@ def _paths(settings: Settings) -> Schema:
                         {"type": "string", "maxLength": MAX_TYPES * 64},
                         f"Comma-separated event types, 1 to {MAX_TYPES}.",
                     ),
+                    _query(
+                        "format",
+                        {"enum": ["smee"]},
+                        "smee: callbacks only, as smee.io streams them (unnamed events of "
+                        "headers, body, query and timestamp), for smee-client.",
+                    ),
                 ],
                 security=[{"bearerAuth": []}, {"watchToken": []}],
             ),

@@ -84,6 +84,7 @@ class EventStream(Response):
         last_event_id: int | None,
         *,
         is_last: Callable[[Event], bool] | None = None,
+        render: Callable[[Event], bytes | None] | None = None,
     ) -> None:
         # No Response.__init__: it would add a content-length, and a stream has none.
         self.status_code = 200
@@ -96,6 +97,8 @@ class EventStream(Response):
         self._streams = streams
         self._config = streams.config
         self._is_last = is_last
+        # Another wire format (smee's); None for an event it leaves out.
+        self._render = render
         self._send: Send | None = None
         self._subscription: Subscription | None = None
         self._disconnected = False
@@ -221,7 +224,10 @@ class EventStream(Response):
         for event in batch:
             if self._last is not None and event.id <= self._last:
                 continue
-            frame = event.frame
+            frame = event.frame if self._render is None else self._render(event)
+            if frame is None:
+                self._last = event.id
+                continue
             if frames and size + len(frame) > WRITE_BYTES:
                 await self._write(b"".join(frames))
                 frames, size = [], 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 import time
@@ -10,7 +11,7 @@ from typing import Any
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from hub import events
+from hub import events, smee
 from hub.broker import SubscriptionClosed
 from hub.errors import HubError, invalid, not_found
 from hub.routes.common import MAX_INT, hub, integer, json_object, json_response, text
@@ -114,7 +115,17 @@ async def stream(request: Request) -> Response:
         ref=_optional_text(request, "task_id", MAX_TASK_ID),
         types=_types(request),
     )
-    return EventStream(state.store, state.broker, state.streams, query, last_event_id(request))
+    render = None
+    wire = request.query_params.get("format")
+    if wire is not None:
+        if wire != smee.FORMAT:
+            raise invalid("format", f"must be {smee.FORMAT} (or left out)")
+        # smee's format has callbacks only: the stream asks for nothing else.
+        query = dataclasses.replace(query, types=frozenset([events.CALLBACK_RECEIVED]))
+        render = smee.frame
+    return EventStream(
+        state.store, state.broker, state.streams, query, last_event_id(request), render=render
+    )
 
 
 async def task_result(request: Request) -> Response:
