@@ -19,7 +19,7 @@ from hub.providers import PROVIDERS
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
 from hub.routes.channels import MAX_LABEL, MAX_TASK_ID, MAX_TYPES
 from hub.routes.common import MAX_INT, hub, json_response
-from hub.routes.webhooks import MAX_URL
+from hub.routes.webhooks import MAX_ENDPOINTS, MAX_URL
 from hub.settings import Settings
 
 Schema = dict[str, Any]
@@ -381,6 +381,13 @@ def _schemas(settings: Settings) -> Schema:
     # headers and query: absent from callbacks stored by hubs before they were added.
     callback_optional = ("task_id", "body_encoding", "body_truncated", "headers", "query")
     binary = {"type": "string", "format": "binary"}
+    # Named when a channel or task is made: each becomes a webhook (shown with its secret).
+    hook_urls = {
+        "type": ["array", "null"],
+        "items": {"type": "string", "format": "uri", "maxLength": MAX_URL},
+        "maxItems": MAX_ENDPOINTS,
+    }
+    hooks = {"type": "array", "items": _ref("Webhook")}
     options = {"size": SIZES, "quality": QUALITIES, "background": BACKGROUNDS,
                "output_format": OUTPUT_FORMATS}  # fmt: skip
     return {
@@ -401,11 +408,15 @@ def _schemas(settings: Settings) -> Schema:
             ]
         },
         "ChannelRequest": _object(
-            {"label": {"type": ["string", "null"], "maxLength": MAX_LABEL}, "ttl_seconds": ttl},
-            optional=("label", "ttl_seconds"),
+            {"label": {"type": ["string", "null"], "maxLength": MAX_LABEL}, "ttl_seconds": ttl,
+             "webhook_urls": hook_urls},
+            optional=("label", "ttl_seconds", "webhook_urls"),
         ),
         "Channel": _object(channel),
-        "NewChannel": _object({**channel, "callback_url": {"type": "string", "format": "uri"}}),
+        "NewChannel": _object(
+            {**channel, "callback_url": {"type": "string", "format": "uri"}, "webhooks": hooks},
+            optional=("webhooks",),
+        ),
         "CallbackUrlRequest": _object(
             {"channel_id": {"type": "string", "maxLength": 64}, "ttl_seconds": ttl},
             optional=("ttl_seconds",),
@@ -470,13 +481,15 @@ def _schemas(settings: Settings) -> Schema:
                     optional=("mask", *options, "n"),
                 ),
                 "channel_id": {"type": ["string", "null"], "maxLength": 64},
+                "webhook_urls": hook_urls,
             },
-            optional=("channel_id",),
+            optional=("channel_id", "webhook_urls"),
         ),
         "TaskAccepted": _object(
             {"id": _task_id(), "status": {"const": "queued"}, "provider": {"type": "string"},
              "stream_url": {"type": "string", "format": "uri"},
-             "channel_id": {"type": ["string", "null"]}}
+             "channel_id": {"type": ["string", "null"]}, "webhooks": hooks},
+            optional=("webhooks",),
         ),
         "Task": _object(
             {

@@ -3,6 +3,8 @@ on loopback, verified with the `standardwebhooks` package as a receiver would.""
 
 from __future__ import annotations
 
+import contextlib
+
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -10,7 +12,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from hub.events import Event
 from hub.store.base import WebhookJob
 from hub.webhooks import payload, sign
-from tests.helpers import AUTH, OTHER_AUTH, live_hub, receiver, stream, until
+from tests.helpers import AUTH, OTHER_AUTH, data_url, live_hub, make_png, receiver, stream, until
 
 
 @pytest.fixture
@@ -164,3 +166,49 @@ def test_the_payload_carries_the_events_json_as_is():
         "id": 7,
         "data": {"a": [1, 2]},
     }
+
+
+async def test_a_channel_or_task_can_name_its_webhook_urls_when_made(make_settings, http):
+    env = (("HUB_SANDBOX_LATENCY", "0"), ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"))
+    settings = make_settings(sandbox=True, extra_env=env)
+    async with live_hub(settings) as hub, receiver() as inbox:
+        made = await http.post(
+            f"{hub.url}/v1/channels", json={"webhook_urls": [inbox.url]}, headers=AUTH
+        )
+        assert made.status_code == 201, made.text
+        channel = made.json()
+        [hook] = channel["webhooks"]
+        assert hook["channel_id"] == channel["id"] and hook["secret"].startswith("whsec_")
+        body = {
+            "provider": "acedata",
+            "input": {"prompt": "p", "images": [data_url(make_png())]},
+            "channel_id": channel["id"],
+            "webhook_urls": [inbox.url],
+        }
+        task = (await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)).json()
+        [task_hook] = task["webhooks"]
+
+        def types(secret: str) -> list[str]:
+            verifier = Webhook(secret)
+            seen = []
+            for message in inbox.received:
+                # A message signed for the other endpoint does not verify: not this one's.
+                with contextlib.suppress(WebhookVerificationError):
+                    seen.append(verifier.verify(message.body, message.headers)["type"])
+            return seen
+
+        # The task's endpoint existed before the task: it hears all of it, from queued.
+        await until(lambda: "task.succeeded" in types(task_hook["secret"]), timeout=20)
+        assert sorted(types(task_hook["secret"])) == sorted(
+            ["task.queued", "task.submitted", "task.succeeded"]
+        )
+        # The channel's endpoint hears the task's events too, on its channel.
+        await until(lambda: "task.succeeded" in types(hook["secret"]), timeout=20)
+        for bad, field in (
+            ({"webhook_urls": "https://x.test/"}, "webhook_urls"),
+            ({"webhook_urls": ["ftp://x.test/"]}, "webhook_urls[0]"),
+            ({"webhook_urls": ["https://x.test/"] * 11}, "webhook_urls"),
+        ):
+            response = await http.post(f"{hub.url}/v1/channels", json=bad, headers=AUTH)
+            assert response.status_code == 422
+            assert response.json()["error"]["message"].startswith(f"{field}:")

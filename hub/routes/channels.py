@@ -14,6 +14,7 @@ from starlette.responses import Response
 from hub import events, smee
 from hub.broker import SubscriptionClosed
 from hub.errors import HubError, invalid, not_found
+from hub.routes import webhooks
 from hub.routes.common import MAX_INT, hub, integer, json_object, json_response, text
 from hub.signing import CALLBACK, WATCH, Claims
 from hub.sse import EventStream
@@ -31,10 +32,11 @@ async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_object(request, optional=True)
-    unknown = set(body) - {"label", "ttl_seconds"}
+    unknown = set(body) - {"label", "ttl_seconds", "webhook_urls"}
     if unknown:
         raise invalid(sorted(unknown)[0], "unknown field")
     label = text(body["label"], "label", MAX_LABEL) if body.get("label") is not None else None
+    hook_urls = webhooks.urls(body.get("webhook_urls") or [], "webhook_urls")
     ttl = state.settings.channel_ttl_seconds
     if body.get("ttl_seconds") is not None:
         ttl = integer(body["ttl_seconds"], "ttl_seconds", 1, state.settings.max_ttl_seconds)
@@ -49,6 +51,9 @@ async def create(request: Request) -> Response:
     await state.store.create_channel(channel)
     data = _describe(state, channel)
     data["callback_url"] = _callback_url(state, channel, channel.expires_at)
+    if hook_urls:
+        added = await webhooks.add(state, owner, hook_urls, channel_id=channel.id)
+        data["webhooks"] = [webhooks.describe(state, endpoint) for endpoint in added]
     return json_response(data, 201)
 
 

@@ -11,12 +11,14 @@ from starlette.responses import Response
 
 from hub import inputs
 from hub.errors import HubError, not_found
+from hub.routes import webhooks
 from hub.routes.channels import last_event_id
 from hub.routes.common import hub, json_object, json_response
 from hub.signing import WATCH, Claims
 from hub.sse import EventStream
 from hub.state import HubState
 from hub.store.base import TERMINAL, EventQuery, TaskRecord
+from hub.tasks import new_id
 
 TASK_ID = re.compile(r"task_[0-9a-f]{24}")
 LIST_LIMIT = 100
@@ -28,13 +30,18 @@ async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_object(request, limit=MAX_TASK_BODY)
+    hook_urls = webhooks.urls(body.pop("webhook_urls", None) or [], "webhook_urls")
     engine = state.engine
     spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
-    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json())
+    task_id = new_id()
+    # The endpoints exist before the task does, so none of its events can be missed.
+    added = await webhooks.add(state, owner, hook_urls, task_id=task_id)
+    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
     data = engine.view.describe(task)
-    return json_response(
-        {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}, 202
-    )
+    accepted = {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}
+    if added:
+        accepted["webhooks"] = [webhooks.describe(state, endpoint) for endpoint in added]
+    return json_response(accepted, 202)
 
 
 def image_sources(state: HubState, owner: str) -> inputs.Sources:
