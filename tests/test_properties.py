@@ -4,7 +4,7 @@ round-trip and refuse any change, and id parsing never lets a bad value through.
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hub import events
@@ -77,6 +77,7 @@ def test_any_change_to_a_token_is_refused(channel, position, replacement):
 
 
 @given(raw=st.text())
+@example(raw="0\x1f")  # str.strip() removes it, int() did not skip it: once a 500
 def test_id_parsing_accepts_only_plain_integers_in_range(raw):
     try:
         value = integer(raw, "Last-Event-ID", 0, MAX_INT)

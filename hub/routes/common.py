@@ -45,7 +45,8 @@ async def json_object(
 def integer(value: Any, field: str, low: int, high: int) -> int:
     """``value`` as an int in [low, high] (JSON numbers or query strings), else 422."""
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value.strip()):
-        value = int(value)
+        # The stripped text: str.strip() removes more than int() skips (\x1c to \x1f).
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise invalid(field, "must be an integer")
     if not low <= value <= high:
