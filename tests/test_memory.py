@@ -291,9 +291,10 @@ async def test_a_slow_subscriber_is_cut_off_and_resumes_losing_nothing(tmp_path,
         # Whether it kept up or was cut off (and how often) is the machine's business; what
         # it got, across its reconnects, is every event once, in order.
         assert slow.received == expected
-        # At worst two of its subscriptions at once (the one cut off, not yet torn down, and
-        # the one replaying after it) hold 16 MiB of event data each, twice over with their
-        # frames, plus a replay page of about 4 MiB: ~70 MB.
+        # Two of its subscriptions at once (the one cut off, not yet torn down, and the one
+        # replaying after it) can hold 16 MiB of event data each, twice over with their
+        # frames, plus a replay page of about 4 MiB, and freed memory is not all returned
+        # to the system: measured 35 to 80 MB.
         assert after.peak - before.rss < 150 * MB, (before, after)
 
 
