@@ -205,16 +205,17 @@ class TaskEngine:
         provider = self.providers[task.provider]
         config = self._configs[task.provider]
         attempts = task.attempts + 1
-        # The attempt is counted before the request goes out, so a crash cannot hide it.
-        until = time.time() + self._lease
-        if (
-            await self._store.update_task(task.id, ACTIVE, {"attempts": attempts, "next_at": until})
-            is None
-        ):
-            return
         request = await self._io.edit_request(task, provider)
         try:
             async with self._limiters[task.provider].slot():
+                # Counted once the provider's slot is ours and before the request goes out,
+                # so a crash cannot hide it. The lease keeps other workers off while this
+                # one is alive; a restart (or, with replicas, the lease's end) makes the
+                # task due again at once: it stays due, only leased.
+                until = time.time() + self._lease
+                counted = {"attempts": attempts, "lease_until": until}
+                if await self._store.update_task(task.id, ACTIVE, counted) is None:
+                    return
                 with self._timing(task.provider, "submit"):
                     async with asyncio.timeout(config.request_timeout):
                         outcome = await provider.submit(request)

@@ -15,7 +15,9 @@ TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
     " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
 )
-# What update_task may change; anything else is a programming error.
+# What update_task may change; anything else is a programming error. Every update ends the
+# task's lease unless it sets lease_until itself.
 TASK_FIELDS = frozenset(
-    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at"}
-)
+    {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at",
+     "lease_until"}
+)  # fmt: skip

@@ -240,8 +240,9 @@ class PostgresStore:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
         columns = sorted(changes)
         assignments = "".join(f"{column} = ${i}, " for i, column in enumerate(columns, 4))
+        release = "" if "lease_until" in changes else "lease_until = NULL, "
         sql = (
-            f"UPDATE tasks SET {assignments}lease_until = NULL, updated_at = $1"  # noqa: S608
+            f"UPDATE tasks SET {assignments}{release}updated_at = $1"  # noqa: S608
             " WHERE id = $2 AND status = ANY($3::text[])"
         )
         try:

@@ -177,12 +177,13 @@ class SQLiteStore:
         def op(db: sqlite3.Connection, tx: Tx) -> list[Event] | None:
             columns = sorted(changes)
             assignments = "".join(f"{column} = ?, " for column in columns)
+            release = "" if "lease_until" in changes else "lease_until = NULL, "
             states = ", ".join("?" * len(expect))
             # A savepoint, so a transition whose callback turns out to be a byte-identical
             # retry is undone without touching the rest of the batch.
             db.execute("SAVEPOINT task_update")
             cursor = db.execute(
-                f"UPDATE tasks SET {assignments}lease_until = NULL, updated_at = ?"  # noqa: S608
+                f"UPDATE tasks SET {assignments}{release}updated_at = ?"  # noqa: S608
                 f" WHERE id = ? AND status IN ({states})",
                 (*(changes[c] for c in columns), _now(), task_id, *sorted(expect)),
             )
