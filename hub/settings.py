@@ -69,6 +69,8 @@ class Settings:
     retry_ms: int = 2000
     max_wait_seconds: int = 300
     subscriber_queue_size: int = 1000
+    # ...or this many bytes of event data, whichever comes first: bodies can be a megabyte.
+    subscriber_queue_bytes: int = 16 * 1024 * 1024
     replay_page_size: int = 1000
     sqlite_synchronous: str = "FULL"
     sandbox: bool = False

@@ -44,7 +44,7 @@ class HubState:
         self.keys = Keys(settings.api_keys)
         self.key_limit = RateLimit(settings.rate_limit_per_key, "API key")
         self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
-        self.broker = Broker(settings.subscriber_queue_size)
+        self.broker = Broker(settings.subscriber_queue_size, settings.subscriber_queue_bytes)
         self.metrics = Metrics()
         self._task_counts: dict[tuple[str, str], int] = {}
         self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)

@@ -85,3 +85,12 @@ def test_configured_keys_are_used_as_given(tmp_path):
     prepared, key = datadir.prepare(settings)
     assert key is None and prepared == settings
     assert not (tmp_path / "d" / "api-key").exists()
+
+
+def test_the_subscriber_queue_is_bounded_in_bytes_too():
+    settings = Settings.from_env({"HUB_SUBSCRIBER_QUEUE_BYTES": "1048576"})
+    assert settings.subscriber_queue_bytes == 1 << 20
+    from hub.state import HubState
+
+    broker = HubState(settings.replace(secret_keys=(Secret("s"),))).broker
+    assert broker._queue_bytes == 1 << 20
