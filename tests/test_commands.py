@@ -106,7 +106,8 @@ async def test_a_key_made_with_the_cli_works_until_revoked(make_settings, http):
     """Made by another process, against the running hub's store: usable within the
     refresh interval, and refused again soon after it is revoked."""
     settings = make_settings()
-    env = {"HUB_DATA_DIR": str(settings.data_dir)}
+    # The CLI finds the running hub's store the way the hub does: from its settings.
+    env = {"HUB_DATA_DIR": str(settings.data_dir), "HUB_DATABASE_URL": settings.database_url}
     async with live_hub(settings) as hub:
         code, out, _ = await hub_command("keys", "create", env=env)
         assert code == 0
