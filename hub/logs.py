@@ -11,6 +11,7 @@ a credential.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import re
 import secrets
@@ -33,12 +34,16 @@ class RequestIds:
     def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
         self.app = app
         self.access_log = access_log
+        # A random prefix per process and a counter: unique across replicas and restarts,
+        # without a call into the OS's random source on every request.
+        self._prefix = secrets.token_hex(3)
+        self._count = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming(scope) or secrets.token_hex(8)
+        rid = _incoming(scope) or f"{self._prefix}{next(self._count):010x}"
         token = request_id.set(rid)
         status = 0
         started = time.perf_counter()

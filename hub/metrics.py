@@ -30,6 +30,9 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Bound once: the callback path counts every request.
+        self.stored = self.callbacks.labels("stored")
+        self.duplicate = self.callbacks.labels("duplicate")
         self.events = Counter(
             "hub_events_published",
             "Events published to this replica's streams, by type.",

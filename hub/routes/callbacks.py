@@ -36,9 +36,9 @@ async def receive(request: Request) -> Response:
     # Answered only once committed: a 200 means the bytes are on disk.
     event = await state.store.add_delivery(delivery)
     if event is None:
-        state.metrics.callbacks.labels("duplicate").inc()
+        state.metrics.duplicate.inc()
         return json_response({"ok": True, "duplicate": True})
-    state.metrics.callbacks.labels("stored").inc()
+    state.metrics.stored.inc()
     return json_response({"ok": True, "duplicate": False, "event_id": event.id})
 
 
