@@ -213,3 +213,17 @@ async def receiver(answers: list[int] | None = None) -> AsyncIterator[Receiver]:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
         sock.close()
+
+
+async def stream_to_end(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], timeout: float = 30.0
+) -> list[str]:
+    """The event types of a stream that ends by itself (a task's), in order."""
+    seen: list[str] = []
+    async with stream(http, url, headers) as sse:
+        with contextlib.suppress(EOFError):
+            while True:
+                frame = await sse.next(timeout)
+                if frame.event:
+                    seen.append(frame.event)
+    return seen

@@ -3,13 +3,12 @@ promptly; killed with -9 while a provider works on a task, it finishes the task 
 restart. (Kill -9 under a flood of callbacks, round after round: test_crash_rounds.py.)"""
 
 import asyncio
-import contextlib
 import signal
 
 import httpx
 import pytest
 
-from tests.helpers import AUTH, data_url, make_png, stream
+from tests.helpers import AUTH, data_url, make_png, stream, stream_to_end
 from tests.processes import HubProcess, free_port, running
 
 pytestmark = pytest.mark.slow
@@ -70,13 +69,7 @@ async def test_a_task_interrupted_by_kill_9_finishes_after_restart(tmp_path, htt
         restarted = HubProcess(tmp_path, port, extra=extra)
         with running(restarted):
             await restarted.ready(http)
-            seen = []
-            async with stream(http, created["stream_url"], AUTH) as sse:
-                with contextlib.suppress(EOFError):
-                    while True:
-                        frame = await sse.next(30)
-                        if frame.event:
-                            seen.append(frame.event)
+            seen = await stream_to_end(http, created["stream_url"], AUTH)
             assert seen == ["task.queued", "task.submitted", "task.succeeded"]
             record = (await http.get(f"{hub.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
             assert record["status"] == "succeeded" and record["attempts"] == 1

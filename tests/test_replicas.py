@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.helpers import AUTH, LiveHub, data_url, live_hub, make_png, stream, until
+from tests.helpers import AUTH, LiveHub, data_url, live_hub, make_png, stream, stream_to_end, until
 from tests.processes import HubProcess, free_port
 
 
@@ -142,13 +142,7 @@ async def test_tasks_submitted_on_both_replicas_are_each_worked_once(
                 assert response.status_code == 202, response.text
                 created.append(response.json())
             for task in created:
-                async with stream(http, on(b, task["stream_url"]), AUTH) as sse:
-                    events = []
-                    with contextlib.suppress(EOFError):
-                        while True:
-                            frame = await sse.next(30)
-                            if frame.event:
-                                events.append(frame.event)
+                events = await stream_to_end(http, on(b, task["stream_url"]), AUTH)
                 assert events == ["task.queued", "task.submitted", "task.succeeded"]
                 record = (await http.get(f"{a.url}/v1/tasks/{task['id']}", headers=AUTH)).json()
                 assert record["status"] == "succeeded" and record["attempts"] == 1
@@ -240,13 +234,7 @@ async def test_a_replica_killed_mid_task_leaves_it_to_the_other(pg_url, tmp_path
             # B starts only now, so the task cannot have been B's before A died.
             b = HubProcess(folder(tmp_path, "b"), free_port(), extra=extra)
             await b.ready(http)
-            seen = []
-            async with stream(http, on(b, created["stream_url"]), AUTH) as sse:
-                with contextlib.suppress(EOFError):
-                    while True:
-                        frame = await sse.next(30)
-                        if frame.event:
-                            seen.append(frame.event)
+            seen = await stream_to_end(http, on(b, created["stream_url"]), AUTH)
             assert seen == ["task.queued", "task.submitted", "task.succeeded"]
             record = (await http.get(f"{b.url}/v1/tasks/{created['id']}", headers=AUTH)).json()
             assert record["status"] == "succeeded" and record["attempts"] == 1
