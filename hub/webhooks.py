@@ -122,7 +122,7 @@ class Webhooks:
             self._spawn(self._send(job))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.create_task(_logged(coro))
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
@@ -206,3 +206,12 @@ class Webhooks:
             await self._store.add_events(
                 [NewEvent(FAILING, data, endpoint.channel_id, endpoint.task_id)]
             )
+
+
+async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+    """Run one delivery; a failure to settle it (the store unreachable) leaves its lease to
+    run out, after which it is sent again: logged here, never lost."""
+    try:
+        await coro
+    except Exception:
+        log.exception("webhook delivery failed; it will be retried when its lease ends")

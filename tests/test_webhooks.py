@@ -212,3 +212,16 @@ async def test_a_channel_or_task_can_name_its_webhook_urls_when_made(make_settin
             response = await http.post(f"{hub.url}/v1/channels", json=bad, headers=AUTH)
             assert response.status_code == 422
             assert response.json()["error"]["message"].startswith(f"{field}:")
+
+
+async def test_a_delivery_that_cannot_be_settled_is_logged_not_lost(caplog):
+    """The store failing mid-delivery must not leave an unobserved task error: it is
+    logged, and the entry's lease (still in the store) brings it back later."""
+    from hub.webhooks import _logged
+
+    async def failing() -> None:
+        raise ConnectionError("store unreachable")
+
+    with caplog.at_level("ERROR", logger="hub.webhooks"):
+        await _logged(failing())
+    assert "retried when its lease ends" in caplog.text
