@@ -15,8 +15,17 @@ from hub import events, smee
 from hub.broker import SubscriptionClosed
 from hub.errors import HubError, invalid, not_found
 from hub.routes import webhooks
-from hub.routes.common import MAX_INT, hub, integer, json_object, json_response, text
-from hub.signing import CALLBACK, WATCH, Claims
+from hub.routes.common import (
+    MAX_INT,
+    check_watch,
+    hub,
+    integer,
+    json_object,
+    json_response,
+    text,
+    watch_url,
+)
+from hub.signing import CALLBACK, Claims
 from hub.sse import EventStream
 from hub.state import HubState
 from hub.store.base import Channel, EventQuery
@@ -106,9 +115,8 @@ async def stream(request: Request) -> Response:
     channel_id = request.path_params["channel_id"]
     token = request.query_params.get("token")
     if token is not None:
-        # A watch URL: its token opens this one channel's stream, read-only, and nothing else.
-        claims = state.signer.verify(WATCH, token)
-        if claims.channel_id != channel_id or not _valid_id(channel_id):
+        check_watch(state, token, channel_id=channel_id)
+        if not _valid_id(channel_id):
             raise HubError(401, "invalid_token", "the token is not valid for this channel")
         channel = await state.store.get_channel(channel_id)
         if channel is None:
@@ -215,13 +223,11 @@ def _callback_url(state: HubState, channel: Channel, expires_at: int) -> str:
 
 def _describe(state: HubState, channel: Channel) -> dict[str, Any]:
     stream_url = f"{state.settings.public_url}/v1/channels/{channel.id}/events"
-    watch_expires = int(time.time()) + state.settings.watch_ttl_seconds
-    watch_token = state.signer.issue(WATCH, Claims(channel.id, watch_expires))
     return {
         "id": channel.id,
         "label": channel.label,
         "stream_url": stream_url,
-        "watch_url": f"{stream_url}?token={watch_token}",
+        "watch_url": watch_url(state, stream_url, channel_id=channel.id),
         "created_at": events.iso(channel.created_at),
         "expires_at": events.iso(channel.expires_at),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ from starlette.responses import Response
 
 from hub.callbacks import read_body
 from hub.errors import HubError, invalid
+from hub.signing import WATCH, Claims
 from hub.state import HubState
 
 MAX_JSON_BYTES = 64 * 1024
@@ -60,3 +62,23 @@ def text(value: Any, field: str, max_length: int) -> str:
     if len(value) > max_length or "\0" in value:
         raise invalid(field, f"must be at most {max_length} characters, without NUL")
     return value
+
+
+def watch_url(
+    state: HubState, stream_url: str, *, channel_id: str | None = None, task_id: str | None = None
+) -> str:
+    """``stream_url`` with a signed, expiring, read-only token in its query, for clients that
+    cannot send headers (a browser's EventSource). It opens that one stream and no other."""
+    expires = int(time.time()) + state.settings.watch_ttl_seconds
+    token = state.signer.issue(WATCH, Claims(channel_id, expires, task_id=task_id))
+    return f"{stream_url}?token={token}"
+
+
+def check_watch(
+    state: HubState, token: str, *, channel_id: str | None = None, task_id: str | None = None
+) -> None:
+    """401 (410 if expired) unless ``token`` is a watch token for exactly this stream."""
+    claims = state.signer.verify(WATCH, token)
+    if claims.channel_id != channel_id or claims.task_id != task_id:
+        what = "channel" if channel_id is not None else "task"
+        raise HubError(401, "invalid_token", f"the token is not valid for this {what}")

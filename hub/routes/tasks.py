@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import inputs
-from hub.errors import HubError, not_found
+from hub.errors import not_found
 from hub.routes import webhooks
 from hub.routes.channels import last_event_id
-from hub.routes.common import hub, json_object, json_response
-from hub.signing import WATCH, Claims
+from hub.routes.common import check_watch, hub, json_object, json_response, watch_url
 from hub.sse import EventStream
 from hub.state import HubState
 from hub.store.base import TERMINAL, EventQuery, TaskRecord
@@ -73,11 +71,8 @@ async def stream(request: Request) -> Response:
     state = hub(request)
     token = request.query_params.get("token")
     if token is not None:
-        # A watch URL: its token opens this one task's stream, read-only, and nothing else.
-        claims = state.signer.verify(WATCH, token)
         task_id = request.path_params["task_id"]
-        if claims.channel_id is not None or claims.task_id != task_id:
-            raise HubError(401, "invalid_token", "the token is not valid for this task")
+        check_watch(state, token, task_id=task_id)
         found = await state.store.get_task(task_id)
         if found is None:
             raise not_found("task")
@@ -98,10 +93,7 @@ async def stream(request: Request) -> Response:
 
 def _describe(state: HubState, task: TaskRecord) -> dict[str, Any]:
     data = state.engine.view.describe(task)
-    # For clients that cannot send headers (a browser's EventSource).
-    expires = int(time.time()) + state.settings.watch_ttl_seconds
-    token = state.signer.issue(WATCH, Claims(None, expires, task_id=task.id))
-    data["watch_url"] = f"{data['stream_url']}?token={token}"
+    data["watch_url"] = watch_url(state, data["stream_url"], task_id=task.id)
     return data
 
 
