@@ -164,6 +164,16 @@ async def query_store(store: Any, sql: str) -> Any:
     return await store._row(sql)
 
 
+async def request_body(receive: Any) -> bytes:
+    """A whole ASGI request body, for the small servers tests run."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @dataclass
 class Received:
     headers: dict[str, str]
@@ -182,12 +192,7 @@ class Receiver:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append(Received(headers, body))
         status = self.answers.pop(0) if self.answers else 200

@@ -34,7 +34,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from hub.sandbox.app import PROVIDERS
-from tests.helpers import AUTH, Frame, data_url, make_png, stream, until
+from tests.helpers import AUTH, Frame, data_url, make_png, request_body, stream, until
 from tests.processes import HubProcess, free_port, local, replay, rows, running
 
 pytestmark = pytest.mark.slow
@@ -96,12 +96,7 @@ class Gate:
     async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert scope["type"] == "http"
         method, path = scope["method"], scope["path"]
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await request_body(receive)
         while (verdict := self.rule(method, path)) == "hold":
             self.held += 1
             await self._changed.wait()
