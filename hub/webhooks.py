@@ -35,7 +35,6 @@ from hub.store.base import Endpoint, NewEvent, Store, WebhookJob
 log = logging.getLogger("hub.webhooks")
 
 FAILING = "webhook.failing"
-TERMINAL_EVENTS = frozenset({"task.succeeded", "task.failed", "task.timed_out", "task.canceled"})
 PAGE = 500
 CONCURRENCY = 16
 ROUND_GAP = 0.05
@@ -131,14 +130,8 @@ class Webhooks:
         self._kick.set()  # a slot is free
 
     async def _send(self, job: WebhookJob) -> None:
-        if job.endpoint.format == "acedata":
-            if job.event.type not in TERMINAL_EVENTS:
-                # This format reports the task's end only: the rest is settled unsent.
-                await self._store.settle_webhook(job, time.time(), None, None)
-                return
-            body = await self._acedata_body(job)
-        else:
-            body = payload(job)
+        # An "acedata" endpoint is only ever given its task's end (see store.columns).
+        body = await self._acedata_body(job) if job.endpoint.format == "acedata" else payload(job)
         message_id = f"evt_{job.event.id}"
         timestamp = int(time.time())
         headers = {

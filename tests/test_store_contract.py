@@ -166,3 +166,23 @@ async def test_channels_and_tasks_are_listed_per_owner_newest_first(store: Store
     assert [t.id for t in await store.list_tasks("owner", 5)] == ["t2", "t1", "t0"]
     assert await store.task_counts() == {("acedata", "queued"): 3}
     assert await store.list_tasks("other", 5) == []
+
+
+async def test_an_acedata_endpoint_is_given_only_its_tasks_end(store: Store) -> None:
+    await store.add_endpoint(dataclasses.replace(endpoint("wh_a", task_id="t1"), format="acedata"))
+    record = TaskRecord(
+        "t1", "owner", "acedata", "queued", b"{}", None, None, None, b"[]", None, None,
+        0, None, time.time() + 60, time.time(), time.time(),
+    )  # fmt: skip
+    await store.create_task(record, NewEvent("task.queued", b"{}", task_id="t1"))
+    ended = await store.update_task(
+        "t1",
+        frozenset({"queued"}),
+        {"status": "succeeded", "next_at": None},
+        [NewEvent("task.submitted", b"{}", task_id="t1"),
+         NewEvent("task.succeeded", b"{}", task_id="t1")],
+    )  # fmt: skip
+    assert ended is not None
+    await store.enqueue_webhooks(time.time(), 100)
+    jobs = await store.claim_webhooks(time.time(), 30.0, 10)
+    assert [job.event.type for job in jobs] == ["task.succeeded"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hub.store.base import WEBHOOK_EVENTS
+
 KEYS_SQL = "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
 # An endpoint with its pending count, in Endpoint's field order.
 ENDPOINT_SELECT = (
@@ -21,3 +23,10 @@ TASK_FIELDS = frozenset(
     {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at",
      "lease_until"}
 )  # fmt: skip
+
+# Which events (e) an endpoint (p) is sent, beyond being its channel's or task's:
+# never webhook.* events; for the "acedata" format only the task's end.
+WEBHOOK_WANTS = (
+    f"e.type NOT LIKE '{WEBHOOK_EVENTS}' AND (p.format = 'standard' OR e.type IN"
+    " ('task.succeeded', 'task.failed', 'task.timed_out', 'task.canceled'))"
+)

@@ -33,7 +33,6 @@ import asyncpg
 
 from hub.events import CALLBACK_RECEIVED, Event
 from hub.store.base import (
-    WEBHOOK_EVENTS,
     ApiKey,
     Blob,
     Channel,
@@ -50,6 +49,7 @@ from hub.store.columns import (
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
+    WEBHOOK_WANTS,
 )
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
@@ -374,7 +374,7 @@ class PostgresStore:
                     " SELECT p.id, e.id, $1 FROM events e"
                     f" JOIN endpoints p ON p.{column} = e.{column}"
                     " WHERE e.id > $2 AND e.id <= $3 AND e.id > p.after_event_id"
-                    f" AND e.type NOT LIKE '{WEBHOOK_EVENTS}'"
+                    f" AND {WEBHOOK_WANTS}"
                     " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
                     now, cursor, upper,
                 )  # fmt: skip

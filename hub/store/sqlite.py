@@ -19,7 +19,6 @@ import aiosqlite
 
 from hub.events import Event
 from hub.store.base import (
-    WEBHOOK_EVENTS,
     ApiKey,
     Blob,
     Channel,
@@ -36,6 +35,7 @@ from hub.store.columns import (
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
+    WEBHOOK_WANTS,
 )
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
@@ -306,7 +306,7 @@ class SQLiteStore:
                     " SELECT p.id, e.id, ? FROM events e"
                     f" JOIN endpoints p ON p.{column} = e.{column}"
                     " WHERE e.id > ? AND e.id <= ? AND e.id > p.after_event_id"
-                    f" AND e.type NOT LIKE '{WEBHOOK_EVENTS}'",
+                    f" AND {WEBHOOK_WANTS}",
                     (now, cursor, upper),
                 )
             db.execute(
