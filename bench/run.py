@@ -93,7 +93,7 @@ def free_ports(count: int) -> list[int]:
 
 def hub_settings(hub: Hub) -> dict[str, str]:
     """The hub's settings that shape these figures, as the hub reads them from its env."""
-    from hub.settings import Settings
+    from hub.config.settings import Settings
 
     env = {**os.environ, **hub.launch(0).env}
     settings = Settings.from_env(env)

@@ -1,39 +1,84 @@
-"""The one error type handlers raise, and its JSON shape: ``{"error": {"code", "message"}}``."""
+"""What the hub refuses, in its own terms.
+
+Domain code raises these; it never speaks HTTP. ``hub.web.errors`` maps each class to a
+status and the JSON shape ``{"error": {"code", "message", "field"?}}`` in one table, so a
+status is decided in one place.
+"""
 
 from __future__ import annotations
 
-import orjson
-from starlette.responses import Response
-
 
 class HubError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    """A request the hub will not do. ``code`` is the stable, machine-readable word;
+    ``field`` names the input at fault where there is one."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
-        self.headers = headers
-
-    def response(self) -> Response:
-        return error_response(self.status, self.code, self.message, self.headers)
+        self.field = field
+        self.retry_after = retry_after
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status, headers=headers, media_type="application/json")
+class Malformed(HubError):
+    """The request cannot be read at all: not JSON, a broken form, a bad length."""
 
 
-def internal_error() -> Response:
-    """The answer to an unexpected failure: the JSON shape, no detail."""
-    return error_response(500, "internal_error", "the hub failed to handle this request")
+class Unauthorized(HubError):
+    """No credential, or one that is not valid here."""
 
 
-def invalid(field: str, message: str) -> HubError:
-    """422 naming the field at fault."""
-    return HubError(422, "invalid_request", f"{field}: {message}")
+class Forbidden(HubError):
+    """A valid credential that may not do this."""
 
 
-def not_found(what: str) -> HubError:
-    return HubError(404, "not_found", f"{what} not found")
+class NotFound(HubError):
+    """No such object, as far as this caller may know."""
+
+
+class Conflict(HubError):
+    """The object is not in a state that allows this."""
+
+
+class Gone(HubError):
+    """It existed, and has expired or been removed."""
+
+
+class TooSlow(HubError):
+    """The request took too long to arrive."""
+
+
+class TooLarge(HubError):
+    """More bytes than the hub accepts here."""
+
+
+class Unsupported(HubError):
+    """A media type this operation does not take."""
+
+
+class Invalid(HubError):
+    """A field holds a value the hub cannot use; ``field`` names it."""
+
+
+class RateLimited(HubError):
+    """Too many requests; come back after ``retry_after`` seconds."""
+
+
+class Unavailable(HubError):
+    """The hub cannot do it now (shutting down, the store in doubt); retry later."""
+
+
+def invalid(field: str, message: str, code: str = "invalid_request") -> Invalid:
+    """The field at fault, named in the message and on its own."""
+    return Invalid(code, f"{field}: {message}", field=field)
+
+
+def not_found(what: str) -> NotFound:
+    return NotFound("not_found", f"{what} not found")

@@ -11,9 +11,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
-from hub.app import create_app
-from hub.settings import Secret, Settings
-from hub.state import HubState
+from hub.config.settings import Secret, Settings
+from hub.web.app import create_app
+from hub.web.state import HubState
 from tests.helpers import KEY, OTHER_KEY, LiveHub, live_hub
 from tests.postgres import fresh_database
 

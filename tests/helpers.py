@@ -15,9 +15,9 @@ import httpx
 import orjson
 from PIL import Image
 
-from hub.cli import Server, build_server
-from hub.settings import Settings
-from hub.state import HubState
+from hub.config.settings import Settings
+from hub.web.server import Server, build_server
+from hub.web.state import HubState
 
 KEY = "test-key-one"
 OTHER_KEY = "test-key-two"

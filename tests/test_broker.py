@@ -2,9 +2,8 @@ import asyncio
 
 import pytest
 
-from hub.broker import Broker, SubscriptionClosed
-from hub.events import Event
-from hub.store.base import EventQuery
+from hub.store.base import Event, EventQuery
+from hub.streams.broker import Broker, SubscriptionClosed
 
 
 def event(id: int, channel: str = "ch_a", type: str = "callback.received", **kw) -> Event:

@@ -1,6 +1,6 @@
 import pytest
 
-from hub.cli import main
+from hub.cli.main import main
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ async def test_the_shutdown_signal_ends_streams_from_the_loop_not_inside_the_han
     import asyncio
     import signal
 
-    from hub.cli import build_server
+    from hub.web.server import build_server
 
     server = build_server(make_settings())
     server._loop = asyncio.get_running_loop()

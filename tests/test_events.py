@@ -1,7 +1,8 @@
 import pytest
 
-from hub import events
-from hub.events import Event
+from hub.formats import iso
+from hub.store.base import Event
+from hub.streams import events
 
 
 def test_frame_has_id_event_and_data():
@@ -35,14 +36,14 @@ def test_comment_and_retry():
 
 def test_event_frame_is_encoded_once_and_reused():
     event = Event(3, "callback.received", b'{"k":"v"}', channel_id="ch")
-    first = event.frame
+    first = events.frame(event)
     assert first == b'id: 3\nevent: callback.received\ndata: {"k":"v"}\n\n'
-    assert event.frame is first
+    assert events.frame(event) is first
 
 
 def test_iso_timestamps_are_utc_with_milliseconds():
-    assert events.iso(0) == "1970-01-01T00:00:00.000Z"
-    assert events.iso(1_790_000_000.1234) == "2026-09-21T14:13:20.123Z"
+    assert iso(0) == "1970-01-01T00:00:00.000Z"
+    assert iso(1_790_000_000.1234) == "2026-09-21T14:13:20.123Z"
 
 
 def test_iso_is_right_across_seconds_and_cache_entries():
@@ -50,4 +51,4 @@ def test_iso_is_right_across_seconds_and_cache_entries():
 
     for t in (1_790_000_000.999, 1_790_000_001.0, 1_790_000_001.5, 0.5, 1_893_456_000.25):
         expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
-        assert events.iso(t) == expected.replace("+00:00", "Z")
+        assert iso(t) == expected.replace("+00:00", "Z")

@@ -4,7 +4,7 @@ network, so nothing here connects anywhere."""
 import httpx
 import pytest
 
-from hub.fetch import FetchError, fetch
+from hub.net.fetch import FetchError, fetch
 
 PUBLIC = "93.184.216.34"
 

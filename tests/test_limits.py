@@ -1,6 +1,7 @@
 import asyncio
 
-from hub.limits import Limiter, backoff
+from hub.net.backoff import backoff
+from hub.tasks.limits import Limiter
 
 
 class FakeTime:

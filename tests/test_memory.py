@@ -252,7 +252,7 @@ async def test_a_stalled_subscriber_costs_bounded_memory_and_delays_no_one(tmp_p
         )
         # Had the hub kept every event for the stalled subscriber, it would hold the
         # bodies (~96 MB) twice over, each event's JSON and its SSE frame: ~190 MB. Its
-        # queue holds at most 16 MiB of event data (hub.broker.DEFAULT_QUEUE_BYTES),
+        # queue holds at most 16 MiB of event data (hub.streams.broker.DEFAULT_QUEUE_BYTES),
         # shared with the other subscribers, and a write it does not take is cut off
         # after 2 s. (Bounded by count alone, 1,000 events, it grew by ~140 MB.)
         assert after.rss - before.rss < 100 * MB, (before, after)

@@ -30,11 +30,11 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
-from hub import blobs
-from hub.app import create_app
-from hub.openapi import build
-from hub.settings import Settings
-from hub.signing import BLOB, CALLBACK, WATCH, Claims
+from hub.access.tokens import BLOB, CALLBACK, WATCH, Claims
+from hub.blobs import records
+from hub.config.settings import Settings
+from hub.web.app import create_app
+from hub.web.openapi import build
 from tests.helpers import AUTH, KEY, data_url, make_png
 
 SEGMIND = (("HUB_SEGMIND_API_KEY", "k"), ("HUB_SEGMIND_URL", "http://127.0.0.1:9"))
@@ -155,8 +155,8 @@ async def test_real_answers_are_what_the_description_says(client, state, describ
     check(upload)
     blob = upload.json()
     check(await client.get(f"/v1/blobs/{blob['id']}", headers=AUTH))
-    check(await client.get(blobs.public_url(state.signer, "", blob["id"], ttl=60)))
-    check(await client.get(blobs.public_url(state.signer, "", blob["id"], ttl=-1)))  # 410
+    check(await client.get(records.public_url(state.signer, "", blob["id"], ttl=60)))
+    check(await client.get(records.public_url(state.signer, "", blob["id"], ttl=-1)))  # 410
     check(await client.get("/blobs/not-a-token"))
     missing = state.signer.issue(BLOB, Claims(None, int(time.time()) + 60, blob_id="blob_x"))
     check(await client.get(f"/blobs/{missing}"))  # 404

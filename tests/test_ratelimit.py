@@ -1,7 +1,8 @@
 import pytest
 
+from hub.access.ratelimit import RateLimit
 from hub.errors import HubError
-from hub.ratelimit import RateLimit
+from hub.web.errors import headers_of, status_of
 from tests.helpers import AUTH, OTHER_AUTH
 
 
@@ -20,8 +21,8 @@ def test_a_burst_of_one_seconds_worth_then_429_with_retry_after():
         limit.check("k")
     with pytest.raises(HubError) as info:
         limit.check("k")
-    assert info.value.status == 429 and info.value.code == "rate_limited"
-    assert info.value.headers == {"retry-after": "1"}
+    assert status_of(info.value) == 429 and info.value.code == "rate_limited"
+    assert headers_of(info.value) == {"retry-after": "1"}
     clock.now += 0.2  # one token back
     limit.check("k")
     with pytest.raises(HubError):

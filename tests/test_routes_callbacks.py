@@ -6,7 +6,7 @@ import httpx
 import orjson
 import pytest
 
-from hub.signing import CALLBACK, Claims
+from hub.access.tokens import CALLBACK, Claims
 from tests.helpers import AUTH, query_store
 
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from hub.signing import WATCH, Claims
+from hub.access.tokens import WATCH, Claims
 from tests.helpers import AUTH, OTHER_AUTH, until
 
 

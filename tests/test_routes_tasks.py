@@ -169,11 +169,11 @@ async def test_upload_must_be_multipart(client):
 
 
 async def test_public_blob_urls_are_signed_and_expire(client, state):
-    from hub import blobs
+    from hub.blobs import records
 
     blob = (await upload(client, make_png())).json()
-    url = blobs.public_url(state.signer, "http://hub.test", blob["id"], ttl=60)
+    url = records.public_url(state.signer, "http://hub.test", blob["id"], ttl=60)
     assert (await client.get(url)).content == make_png()
-    expired = blobs.public_url(state.signer, "http://hub.test", blob["id"], ttl=-1)
+    expired = records.public_url(state.signer, "http://hub.test", blob["id"], ttl=-1)
     assert (await client.get(expired)).status_code == 410
     assert (await client.get(url[:-4] + "abcd")).status_code == 401

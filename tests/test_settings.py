@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from hub import datadir
-from hub.settings import Secret, Settings, SettingsError
+from hub.config import datadir
+from hub.config.settings import Secret, Settings, SettingsError
 
 
 def test_defaults():
@@ -90,7 +90,7 @@ def test_configured_keys_are_used_as_given(tmp_path):
 def test_the_subscriber_queue_is_bounded_in_bytes_too():
     settings = Settings.from_env({"HUB_SUBSCRIBER_QUEUE_BYTES": "1048576"})
     assert settings.subscriber_queue_bytes == 1 << 20
-    from hub.state import HubState
+    from hub.web.state import HubState
 
     broker = HubState(settings.replace(secret_keys=(Secret("s"),))).broker
     assert broker._queue_bytes == 1 << 20

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.events import Event
-from hub.store.base import ApiKey, Channel, Delivery, Endpoint, NewEvent, Store, TaskRecord
+from hub.store.base import ApiKey, Channel, Delivery, Endpoint, Event, NewEvent, Store, TaskRecord
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 from tests.postgres import fresh_database

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from hub.events import Event
-from hub.store.base import Blob, Channel, Delivery, EventQuery, NewEvent, TaskRecord
+from hub.store.base import Blob, Channel, Delivery, Event, EventQuery, NewEvent, TaskRecord
 from hub.store.postgres import _EMIT, PostgresStore
 from hub.store.postgres_schema import MIGRATIONS
 from tests.helpers import until

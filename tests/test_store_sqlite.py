@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from hub.events import Event
-from hub.store.base import Channel, Delivery, EventQuery
+from hub.store.base import Channel, Delivery, Event, EventQuery
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import MAX_BATCH, MAX_UNSYNCED

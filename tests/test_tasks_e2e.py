@@ -128,7 +128,7 @@ async def test_a_tampered_eachlabs_webhook_is_rejected_and_changes_nothing(sandb
 def _token_of(state, task_id):
     import time
 
-    from hub.signing import CALLBACK, Claims
+    from hub.access.tokens import CALLBACK, Claims
 
     return state.signer.issue(CALLBACK, Claims(None, int(time.time()) + 600, task_id=task_id))
 

@@ -8,12 +8,12 @@ import httpx
 import orjson
 import pytest
 
-from hub import blobs
-from hub.events import Event
+from hub.access.tokens import Signer
+from hub.blobs import records
 from hub.providers.base import EditRequest, Outcome, Output, ProviderConfig, ProviderError
-from hub.signing import Signer
+from hub.store.base import Event
 from hub.store.sqlite import SQLiteStore
-from hub.tasks import TaskEngine
+from hub.tasks.engine import TaskEngine
 from tests.helpers import make_png, until
 
 
@@ -73,7 +73,7 @@ async def engine_for(make_settings, tmp_path):
         )
         await engine.start()
         engines.append((engine, store, client))
-        blob = blobs.make("owner", make_png(), "image/png")
+        blob = records.make("owner", make_png(), "image/png")
         await store.put_blob(blob)
         task = await engine.create(
             "owner", "scripted", None, orjson.dumps({"prompt": "p", "images": [blob.id]})

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from hub.events import Event
-from hub.store.base import WebhookJob
-from hub.webhooks import payload, sign
+from hub.store.base import Event, WebhookJob
+from hub.webhooks.dispatcher import payload
+from hub.webhooks.signing import sign
 from tests.helpers import AUTH, OTHER_AUTH, data_url, live_hub, make_png, receiver, stream, until
 
 
@@ -217,7 +217,7 @@ async def test_a_channel_or_task_can_name_its_webhook_urls_when_made(make_settin
 async def test_a_delivery_that_cannot_be_settled_is_logged_not_lost(caplog):
     """The store failing mid-delivery must not leave an unobserved task error: it is
     logged, and the entry's lease (still in the store) brings it back later."""
-    from hub.webhooks import _logged
+    from hub.webhooks.dispatcher import _logged
 
     async def failing() -> None:
         raise ConnectionError("store unreachable")

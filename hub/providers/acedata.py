@@ -108,14 +108,18 @@ class AceData:
         # AceData signs nothing; ``secret`` has nothing to check against.
         value = load_json_object(body)
         if value is None or not ({"success", "data", "error"} & value.keys()):
-            raise CallbackRejected("not an AceData callback: expected a JSON object", status=400)
+            raise CallbackRejected(
+                "not an AceData callback: expected a JSON object", reason="unreadable"
+            )
         task_id = value.get("task_id")
         try:
             return _outcome(
                 value, task_id if isinstance(task_id, str) else None, value.get("trace_id")
             )
         except ValueError as exc:
-            raise CallbackRejected(f"unreadable AceData callback: {exc}", status=400) from None
+            raise CallbackRejected(
+                f"unreadable AceData callback: {exc}", reason="unreadable"
+            ) from None
 
     def _read(self, body: Mapping[str, Any], task_id: str | None, trace: object) -> Outcome:
         try:

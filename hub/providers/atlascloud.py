@@ -127,18 +127,22 @@ class AtlasCloud:
         value = load_json_object(body)
         payload = value.get("payload") if value is not None else None
         if value is None or not isinstance(payload, dict):
-            raise CallbackRejected("not an AtlasCloud webhook: no payload object", status=400)
+            raise CallbackRejected(
+                "not an AtlasCloud webhook: no payload object", reason="unreadable"
+            )
         session = value.get("session_id") or payload.get("id")
         task = session if isinstance(session, str) and session else None
         try:
             outcome = _outcome(payload, task)
         except ValueError as exc:
-            raise CallbackRejected(f"unreadable AtlasCloud webhook: {exc}", status=400) from None
+            raise CallbackRejected(
+                f"unreadable AtlasCloud webhook: {exc}", reason="unreadable"
+            ) from None
         if value.get("status") == "ERROR" and outcome.state != "failed":
             error = _error_text(value.get("error"), None) or "AtlasCloud reported an error"
             return Outcome("failed", task, error=error, detail=outcome.detail)
         if outcome.state == "pending":
-            raise CallbackRejected("AtlasCloud webhook for an unfinished task", status=400)
+            raise CallbackRejected("AtlasCloud webhook for an unfinished task", reason="unreadable")
         return outcome
 
     # -- helpers ---------------------------------------------------------------------
@@ -198,7 +202,9 @@ class AtlasCloud:
             jwks = await self._http.json("GET", JWKS_PATH)
         except ProviderError as exc:
             # Not the sender's fault: answer so that a retrying sender tries again later.
-            raise CallbackRejected(f"cannot verify now: {exc.message}", status=503) from None
+            raise CallbackRejected(
+                f"cannot verify now: {exc.message}", reason="unavailable"
+            ) from None
         self._keys = _parse_jwks(jwks)
         key = self._keys.get(key_id)
         if key is None:

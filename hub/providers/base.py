@@ -112,13 +112,18 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
-class CallbackRejected(Exception):
-    """A callback that fails its signature check (-> 401) or cannot be read (-> 400)."""
+RejectReason = Literal["signature", "unreadable", "unavailable"]
 
-    def __init__(self, message: str, *, status: int = 401) -> None:
+
+class CallbackRejected(Exception):
+    """A callback the adapter will not take: its signature fails (``signature``), it cannot
+    be read (``unreadable``), or it cannot be checked now (``unavailable``: the sender
+    should retry)."""
+
+    def __init__(self, message: str, *, reason: RejectReason = "signature") -> None:
         super().__init__(message)
         self.message = message
-        self.status = status
+        self.reason: RejectReason = reason
 
 
 class Provider(Protocol):

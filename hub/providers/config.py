@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from hub.config.settings import Settings, SettingsError
 from hub.providers import DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_TIMEOUTS, DEFAULT_URLS
 from hub.providers.base import ProviderConfig
-from hub.settings import Settings, SettingsError
 
 SANDBOX_KEY = "sandbox"
 N = TypeVar("N", int, float)

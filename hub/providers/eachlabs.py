@@ -115,7 +115,9 @@ class Eachlabs:
             self._verify(headers, body, secret)
         value = load_json_object(body)
         if value is None:
-            raise CallbackRejected("not an Eachlabs webhook: expected a JSON object", status=400)
+            raise CallbackRejected(
+                "not an Eachlabs webhook: expected a JSON object", reason="unreadable"
+            )
         task_id = value.get("exec_id") or value.get("id")
         task = task_id if isinstance(task_id, str) and task_id else None
         status = str(value.get("status", "")).lower()
@@ -124,7 +126,9 @@ class Eachlabs:
             return _succeeded(task, value.get("output"), detail)
         if status in FAILED:
             return Outcome("failed", task, error=_webhook_error(value), detail=detail)
-        raise CallbackRejected(f"Eachlabs webhook with unknown status {status!r}", status=400)
+        raise CallbackRejected(
+            f"Eachlabs webhook with unknown status {status!r}", reason="unreadable"
+        )
 
     def _verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
         """The HMAC over the raw bytes, compared in constant time, then the timestamp."""

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from hub.blobs import sniff
+from hub.blobs.images import sniff
 from hub.providers.base import Output, ProviderConfig, ProviderError
 
 MAX_JSON_BYTES = 8 * 1024 * 1024

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from hub.blobs import sniff
+from hub.blobs.images import sniff
 from hub.providers.base import (
     CallbackRejected,
     EditRequest,
@@ -97,4 +97,6 @@ class Segmind:
     async def parse_callback(
         self, headers: Mapping[str, str], body: bytes, secret: str | None
     ) -> Outcome:
-        raise CallbackRejected("Segmind sends no callbacks for model inference", status=400)
+        raise CallbackRejected(
+            "Segmind sends no callbacks for model inference", reason="unreadable"
+        )

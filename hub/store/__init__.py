@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from hub.events import Event
-from hub.settings import Settings
-from hub.store.base import Store
+from hub.config.settings import Settings
+from hub.store.base import Event, Store
 
 
 def open_store(settings: Settings, on_commit: Callable[[Sequence[Event]], None]) -> Store:

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.events import Event
+from hub.enums import TERMINAL
+
+
+class Event:
+    """A stored event: its id (the order of commits), type and encoded JSON data, and what
+    it belongs to. ``frame`` is its wire form, filled in by the streams once, when first
+    sent, and shared by every subscriber."""
+
+    __slots__ = ("channel_id", "created_at", "data", "frame", "id", "ref", "task_id", "type")
+
+    def __init__(
+        self,
+        id: int,
+        type: str,
+        data: bytes,
+        *,
+        channel_id: str | None = None,
+        task_id: str | None = None,
+        ref: str | None = None,
+        created_at: float | None = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        # The event's JSON payload, already encoded.
+        self.data = data
+        self.channel_id = channel_id
+        # The hub task this event belongs to; only the task engine sets it.
+        self.task_id = task_id
+        # The correlation id a channel stream filters on with ``?task_id=``: a provider's
+        # task id found in a callback, or the hub task id for task events.
+        self.ref = ref
+        self.created_at = time.time() if created_at is None else created_at
+        self.frame: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"Event(id={self.id}, type={self.type!r}, channel_id={self.channel_id!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +203,6 @@ class Store(Protocol):
         """Record an attempt: delivered if ``error`` is None, else failed and tried again
         at ``retry_at`` (None: given up). Returns the endpoint's failures in a row."""
 
-
-TERMINAL = frozenset({"succeeded", "failed", "timed_out", "canceled"})
 
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.

@@ -31,13 +31,14 @@ from typing import Any
 
 import asyncpg
 
-from hub.events import CALLBACK_RECEIVED, Event
+from hub.enums import EventType
 from hub.store.base import (
     ApiKey,
     Blob,
     Channel,
     Delivery,
     Endpoint,
+    Event,
     EventQuery,
     NewEvent,
     TaskRecord,
@@ -191,7 +192,9 @@ class PostgresStore:
                 if delivery_id is not None and d.event_data is not None:
                     kept.append((index, d, delivery_id))
             new = [
-                NewEvent(CALLBACK_RECEIVED, d.event_data or b"", d.channel_id, d.task_id, d.ref)
+                NewEvent(
+                    EventType.CALLBACK_RECEIVED, d.event_data or b"", d.channel_id, d.task_id, d.ref
+                )
                 for _, d, _ in kept
             ]
             times = [d.received_at for _, d, _ in kept]

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from hub.events import Event
+from hub.store.base import Event
 
 log = logging.getLogger("hub.store")
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import aiosqlite
 
-from hub.events import Event
 from hub.store.base import (
     ApiKey,
     Blob,
     Channel,
     Delivery,
     Endpoint,
+    Event,
     EventQuery,
     NewEvent,
     TaskRecord,

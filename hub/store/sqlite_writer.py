@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.events import CALLBACK_RECEIVED, Event
-from hub.store.base import Delivery, NewEvent
+from hub.enums import EventType
+from hub.store.base import Delivery, Event, NewEvent
 
 log = logging.getLogger("hub.store")
 
@@ -340,7 +340,7 @@ def _insert_deliveries(
             results[i] = True  # kept, but publishes nothing of its own
             continue
         event = ids.event(
-            NewEvent(CALLBACK_RECEIVED, d.event_data, d.channel_id, d.task_id, d.ref),
+            NewEvent(EventType.CALLBACK_RECEIVED, d.event_data, d.channel_id, d.task_id, d.ref),
             created_at=d.received_at,
         )
         event_rows.append((event, delivery_id))

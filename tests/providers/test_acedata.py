@@ -160,11 +160,11 @@ async def test_callbacks_that_cannot_be_read_are_refused(env: Env):
     for body in (b"not json", b"[1, 2]", b'{"hello": "world"}'):
         with pytest.raises(CallbackRejected) as caught:
             await provider.parse_callback({}, body, None)
-        assert caught.value.status == 400
+        assert caught.value.reason == "unreadable"
     broken = {"success": True, "task_id": "t", "data": {"data": [{"b64_json": "%%%"}]}}
     with pytest.raises(CallbackRejected) as caught:
         await provider.parse_callback({}, json.dumps(broken).encode(), None)
-    assert caught.value.status == 400
+    assert caught.value.reason == "unreadable"
 
 
 async def test_callback_shapes_from_the_docs(env: Env):

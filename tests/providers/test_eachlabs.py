@@ -156,7 +156,7 @@ async def test_signature_checks_refuse_forgeries(env: Env):
     for case_headers, case_body, secret in cases:
         with pytest.raises(CallbackRejected) as caught:
             await provider.parse_callback(case_headers, case_body, secret)
-        assert caught.value.status == 401
+        assert caught.value.reason == "signature"
     # The same delivery, genuine, is accepted: the refusals above are the checks' doing.
     assert (await provider.parse_callback(headers, body, SECRET)).state == "succeeded"
 
@@ -168,7 +168,7 @@ async def test_a_stale_or_future_timestamp_is_refused(env: Env, skew: float):
     late = adapter(env, clock=lambda: sent_at + skew)
     with pytest.raises(CallbackRejected) as caught:
         await late.parse_callback(delivery.headers, delivery.content, SECRET)
-    assert caught.value.status == 401
+    assert caught.value.reason == "signature"
     assert "timestamp" in caught.value.message
     near = adapter(env, clock=lambda: sent_at + skew * 0.9)
     assert (
@@ -214,7 +214,7 @@ async def test_documented_webhook_bodies(env: Env):
     for bad in (b"{", b'{"exec_id": "abc", "status": "thinking"}'):
         with pytest.raises(CallbackRejected) as caught:
             await provider.parse_callback(sign(bad), bad, SECRET)
-        assert caught.value.status == 400
+        assert caught.value.reason == "unreadable"
 
 
 async def test_rate_limit_carries_retry_after(env: Env):

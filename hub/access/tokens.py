@@ -1,0 +1,78 @@
+"""Signed, expiring tokens (itsdangerous): one serializer per purpose, each with its own salt.
+
+A token carries its own expiry (``e``, Unix seconds) because each URL is issued with its own
+TTL. The signature is checked before anything in the payload is trusted, and the expiry only
+after: a forged token is always 401, a genuine but old one 410.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from hub.config.settings import Secret
+from hub.errors import Gone, Unauthorized
+
+# Longer than any token the hub issues; checked before any crypto so a huge token costs nothing.
+MAX_TOKEN_LENGTH = 1024
+# Verified tokens remembered, so a provider posting to one URL again and again (and every
+# callback of a load) pays for the HMAC and the JSON once. Expiry is still checked each time.
+VERIFIED_CACHE_SIZE = 4096
+
+CALLBACK = "hub.callback.v1"
+WATCH = "hub.watch.v1"
+# A blob served to a provider that needs an image URL.
+BLOB = "hub.blob.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a token grants: a channel's inbox or stream, one task's callback, one blob."""
+
+    channel_id: str | None
+    expires_at: int
+    task_id: str | None = None
+    blob_id: str | None = None
+
+
+class Signer:
+    def __init__(self, secret_keys: tuple[Secret, ...]) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        # itsdangerous signs with the last key and verifies with every key: newest last.
+        keys = [key.reveal() for key in reversed(secret_keys)]
+        self._serializers = {
+            purpose: URLSafeSerializer(keys, salt=purpose) for purpose in (CALLBACK, WATCH, BLOB)
+        }
+        # Only successes are cached (an exception is never), so a forger gains nothing.
+        self._claims = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._claims_uncached)
+
+    def issue(self, purpose: str, claims: Claims) -> str:
+        payload: dict[str, Any] = {"e": claims.expires_at}
+        for key, value in (("c", claims.channel_id), ("t", claims.task_id), ("b", claims.blob_id)):
+            if value is not None:
+                payload[key] = value
+        token = self._serializers[purpose].dumps(payload)
+        assert isinstance(token, str)
+        return token
+
+    def verify(self, purpose: str, token: str, now: float | None = None) -> Claims:
+        """The token's claims; Unauthorized if it is not ours or was tampered with, Gone if
+        it has expired."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized("invalid_token", "the token is not valid")
+        claims = self._claims(purpose, token)
+        if claims.expires_at <= (time.time() if now is None else now):
+            raise Gone("expired_token", "the token has expired")
+        return claims
+
+    def _claims_uncached(self, purpose: str, token: str) -> Claims:
+        try:
+            payload = self._serializers[purpose].loads(token)
+            return Claims(payload.get("c"), int(payload["e"]), payload.get("t"), payload.get("b"))
+        except (BadSignature, KeyError, TypeError, ValueError):
+            raise Unauthorized("invalid_token", "the token is not valid") from None

@@ -1,0 +1,30 @@
+"""The ``hub`` command. ``hub serve`` runs the hub (``hub.cli.serve``); the client commands
+(``channel``, ``watch``, ``submit``) are in ``hub.cli.commands``, ``keys`` in
+``hub.cli.keys``.
+
+Building the parser imports nothing heavy: each command imports what it runs on when it
+runs, so ``hub keys list --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hub.cli import commands, keys, serve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub", description="The hub: callbacks in, SSE out.")
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    serve.add_commands(subcommands)
+    commands.add_commands(subcommands)
+    keys.add_commands(subcommands)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The client's calls; ``hub.client`` is where to import them from."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from hub.enums import TERMINAL_EVENTS
+
+TERMINAL = TERMINAL_EVENTS
+T = TypeVar("T")
+
+
+class HubError(Exception):
+    """The hub answered with an error: ``status`` and its ``code`` and ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int | None
+    type: str
+    data: Any
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {api_key}", "user-agent": "hub-client"},
+            timeout=httpx.Timeout(timeout, read=None),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def create_channel(
+        self, label: str | None = None, ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in (("label", label), ("ttl_seconds", ttl_seconds)) if v is not None}
+        return await self._json("POST", "/v1/channels", json=body)
+
+    async def submit(
+        self,
+        provider: str,
+        prompt: str,
+        images: list[str | Path | bytes],
+        *,
+        channel_id: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Start a task. An image is a URL, a blob id, a local file path or raw bytes
+        (files and bytes are sent as data: URLs)."""
+        inputs = {"prompt": prompt, "images": [_image(image) for image in images], **options}
+        body: dict[str, Any] = {"provider": provider, "input": inputs}
+        if channel_id is not None:
+            body["channel_id"] = channel_id
+        return await self._json("POST", "/v1/tasks", json=body)
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/tasks/{task_id}")
+
+    async def wait(
+        self,
+        task_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (the sync Client has the same call)
+    ) -> dict[str, Any]:
+        """The task once it has ended (succeeded, failed or timed out)."""
+        async with asyncio.timeout(timeout):
+            async for event in self.events(task_id=task_id):
+                if event.type in TERMINAL:
+                    break
+            return await self.get(task_id)
+
+    async def download(self, url: str) -> bytes:
+        response = await self._http.get(url)
+        _raise_for(response)
+        return response.content
+
+    async def events(
+        self,
+        *,
+        channel_id: str | None = None,
+        task_id: str | None = None,
+        last_event_id: int | None = None,
+        types: list[str] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Every event of a channel (forever) or of a task (until it ends), from after
+        ``last_event_id`` (a channel without one starts live; a task from its start)."""
+        if (channel_id is None) == (task_id is None):
+            raise ValueError("give channel_id or task_id")
+        path = f"/v1/channels/{channel_id}/events" if channel_id else f"/v1/tasks/{task_id}/events"
+        params = {"types": ",".join(types)} if types else {}
+        last = last_event_id
+        delay = 1.0
+        while True:
+            headers = {"last-event-id": str(last)} if last is not None else {}
+            try:
+                async with self._http.stream("GET", path, params=params, headers=headers) as r:
+                    if r.status_code != 200:
+                        await r.aread()
+                        _raise_for(r)
+                    async for event, retry_ms in _frames(r):
+                        if retry_ms is not None:
+                            delay = retry_ms / 1000
+                        if event is None:
+                            continue
+                        if event.id is not None:
+                            if last is not None and event.id <= last:
+                                continue  # already yielded before a reconnect
+                            last = event.id
+                        yield event
+                        if task_id is not None and event.type in TERMINAL:
+                            return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(delay)  # the stream ended or broke: resume where it stopped
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class Client:
+    """The same calls, blocking: an ``AsyncClient`` run on a private event loop thread."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client = self._run(_make(base_url, api_key, timeout))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._run(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def create_channel(
+        self, label: str | None = None, ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._client.create_channel(label, ttl_seconds))
+
+    def submit(
+        self, provider: str, prompt: str, images: list[str | Path | bytes], **options: Any
+    ) -> dict[str, Any]:
+        return self._run(self._client.submit(provider, prompt, images, **options))
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._client.get(task_id))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.wait(task_id, timeout))
+
+    def download(self, url: str) -> bytes:
+        return self._run(self._client.download(url))
+
+    def events(self, **query: Any) -> Iterator[Event]:
+        iterator = self._client.events(**query).__aiter__()
+        try:
+            while True:
+                try:
+                    yield self._run(_next(iterator))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(iterator.aclose())  # type: ignore[attr-defined]
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+async def _make(base_url: str, api_key: str, seconds: float) -> AsyncClient:
+    return AsyncClient(base_url, api_key, timeout=seconds)  # made on the loop it runs on
+
+
+async def _next(iterator: AsyncIterator[Event]) -> Event:
+    return await anext(iterator)
+
+
+def _image(image: str | Path | bytes) -> str:
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:", "blob_")):
+        return image
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    media = mimetypes.guess_type(image)[0] if not isinstance(image, bytes) else None
+    # Without an image/* type the hub tells the format from the bytes themselves.
+    prefix = f"data:{media}" if media and media.startswith("image/") else "data:"
+    return f"{prefix};base64," + base64.b64encode(data).decode()
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:200]
+    raise HubError(response.status_code, code, message)
+
+
+async def _frames(response: httpx.Response) -> AsyncIterator[tuple[Event | None, int | None]]:
+    """Server-sent events as an EventSource reads them: (event, None) for each event with
+    data, (None, ms) for a retry hint; comments (heartbeats) are skipped."""
+    event_id: str | None = None
+    event_type = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                number = int(event_id) if event_id and event_id.isdigit() else None
+                yield Event(number, event_type, orjson.loads("\n".join(data))), None
+            event_id, event_type, data = None, "message", []
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event_type = value
+        elif name == "id":
+            event_id = value
+        elif name == "retry" and value.isdigit():
+            yield None, int(value)

@@ -1,0 +1,163 @@
+"""Intake of a callback: describe what arrived, and turn it into a delivery (the raw
+bytes, kept) and the ``callback.received`` event it publishes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from hub.formats import dumps, iso
+from hub.store.base import Delivery
+
+# Where providers put their task id, most specific first.
+_ID_KEYS = (
+    "task_id", "taskId", "exec_id", "predictionID", "prediction_id", "request_id",
+    "session_id", "id",
+)  # fmt: skip
+MAX_REF_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A POST to a callback URL as it came: its token, its headers as sent, its raw query
+    string and body, and when it was read."""
+
+    token: str
+    headers: Sequence[tuple[bytes, bytes]]
+    query: str
+    body: bytes
+    received_at: float
+
+    @property
+    def content_type(self) -> str:
+        for name, value in self.headers:
+            if name.lower() == b"content-type":
+                return value.decode("latin-1")
+        return ""
+
+
+def parse(content_type: str, body: bytes) -> tuple[Any, str | None]:
+    """The body as the event shows it: parsed JSON, a form as an object, else text.
+
+    Returns ``(body, encoding)`` where encoding is ``"base64"`` for bytes that are not text.
+    A body that claims JSON but does not parse is kept as text: nothing is refused for form.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if (
+        media == "application/json"
+        or media.endswith("+json")
+        or (not media and body[:1] in (b"{", b"["))
+    ):
+        try:
+            return orjson.loads(body), None
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode(), "base64"
+    if media == "application/x-www-form-urlencoded":
+        form: dict[str, Any] = {}
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            if key in form:
+                previous = form[key]
+                form[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+            else:
+                form[key] = value
+        return form, None
+    return text, None
+
+
+def find_ref(body: Any) -> str | None:
+    """The provider task id a callback is about, if its body names one."""
+    if not isinstance(body, dict):
+        return None
+    candidates = [body]
+    nested = body.get("data")
+    if isinstance(nested, dict):
+        candidates.append(nested)
+    for candidate in candidates:
+        for key in _ID_KEYS:
+            value = candidate.get(key)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                continue
+            ref = str(value)
+            if 0 < len(ref) <= MAX_REF_LENGTH:
+                return ref
+    return None
+
+
+def channel_delivery(arrival: Arrival, channel_id: str, max_event_body: int) -> Delivery:
+    """A callback to a channel's URL, and the ``callback.received`` event it publishes."""
+    content_type = arrival.content_type
+    body = arrival.body
+    parsed, encoding = parse(content_type, body)
+    ref = find_ref(parsed)
+    data: dict[str, Any] = {"channel_id": channel_id}
+    if ref is not None:
+        data["task_id"] = ref
+    data["content_type"] = content_type
+    if len(body) > max_event_body:
+        # Kept byte for byte in the store; too large to push to every subscriber.
+        data["body"] = None
+        data["body_truncated"] = True
+    else:
+        data["body"] = parsed
+        if encoding is not None:
+            data["body_encoding"] = encoding
+    data["size"] = len(body)
+    data["at"] = iso(arrival.received_at)
+    # As a request inspector shows them (and smee.io's stream carries them).
+    data["headers"] = _headers(arrival.headers)
+    data["query"] = _query(arrival.query)
+    return raw_delivery(arrival, channel_id, None, ref, dumps(data))
+
+
+def raw_delivery(
+    arrival: Arrival,
+    channel_id: str | None,
+    task_id: str | None,
+    ref: str | None,
+    event_data: bytes | None,
+) -> Delivery:
+    headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in arrival.headers]
+    return Delivery(
+        channel_id=channel_id,
+        token_hash=hashlib.sha256(arrival.token.encode()).digest(),
+        body_sha256=hashlib.sha256(arrival.body).digest(),
+        content_type=arrival.content_type,
+        headers=dumps(headers),
+        body=arrival.body,
+        received_at=arrival.received_at,
+        task_id=task_id,
+        ref=ref,
+        event_data=event_data,
+    )
+
+
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header name -> value, repeated headers joined with ", " (as HTTP allows)."""
+    joined: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return joined
+
+
+def _query(raw: str) -> dict[str, str | list[str]]:
+    query: dict[str, str | list[str]] = {}
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        present = query.get(name)
+        if present is None:
+            query[name] = value
+        elif isinstance(present, list):
+            present.append(value)
+        else:
+            query[name] = [present, value]
+    return query

@@ -1,0 +1,128 @@
+"""What crosses between a task and its provider: the edit request built from the stored
+input (images served at signed URLs, or loaded as bytes), and the outputs brought back as
+blobs (base64 decoded once, URLs downloaded within bounds, since provider URLs expire)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+
+from hub.access.tokens import CALLBACK, Claims, Signer
+from hub.blobs import images, records
+from hub.config.settings import Settings
+from hub.net.fetch import fetch
+from hub.providers.base import EditRequest, InputImage, Outcome, Output, Provider, ProviderError
+from hub.store.base import Blob, Store, TaskRecord
+
+OUTPUT_FETCH_SECONDS = 60.0
+# Signed URLs outlive the task by this much, so a provider that fetches late still can.
+URL_GRACE_SECONDS = 3600
+
+
+class TaskIO:
+    def __init__(
+        self, settings: Settings, store: Store, signer: Signer, client: httpx.AsyncClient
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._signer = signer
+        self._client = client
+
+    async def edit_request(self, task: TaskRecord, provider: Provider) -> EditRequest:
+        spec = orjson.loads(task.input)
+        ttl = int(task.deadline - time.time()) + URL_GRACE_SECONDS
+        images = []
+        for index, blob_id in enumerate(spec["images"]):
+            images.append(await self._input_image(blob_id, f"image-{index + 1}", ttl))
+        mask = await self._input_image(spec["mask"], "mask", ttl) if spec.get("mask") else None
+        callback_url = None
+        public = self._settings.public_url
+        if provider.supports_callback and provider.wants_callback(public):
+            claims = Claims(None, int(task.deadline) + URL_GRACE_SECONDS, task_id=task.id)
+            callback_url = f"{public}/callbacks/{self._signer.issue(CALLBACK, claims)}"
+        return EditRequest(
+            task_id=task.id,
+            prompt=spec["prompt"],
+            images=tuple(images),
+            mask=mask,
+            size=spec.get("size"),
+            quality=spec.get("quality"),
+            background=spec.get("background"),
+            output_format=spec.get("output_format"),
+            n=spec.get("n"),
+            callback_url=callback_url,
+            callback_secret=task.callback_secret,
+        )
+
+    async def _input_image(self, blob_id: str, name: str, ttl: int) -> InputImage:
+        blob = await self._store.get_blob(blob_id)
+        if blob is None:
+            raise ProviderError(f"input image {blob_id} is no longer kept", retryable=False)
+        store = self._store
+
+        async def load() -> bytes:
+            found = await store.get_blob(blob_id)
+            return found.data if found is not None else b""
+
+        return InputImage(
+            blob_id=blob.id,
+            content_type=blob.content_type,
+            filename=f"{name}.{images.EXTENSIONS.get(blob.content_type, 'png')}",
+            url=records.public_url(self._signer, self._settings.public_url, blob.id, ttl),
+            load=load,
+        )
+
+    async def store_outputs(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
+        """Every output as a blob of the task's owner. Raises FetchError for a download
+        that fails (the caller retries it until the deadline)."""
+        stored = []
+        for output in outputs:
+            if output.data is not None:
+                stored.extend(self.decoded(task, (output,)))
+            elif output.url is not None:
+                data, content_type = await fetch(
+                    self._client,
+                    output.url,
+                    max_bytes=self._settings.max_image_bytes,
+                    within=OUTPUT_FETCH_SECONDS,
+                    allow_private=self._settings.loopback_allowed,
+                )
+                kind = (
+                    images.sniff(data) or content_type.split(";")[0] or "application/octet-stream"
+                )
+                stored.append(records.make(task.owner, data, kind))
+        return stored
+
+    def decoded(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
+        """Outputs that came as bytes, as blobs."""
+        made = []
+        for output in outputs:
+            assert output.data is not None
+            kind = images.sniff(output.data) or output.content_type or "application/octet-stream"
+            made.append(records.make(task.owner, output.data, kind))
+        return made
+
+
+def outcome_to_json(outcome: Outcome) -> bytes:
+    """An outcome whose outputs are still to be downloaded, kept on the task meanwhile
+    (only URL outputs wait: bytes are stored as blobs at once)."""
+    return orjson.dumps(
+        {
+            "state": outcome.state,
+            "provider_task_id": outcome.provider_task_id,
+            "urls": [o.url for o in outcome.outputs if o.url is not None],
+            "error": outcome.error,
+        }
+    )
+
+
+def outcome_from_json(data: bytes) -> Outcome:
+    raw = orjson.loads(data)
+    return Outcome(
+        state=raw["state"],
+        provider_task_id=raw.get("provider_task_id"),
+        outputs=tuple(Output(url=u) for u in raw.get("urls", [])),
+        error=raw.get("error"),
+    )

@@ -1,0 +1,119 @@
+"""``create_app(settings)``: the routes, the error shape, and the lifespan that owns every
+resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from hub.config.settings import Settings
+from hub.errors import HubError
+from hub.web import errors, openapi
+from hub.web.middleware import CallbackShortcut, RequestIds
+from hub.web.routes import (
+    blobs,
+    callbacks,
+    channels,
+    dashboard,
+    health,
+    openai_edits,
+    tasks,
+    webhooks,
+)
+from hub.web.state import HubState
+
+log = logging.getLogger("hub")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = HubState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.open()
+        try:
+            yield
+        finally:
+            await state.close()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        # For Prometheus, not the API: left out of /openapi.json.
+        Route("/metrics", health.metrics, methods=["GET"], include_in_schema=False),
+        Route("/openapi.json", openapi.serve, methods=["GET"]),
+        Route("/callbacks/{token}", callbacks.receive, methods=["POST"]),
+        Route("/v1/channels", channels.create, methods=["POST"]),
+        Route("/v1/channels", channels.index, methods=["GET"]),
+        Route("/v1/channels/{channel_id}", channels.show, methods=["GET"]),
+        Route("/v1/channels/{channel_id}/events", channels.stream, methods=["GET"]),
+        Route("/v1/channels/{channel_id}/tasks/{task_id}", channels.task_result, methods=["GET"]),
+        Route("/v1/callback-urls", channels.create_callback_url, methods=["POST"]),
+        Route("/v1/tasks", tasks.create, methods=["POST"]),
+        Route("/v1/tasks", tasks.index, methods=["GET"]),
+        Route("/v1/tasks/{task_id}", tasks.show, methods=["GET"]),
+        Route("/v1/tasks/{task_id}/events", tasks.stream, methods=["GET"]),
+        Route("/v1/uploads", blobs.upload, methods=["POST"]),
+        Route("/v1/blobs/{blob_id}", blobs.show, methods=["GET"]),
+        Route("/blobs/{token}", blobs.public, methods=["GET"]),
+        Route("/", dashboard.index, methods=["GET"], include_in_schema=False),
+        Route("/dashboard/{name}", dashboard.asset, methods=["GET"], include_in_schema=False),
+        Route("/v1/images/edits", openai_edits.edit, methods=["POST"]),
+        Route("/v1/webhooks", webhooks.create, methods=["POST"]),
+        Route("/v1/webhooks", webhooks.index, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.show, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", webhooks.delete, methods=["DELETE"]),
+    ]
+    if state.sandbox is not None:
+        # The providers' emulators, in-process; the hub's lifespan starts and stops them.
+        routes.append(Mount("/sandbox", app=state.sandbox.app))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        # Request ids outermost, so the callback intake's log lines carry them too.
+        middleware=[
+            Middleware(RequestIds, access_log=settings.access_log),
+            Middleware(CallbackShortcut),
+        ],
+        exception_handlers={
+            HubError: _hub_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )
+    # A trailing slash is a 404 in the error shape, not an empty 307 to a route that may
+    # not take the method (clients seldom follow a redirect for a POST anyway).
+    app.router.redirect_slashes = False
+    app.state.hub = state
+    return app
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return errors.response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return errors.error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The path can hold a callback token: log the route, not the URL.
+    log.error("unhandled error on %s %s", request.method, _route_name(request), exc_info=exc)
+    return errors.internal_error()
+
+
+def _route_name(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "?")

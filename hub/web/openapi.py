@@ -1,0 +1,706 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of the whole v1 API.
+
+Written by hand, as plain data, rather than derived from the handlers: tests/test_openapi.py
+holds it to the app's routes (none missing, none invented) and to real responses, so it
+cannot drift unnoticed. The limits in it are those of the hub that serves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub import __version__
+from hub.checks import MAX_INT
+from hub.config.settings import Settings
+from hub.enums import EventType
+from hub.providers import PROVIDERS
+from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
+from hub.tasks.inputs import MAX_IMAGES, MAX_PROMPT
+from hub.web.routes.channels import MAX_LABEL, MAX_TASK_ID, MAX_TYPES
+from hub.web.routes.common import hub, json_response
+from hub.webhooks.endpoints import MAX_ENDPOINTS, MAX_URL
+
+Schema = dict[str, Any]
+
+JSON = "application/json"
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+STATUSES = ("queued", "submitted", "succeeded", "failed", "timed_out", "canceled")
+EVENT_TYPES = tuple(f"task.{status}" for status in STATUSES)
+
+# Every error answer, by status; the body is always the Error schema.
+ERRORS = {
+    400: "The body cannot be read (not JSON, a malformed form, a bad Content-Length).",
+    401: "No valid API key, or a token that is forged or not for this resource.",
+    404: "No such object for this key (another key's objects answer the same).",
+    408: "The request body took longer than HUB_BODY_TIMEOUT_SECONDS to arrive.",
+    410: "The token, or the channel it names, has expired.",
+    413: "The body is larger than the hub accepts here.",
+    415: "The body is not of a media type this operation takes.",
+    422: "A field is invalid; the message names it.",
+    429: "Too many requests for this API key or callback URL; retry after Retry-After.",
+    503: "The hub cannot check this delivery now; the sender should retry.",
+}
+
+
+# POST /v1/images/edits answers errors as OpenAI does: its own shape and statuses.
+OPENAI_ERRORS = {
+    400: "A field is invalid (param names it), or the body is not a multipart form.",
+    401: "The API key is missing or wrong (code invalid_api_key).",
+    408: "The body did not arrive in time.",
+    413: "The body is larger than the hub takes.",
+    429: "Too many requests for this API key; retry after Retry-After.",
+    502: "The provider failed the edit (code provider_failed).",
+    503: "The hub is shutting down; retry.",
+    504: "The edit did not finish by its deadline.",
+}
+
+
+async def serve(request: Request) -> Response:
+    return json_response(build(hub(request).settings))
+
+
+def build(settings: Settings) -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hub",
+            "version": __version__,
+            "description": "A webhook receiver and async callback hub with SSE fan-out.",
+        },
+        "servers": [{"url": settings.public_url}],
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(settings),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "watchToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "The signed, read-only token in a channel's or task's "
+                    "watch_url.",
+                },
+            },
+            "schemas": _schemas(settings),
+            "parameters": _parameters(),
+            "responses": {str(status): _error(status) for status in ERRORS},
+        },
+    }
+
+
+def _paths(settings: Settings) -> Schema:
+    public: list[dict[str, list[str]]] = []
+    return {
+        "/openapi.json": {
+            "get": _op(
+                "getOpenApi", "This description.", {"200": _ok({"type": "object"})}, security=public
+            ),
+        },
+        "/healthz": {
+            "get": _op(
+                "healthz",
+                "Liveness and store reachability.",
+                {
+                    "200": _ok(_ref("Health")),
+                    "503": _ok(_ref("Health"), "The store is unreachable."),
+                },
+                security=public,
+            ),
+        },
+        "/callbacks/{token}": {
+            "post": _op(
+                "receiveCallback",
+                "The providers' target: stores whatever is POSTed, answers once it is committed.",
+                {
+                    "200": _ok(_ref("CallbackAck")),
+                    **_errors(400, 401, 404, 408, 410, 413, 429, 503),
+                },
+                params=[_path("token", {"type": "string"})],
+                body={
+                    "required": False,
+                    "content": {
+                        JSON: {"schema": {}},
+                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    },
+                },
+                security=public,
+            ),
+        },
+        "/v1/channels": {
+            "post": _op(
+                "createChannel",
+                "An inbox: a callback URL for providers, a stream for you.",
+                {"201": _ok(_ref("NewChannel")), **_errors(400, 401, 408, 413, 422, 429)},
+                body={"required": False, "content": {JSON: {"schema": _ref("ChannelRequest")}}},
+            ),
+            "get": _op(
+                "listChannels",
+                "This key's newest channels (up to 100), newest first.",
+                {
+                    "200": _ok(_object({"channels": {"type": "array", "items": _ref("Channel")}})),
+                    **_errors(401, 429),
+                },
+            ),
+        },
+        "/v1/channels/{channel_id}": {
+            "get": _op(
+                "getChannel",
+                "A channel, with a fresh watch_url.",
+                {"200": _ok(_ref("Channel")), **_errors(401, 404, 429)},
+                params=[_param_ref("ChannelId")],
+            ),
+        },
+        "/v1/channels/{channel_id}/events": {
+            "get": _op(
+                "streamChannel",
+                "The channel's events as server-sent events: replay after Last-Event-ID, then "
+                "live. It never ends by itself.",
+                {"200": _stream(), **_errors(401, 404, 410, 422, 429)},
+                params=[
+                    _param_ref("ChannelId"),
+                    _param_ref("LastEventIdHeader"),
+                    _param_ref("LastEventIdQuery"),
+                    _query(
+                        "task_id",
+                        {"type": "string", "maxLength": MAX_TASK_ID},
+                        "Only the events correlated with this (provider) task id.",
+                    ),
+                    _query(
+                        "types",
+                        {"type": "string", "maxLength": MAX_TYPES * 64},
+                        f"Comma-separated event types, 1 to {MAX_TYPES}.",
+                    ),
+                    _query(
+                        "format",
+                        {"enum": ["smee"]},
+                        "smee: callbacks only, as smee.io streams them (unnamed events of "
+                        "headers, body, query and timestamp), for smee-client.",
+                    ),
+                ],
+                security=[{"bearerAuth": []}, {"watchToken": []}],
+            ),
+        },
+        "/v1/channels/{channel_id}/tasks/{task_id}": {
+            "get": _op(
+                "getChannelTaskResult",
+                "The latest callback about a provider task id, waiting up to `wait` seconds.",
+                {"200": _ok(_ref("CallbackRecord")), **_errors(401, 404, 422, 429)},
+                params=[
+                    _param_ref("ChannelId"),
+                    _path("task_id", {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID}),
+                    _query(
+                        "wait",
+                        {"type": "integer", "minimum": 0, "maximum": settings.max_wait_seconds},
+                        "Seconds to wait.",
+                    ),
+                ],
+            ),
+        },
+        "/v1/callback-urls": {
+            "post": _op(
+                "createCallbackUrl",
+                "A fresh signed callback URL for an existing channel.",
+                {
+                    "201": _ok(_ref("CallbackUrl")),
+                    **_errors(400, 401, 404, 408, 410, 413, 422, 429),
+                },
+                body={"required": True, "content": {JSON: {"schema": _ref("CallbackUrlRequest")}}},
+            ),
+        },
+        "/v1/tasks": {
+            "post": _op(
+                "createTask",
+                "Submit an image edit to a provider; watch its stream_url.",
+                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 413, 422, 429)},
+                body={"required": True, "content": {JSON: {"schema": _ref("TaskRequest")}}},
+            ),
+            "get": _op(
+                "listTasks",
+                "This key's newest tasks (up to 100), newest first.",
+                {
+                    "200": _ok(_object({"tasks": {"type": "array", "items": _ref("Task")}})),
+                    **_errors(401, 429),
+                },
+            ),
+        },
+        "/v1/tasks/{task_id}": {
+            "get": _op(
+                "getTask",
+                "A task as it is now.",
+                {"200": _ok(_ref("Task")), **_errors(401, 404, 429)},
+                params=[_param_ref("TaskId")],
+            ),
+        },
+        "/v1/tasks/{task_id}/events": {
+            "get": _op(
+                "streamTask",
+                "The task's events as server-sent events, from its beginning (or after "
+                "Last-Event-ID); it ends after the terminal event.",
+                {"200": _stream(), **_errors(401, 404, 410, 422, 429)},
+                params=[
+                    _param_ref("TaskId"),
+                    _param_ref("LastEventIdHeader"),
+                    _param_ref("LastEventIdQuery"),
+                ],
+                security=[{"bearerAuth": []}, {"watchToken": []}],
+            ),
+        },
+        "/v1/uploads": {
+            "post": _op(
+                "upload",
+                "Store an input image (PNG, JPEG or WebP) as a blob.",
+                {"201": _ok(_ref("Blob")), **_errors(400, 401, 408, 413, 415, 422, 429)},
+                body={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary"},
+                                },
+                            },
+                            "encoding": {"file": {"contentType": ", ".join(IMAGE_TYPES)}},
+                        }
+                    },
+                },
+            ),
+        },
+        "/v1/blobs/{blob_id}": {
+            "get": _op(
+                "getBlob",
+                "A blob's bytes, with its content type.",
+                {"200": _image(), **_errors(401, 404, 429)},
+                params=[_path("blob_id", {"type": "string", "pattern": "^blob_[0-9a-f]{24}$"})],
+            ),
+        },
+        "/blobs/{token}": {
+            "get": _op(
+                "getPublicBlob",
+                "A blob at a signed, expiring URL (how providers fetch inputs).",
+                {"200": _image(), **_errors(401, 404, 410)},
+                params=[_path("token", {"type": "string"})],
+                security=public,
+            ),
+        },
+        "/v1/images/edits": {
+            "post": _op(
+                "editImage",
+                "OpenAI's image edit API (multipart, OpenAI's answers and error shape), run as "
+                "a task on a provider; with callback_url it answers at once and POSTs "
+                "AceData's callback body there later.",
+                {
+                    "200": _ok({"oneOf": [_ref("ImagesResponse"), _ref("EditAccepted")]}),
+                    **{str(status): _openai_error(status) for status in OPENAI_ERRORS},
+                },
+                body={
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("EditRequest")}},
+                },
+            ),
+        },
+        "/v1/webhooks": {
+            "post": _op(
+                "createWebhook",
+                "A URL that gets a channel's or a task's events, signed (Standard Webhooks).",
+                {"201": _ok(_ref("Webhook")), **_errors(400, 401, 404, 408, 413, 422, 429)},
+                body={"required": True, "content": {JSON: {"schema": _ref("WebhookRequest")}}},
+            ),
+            "get": _op(
+                "listWebhooks",
+                "This key's webhooks.",
+                {
+                    "200": _ok(_object({"webhooks": {"type": "array", "items": _ref("Webhook")}})),
+                    **_errors(401, 429),
+                },
+            ),
+        },
+        "/v1/webhooks/{webhook_id}": {
+            "get": _op(
+                "getWebhook",
+                "A webhook, with its delivery state.",
+                {"200": _ok(_ref("Webhook")), **_errors(401, 404, 429)},
+                params=[_param_ref("WebhookId")],
+            ),
+            "delete": _op(
+                "deleteWebhook",
+                "Stop sending to this webhook.",
+                {"204": {"description": "Deleted."}, **_errors(401, 404, 429)},
+                params=[_param_ref("WebhookId")],
+            ),
+        },
+    }
+
+
+def _schemas(settings: Settings) -> Schema:
+    ttl = {"type": ["integer", "null"], "minimum": 1, "maximum": settings.max_ttl_seconds}
+    channel = {
+        "id": {"type": "string", "pattern": "^ch_[0-9a-f]{24}$"},
+        "label": {"type": ["string", "null"]},
+        "stream_url": {"type": "string", "format": "uri"},
+        "watch_url": {"type": "string", "format": "uri"},
+        "created_at": _ref("Timestamp"),
+        "expires_at": _ref("Timestamp"),
+    }
+    image_source = {
+        "type": "string",
+        "minLength": 1,
+        "description": "An http(s) URL, a base64 data: URL, or the id of an upload.",
+    }
+    callback = {
+        "channel_id": {"type": "string"},
+        "task_id": {
+            "type": "string",
+            "description": "The provider's task id, if the body names one.",
+        },
+        "content_type": {"type": "string"},
+        "body": {"description": "Parsed JSON, a form as an object, else text or base64."},
+        "body_encoding": {"const": "base64"},
+        "body_truncated": {"const": True},
+        "size": {"type": "integer", "minimum": 0},
+        "at": _ref("Timestamp"),
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "As received; repeated headers joined with ', '.",
+        },
+        "query": {
+            "type": "object",
+            "additionalProperties": {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+            },
+        },
+    }
+    # headers and query: absent from callbacks stored by hubs before they were added.
+    callback_optional = ("task_id", "body_encoding", "body_truncated", "headers", "query")
+    binary = {"type": "string", "format": "binary"}
+    # Named when a channel or task is made: each becomes a webhook (shown with its secret).
+    hook_urls = {
+        "type": ["array", "null"],
+        "items": {"type": "string", "format": "uri", "maxLength": MAX_URL},
+        "maxItems": MAX_ENDPOINTS,
+    }
+    hooks = {"type": "array", "items": _ref("Webhook")}
+    options = {"size": SIZES, "quality": QUALITIES, "background": BACKGROUNDS,
+               "output_format": OUTPUT_FORMATS}  # fmt: skip
+    return {
+        "Error": _object(
+            {
+                "error": _object(
+                    {"code": {"type": "string"}, "message": {"type": "string"},
+                     "field": {"type": "string"}},
+                    optional=("field",),
+                )
+            }
+        ),
+        "Timestamp": {"type": "string", "format": "date-time"},
+        "Health": _object(
+            {"status": {"enum": ["ok", "error"]}, "store": {"enum": ["ok", "unreachable"]},
+             "version": {"type": "string"}},
+            optional=("version",),
+        ),
+        "CallbackAck": {
+            "oneOf": [
+                _object({"ok": {"const": True}, "duplicate": {"type": "boolean"},
+                         "event_id": {"type": "integer", "minimum": 1}}, optional=("event_id",)),
+                _object({"ok": {"const": True}, "applied": {"type": "boolean"}}),
+            ]
+        },
+        "ChannelRequest": _object(
+            {"label": {"type": ["string", "null"], "maxLength": MAX_LABEL}, "ttl_seconds": ttl,
+             "webhook_urls": hook_urls},
+            optional=("label", "ttl_seconds", "webhook_urls"),
+        ),
+        "Channel": _object(channel),
+        "NewChannel": _object(
+            {**channel, "callback_url": {"type": "string", "format": "uri"}, "webhooks": hooks},
+            optional=("webhooks",),
+        ),
+        "CallbackUrlRequest": _object(
+            {"channel_id": {"type": "string", "maxLength": 64}, "ttl_seconds": ttl},
+            optional=("ttl_seconds",),
+        ),
+        "CallbackUrl": _object(
+            {"channel_id": {"type": "string"}, "callback_url": {"type": "string", "format": "uri"},
+             "expires_at": _ref("Timestamp")}
+        ),
+        # What a channel's callback URL received: the data of a callback.received event.
+        "CallbackEvent": _object(callback, optional=callback_optional),
+        # The same, as GET /v1/channels/{id}/tasks/{task_id} answers it: with its event id.
+        "CallbackRecord": _object(
+            {"event_id": {"type": "integer", "minimum": 1}, **callback},
+            optional=callback_optional,
+        ),
+        "TaskEvent": _object(
+            {
+                "task_id": _task_id(),
+                "provider": {"type": "string"},
+                "provider_task_id": {"type": ["string", "null"]},
+                "status": {"enum": list(STATUSES)},
+                "outputs": {"type": "array", "items": _ref("Output")},
+                "error": {"type": ["string", "null"]},
+                "channel_id": {"type": "string"},
+                "at": _ref("Timestamp"),
+            },
+            optional=("channel_id",),
+        ),
+        "StreamGap": _object(
+            {"last_event_id": {"type": "integer"}, "pruned_through": {"type": "integer"}}
+        ),
+        # One event of a stream. Before OpenAPI 3.2 (itemSchema), the schema of an
+        # event-stream describes each event, as tools such as schemathesis read it.
+        "StreamEvent": {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {
+                    "enum": [*EVENT_TYPES, EventType.CALLBACK_RECEIVED, EventType.STREAM_GAP]
+                },
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "retry": {"type": "integer"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": JSON,
+                    "contentSchema": {
+                        "anyOf": [_ref("TaskEvent"), _ref("CallbackEvent"), _ref("StreamGap")]
+                    },
+                },
+            },
+        },
+        "TaskRequest": _object(
+            {
+                "provider": {"enum": sorted(PROVIDERS)},
+                "input": _object(
+                    {
+                        "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT},
+                        "images": {"type": "array", "items": image_source,
+                                   "minItems": 1, "maxItems": MAX_IMAGES},
+                        "mask": {"anyOf": [image_source, {"type": "null"}]},
+                        **{name: {"enum": [*allowed, None]} for name, allowed in options.items()},
+                        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 10},
+                    },
+                    optional=("mask", *options, "n"),
+                ),
+                "channel_id": {"type": ["string", "null"], "maxLength": 64},
+                "webhook_urls": hook_urls,
+            },
+            optional=("channel_id", "webhook_urls"),
+        ),
+        "TaskAccepted": _object(
+            {"id": _task_id(), "status": {"const": "queued"}, "provider": {"type": "string"},
+             "stream_url": {"type": "string", "format": "uri"},
+             "channel_id": {"type": ["string", "null"]}, "webhooks": hooks},
+            optional=("webhooks",),
+        ),
+        "Task": _object(
+            {
+                "id": _task_id(),
+                "provider": {"type": "string"},
+                "provider_task_id": {"type": ["string", "null"]},
+                "status": {"enum": list(STATUSES)},
+                "outputs": {"type": "array", "items": _ref("Output")},
+                "error": {"type": ["string", "null"]},
+                "channel_id": {"type": ["string", "null"]},
+                "attempts": {"type": "integer", "minimum": 0},
+                "created_at": _ref("Timestamp"),
+                "updated_at": _ref("Timestamp"),
+                "stream_url": {"type": "string", "format": "uri"},
+                "watch_url": {"type": "string", "format": "uri"},
+            }
+        ),
+        "Output": _object(
+            {"url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"}}
+        ),
+        "WebhookRequest": {
+            **_object(
+                {
+                    "url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
+                    "channel_id": {"type": ["string", "null"], "maxLength": 64},
+                    "task_id": {"type": ["string", "null"], "maxLength": 64},
+                },
+                optional=("channel_id", "task_id"),
+            ),
+            "description": "An http(s) URL without credentials, and one of channel_id, task_id.",
+        },
+        "Webhook": _object(
+            {
+                "id": {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"},
+                "url": {"type": "string"},
+                "secret": {"type": "string", "description": "To verify the signatures."},
+                "channel_id": {"type": ["string", "null"]},
+                "task_id": {"type": ["string", "null"]},
+                "status": {"enum": ["ok", "failing"]},
+                "failures": {"type": "integer", "minimum": 0},
+                "last_error": {"type": ["string", "null"]},
+                "last_attempt_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
+                "last_success_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
+                "pending": {"type": "integer", "minimum": 0},
+                "created_at": _ref("Timestamp"),
+            }
+        ),
+        "EditRequest": {
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {
+                "image": {"anyOf": [binary, {"type": "array", "items": binary, "maxItems": 16}]},
+                "image[]": {"type": "array", "items": binary, "maxItems": 16},
+                "mask": binary,
+                "prompt": {"type": "string", "maxLength": 32_000},
+                "provider": {"type": "string", "description": "Default: HUB_DEFAULT_PROVIDER."},
+                "callback_url": {"type": "string", "format": "uri"},
+                "n": {"type": "integer", "minimum": 1, "maximum": 10},
+                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
+                "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+                "model": {"type": "string", "description": "Accepted and ignored."},
+            },
+        },
+        "ImagesResponse": {
+            "type": "object",
+            "required": ["created", "data"],
+            "properties": {
+                "created": {"type": "integer"},
+                "data": {
+                    "type": "array",
+                    "items": _object({"b64_json": {"type": "string", "contentEncoding": "base64"}}),
+                },
+                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
+            },
+        },
+        "EditAccepted": _object({"task_id": _task_id()}),
+        "OpenAIError": _object(
+            {
+                "error": _object(
+                    {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                    }
+                )
+            }
+        ),
+        "Blob": _object(
+            {"id": {"type": "string", "pattern": "^blob_[0-9a-f]{24}$"},
+             "url": {"type": "string", "format": "uri"},
+             "content_type": {"enum": list(IMAGE_TYPES)},
+             "size": {"type": "integer", "minimum": 0}}
+        ),
+    }  # fmt: skip
+
+
+def _parameters() -> Schema:
+    event_id = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+    return {
+        "ChannelId": _path("channel_id", {"type": "string", "pattern": "^ch_[0-9a-f]{24}$"}),
+        "TaskId": _path("task_id", {"type": "string", "pattern": "^task_[0-9a-f]{24}$"}),
+        "WebhookId": _path("webhook_id", {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"}),
+        "LastEventIdHeader": {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": event_id,
+            "description": "Replay every matching event after this id (what EventSource sends).",
+        },
+        "LastEventIdQuery": _query(
+            "last_event_id", event_id, "The same, for clients that cannot send headers."
+        ),
+    }
+
+
+def _op(
+    operation_id: str,
+    summary: str,
+    responses: Schema,
+    *,
+    params: list[Schema] | None = None,
+    body: Schema | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> Schema:
+    operation: Schema = {"operationId": operation_id, "summary": summary}
+    if params:
+        operation["parameters"] = params
+    if body is not None:
+        operation["requestBody"] = body
+    if security is not None:
+        operation["security"] = security
+    operation["responses"] = responses
+    return operation
+
+
+def _object(properties: Schema, optional: tuple[str, ...] = ()) -> Schema:
+    """A closed object: every property required unless named ``optional``."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
+    }
+
+
+def _error(status: int) -> Schema:
+    response: Schema = {"description": ERRORS[status], "content": {JSON: {"schema": _ref("Error")}}}
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}
+        }
+    return response
+
+
+def _openai_error(status: int) -> Schema:
+    response: Schema = {
+        "description": OPENAI_ERRORS[status],
+        "content": {JSON: {"schema": _ref("OpenAIError")}},
+    }
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}}
+        }
+    return response
+
+
+def _errors(*statuses: int) -> Schema:
+    return {str(status): {"$ref": f"#/components/responses/{status}"} for status in statuses}
+
+
+def _ok(schema: Schema, description: str = "OK") -> Schema:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _stream() -> Schema:
+    return {
+        "description": "Server-sent events: `id`, `event` and JSON `data` per event, "
+        "`retry:` and comment heartbeats between them.",
+        "content": {"text/event-stream": {"schema": _ref("StreamEvent")}},
+    }
+
+
+def _image() -> Schema:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"description": "The image bytes.", "content": {media: binary for media in IMAGE_TYPES}}
+
+
+def _path(name: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+def _param_ref(name: str) -> Schema:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _task_id() -> Schema:
+    return {"type": "string", "pattern": "^task_[0-9a-f]{24}$"}

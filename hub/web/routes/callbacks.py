@@ -1,0 +1,76 @@
+"""``POST /callbacks/{token}``: the providers' target. The signed token is the credential:
+it names a channel (an inbox anyone may post to) or one of the hub's own tasks."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub.access.tokens import CALLBACK
+from hub.errors import HubError, Malformed, Unauthorized, Unavailable, not_found
+from hub.inbox import intake
+from hub.providers.base import CallbackRejected
+from hub.web.body import read_body
+from hub.web.routes.common import hub, json_response
+from hub.web.state import HubState
+
+# How a provider's refusal of its own callback is answered.
+_REJECTED: dict[str, type[HubError]] = {
+    "signature": Unauthorized,
+    "unreadable": Malformed,
+    "unavailable": Unavailable,
+}
+_CODES = {
+    "signature": "invalid_signature",
+    "unreadable": "bad_request",
+    "unavailable": "unavailable",
+}
+
+
+async def receive(request: Request) -> Response:
+    state = hub(request)
+    token = request.path_params["token"]
+    claims = state.signer.verify(CALLBACK, token)
+    # Only a genuine URL gets a bucket, so forged ones cannot fill the table.
+    state.callback_limit.check(token)
+    settings = state.settings
+    body = await read_body(request, settings.max_callback_bytes, settings.body_timeout_seconds)
+    arrival = intake.Arrival(
+        token=token,
+        headers=request.headers.raw,
+        query=request.scope["query_string"].decode("latin-1"),
+        body=body,
+        received_at=time.time(),
+    )
+    if claims.task_id is not None:
+        return await _task_callback(state, request, arrival, claims.task_id)
+    assert claims.channel_id is not None
+    delivery = intake.channel_delivery(arrival, claims.channel_id, settings.max_event_body_bytes)
+    # Answered only once committed: a 200 means the bytes are on disk.
+    event = await state.store.add_delivery(delivery)
+    if event is None:
+        state.metrics.duplicate.inc()
+        return json_response({"ok": True, "duplicate": True})
+    state.metrics.stored.inc()
+    return json_response({"ok": True, "duplicate": False, "event_id": event.id})
+
+
+async def _task_callback(
+    state: HubState, request: Request, arrival: intake.Arrival, task_id: str
+) -> Response:
+    """A provider reporting on a task: verified (signature over the raw bytes), then applied
+    in one transaction with the delivery, once however often it is sent."""
+    task = await state.store.get_task(task_id)
+    provider = state.engine.providers.get(task.provider) if task is not None else None
+    if task is None or provider is None:
+        raise not_found("task")
+    try:
+        outcome = await provider.parse_callback(request.headers, arrival.body, task.callback_secret)
+    except CallbackRejected as exc:
+        raise _REJECTED[exc.reason](_CODES[exc.reason], exc.message) from None
+    delivery = intake.raw_delivery(arrival, task.channel_id, task.id, task.provider_task_id, None)
+    applied = await state.engine.apply_callback(task.id, outcome, delivery)
+    state.metrics.callbacks.labels("task").inc()
+    return json_response({"ok": True, "applied": applied})

@@ -1,0 +1,194 @@
+"""``POST /v1/images/edits``, as OpenAI's image edit API: the same multipart fields, the same
+response and error shapes, so an OpenAI client pointed at the hub works unchanged.
+
+The edit runs as a hub task on a provider (``provider`` field, else
+``HUB_DEFAULT_PROVIDER``). Without ``callback_url`` the request waits for the task and
+answers with the images as base64; with one (AceData's extension) it answers
+``{"task_id"}`` at once and the hub later POSTs AceData's callback body there, through
+the webhook outbox (so with retries, and signed as well).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub.blobs import records
+from hub.blobs.images import image_type
+from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
+from hub.providers import PROVIDERS
+from hub.store.base import EventQuery, TaskRecord
+from hub.streams.broker import SubscriptionClosed
+from hub.tasks import inputs
+from hub.tasks.engine import new_id
+from hub.web import errors
+from hub.web.body import read_body
+from hub.web.multipart import MalformedForm, bounded_form
+from hub.web.routes.common import hub, json_response
+from hub.web.routes.tasks import image_sources
+from hub.web.state import HubState
+from hub.webhooks import endpoints
+
+MAX_PARTS = 40
+# Answered or ignored as OpenAI's own fields: accepted so that clients work unchanged.
+IGNORED = {"model", "user", "moderation", "input_fidelity", "response_format", "partial_images"}
+OPTIONS = ("size", "quality", "background", "output_format", "n")
+_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+
+
+async def edit(request: Request) -> Response:
+    try:
+        return await _edit(request)
+    except HubError as exc:
+        return _openai_error(exc)
+
+
+async def _edit(request: Request) -> Response:
+    state = hub(request)
+    owner = state.owner(request)
+    fields, files = await _form(request, state)
+    provider = fields.pop("provider", None) or _default_provider(state)
+    for name in IGNORED:
+        fields.pop(name, None)
+    if fields.pop("stream", "false").lower() not in ("false", "0"):
+        raise _bad("stream", "streaming is not supported here; leave stream unset")
+    compression = fields.pop("output_compression", None)
+    if compression is not None and not (compression.isdigit() and int(compression) <= 100):
+        raise _bad("output_compression", "must be an integer from 0 to 100")
+    callback_url = fields.pop("callback_url", None)
+    images = files.pop("image", []) + files.pop("image[]", [])
+    if not images:
+        raise _bad("image", "is required: 1 to 16 image files")
+    unknown = sorted(set(fields) - {"prompt", *OPTIONS}) + sorted(set(files) - {"mask"})
+    if unknown:
+        raise _bad(unknown[0], "unknown field")
+    # The images become blobs first; the task's own checks (prompt, options, counts) then
+    # run exactly as for POST /v1/tasks, with the field names OpenAI uses.
+    blob_ids = [await _blob(state, owner, data, "image") for data in images]
+    task_input: dict[str, Any] = {"prompt": fields.get("prompt"), "images": blob_ids}
+    if files.get("mask"):
+        task_input["mask"] = await _blob(state, owner, files["mask"][0], "mask")
+    for name in OPTIONS:
+        if name in fields:
+            task_input[name] = (
+                int(fields[name]) if name == "n" and fields[name].isdigit() else fields[name]
+            )
+    spec = await inputs.parse(
+        {"provider": provider, "input": task_input},
+        state.engine.providers,
+        image_sources(state, owner),
+    )
+    task_id = new_id()
+    if callback_url is not None:
+        # The endpoint exists before the task does, so its end cannot be missed.
+        url = endpoints.checked_url(callback_url, "callback_url")
+        await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
+        await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        return json_response({"task_id": task_id})
+    async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
+        task = await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        ended = await _ended(state, task, subscription)
+    return await _answer(state, ended, fields)
+
+
+async def _form(request: Request, state: HubState) -> tuple[dict[str, str], dict[str, list[bytes]]]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise Malformed("invalid_request_error", "send multipart/form-data, as OpenAI's API takes")
+    body = await read_body(
+        request, state.settings.max_upload_bytes, state.settings.body_timeout_seconds
+    )
+    fields: dict[str, str] = {}
+    files: dict[str, list[bytes]] = {}
+    try:
+        async with bounded_form(request.scope, body, max_parts=MAX_PARTS) as form:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    files.setdefault(name, []).append(await value.read())
+                elif name in fields:
+                    raise _bad(name, "given twice")
+                else:
+                    fields[name] = value
+    except MalformedForm as error:
+        raise Malformed(
+            "invalid_request_error", f"the multipart body cannot be read: {error.reason}"
+        ) from None
+    return fields, files
+
+
+async def _blob(state: HubState, owner: str, data: bytes, field: str) -> str:
+    if len(data) > state.settings.max_image_bytes:
+        raise _bad(field, f"larger than {state.settings.max_image_bytes} bytes")
+    blob = records.make(owner, data, await image_type(data, field))
+    await state.store.put_blob(blob)
+    return blob.id
+
+
+def _default_provider(state: HubState) -> str:
+    configured = state.engine.providers
+    if state.settings.default_provider:
+        return state.settings.default_provider
+    for name in PROVIDERS:
+        if name in configured:
+            return name
+    raise invalid("provider", "no provider is configured on this hub", "invalid_request_error")
+
+
+async def _ended(state: HubState, task: TaskRecord, subscription: Any) -> TaskRecord:
+    """The task once it has ended: its terminal event, or the store if it ended before
+    anything was awaited here. The task itself is durable: a client that gives up waiting
+    leaves it running."""
+    deadline = task.deadline - task.created_at + 5.0
+    async with asyncio.timeout(deadline):
+        while True:
+            current = await state.store.get_task(task.id)
+            if current is not None and current.terminal:
+                return current
+            try:
+                await subscription.wait(None)
+            except SubscriptionClosed:
+                raise Unavailable("server_error", "the hub is shutting down") from None
+            subscription.drain()
+
+
+async def _answer(state: HubState, task: TaskRecord, fields: dict[str, str]) -> Response:
+    if task.status != "succeeded":
+        status = 504 if task.status == "timed_out" else 502
+        return _error(status, task.error or task.status, "server_error", None, "provider_failed")
+    data = []
+    for output in orjson.loads(task.outputs):
+        blob = await state.store.get_blob(output["blob_id"])
+        if blob is not None:
+            data.append({"b64_json": base64.b64encode(blob.data).decode()})
+    body: dict[str, Any] = {"created": int(task.created_at), "data": data}
+    for name in ("background", "output_format", "quality", "size"):
+        if name in fields:
+            body[name] = fields[name]
+    return json_response(body)
+
+
+def _bad(field: str, message: str) -> Invalid:
+    return invalid(field, message, "invalid_request_error")
+
+
+def _openai_error(exc: HubError) -> Response:
+    param = exc.field.removeprefix("input.") if exc.field is not None else None
+    status = errors.status_of(exc)
+    status = 400 if status == 422 else status
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    code = _CODES.get(status) or (exc.code if exc.code != kind else None)
+    response = _error(status, exc.message, kind, param, code)
+    response.headers.update(errors.headers_of(exc))
+    return response
+
+
+def _error(status: int, message: str, kind: str, param: str | None, code: str | None) -> Response:
+    return json_response(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status
+    )

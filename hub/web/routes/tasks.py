@@ -1,0 +1,111 @@
+"""Tasks: submit an edit to a provider, read its state, watch its events."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hub.enums import TERMINAL_EVENTS
+from hub.errors import not_found
+from hub.store.base import EventQuery, TaskRecord
+from hub.streams.sse import EventStream
+from hub.streams.watch import check_watch, watch_url
+from hub.tasks import inputs
+from hub.tasks.engine import new_id
+from hub.web.routes import webhooks
+from hub.web.routes.channels import last_event_id
+from hub.web.routes.common import hub, json_object, json_response
+from hub.web.state import HubState
+from hub.webhooks import endpoints
+
+TASK_ID = re.compile(r"task_[0-9a-f]{24}")
+LIST_LIMIT = 100
+# A task request names images by URL; data: URLs can be large, so the body may be too.
+MAX_TASK_BODY = 80 * 1024 * 1024
+
+
+async def create(request: Request) -> Response:
+    state = hub(request)
+    owner = state.owner(request)
+    body = await json_object(request, limit=MAX_TASK_BODY)
+    hook_urls = endpoints.urls(body.pop("webhook_urls", None) or [], "webhook_urls")
+    engine = state.engine
+    spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
+    task_id = new_id()
+    # The endpoints exist before the task does, so none of its events can be missed.
+    added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
+    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
+    data = engine.view.describe(task)
+    accepted = {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}
+    if added:
+        accepted["webhooks"] = [webhooks.describe(state, endpoint) for endpoint in added]
+    return json_response(accepted, 202)
+
+
+def image_sources(state: HubState, owner: str) -> inputs.Sources:
+    """Where a task's input images may come from, for this key, within the limits."""
+    return inputs.Sources(
+        owner=owner,
+        store=state.store,
+        client=state.client,
+        max_image_bytes=state.settings.max_image_bytes,
+        allow_private=state.settings.loopback_allowed,
+    )
+
+
+async def index(request: Request) -> Response:
+    """The key's newest tasks, newest first (for the dashboard)."""
+    state = hub(request)
+    owner = state.owner(request)
+    tasks = await state.store.list_tasks(owner, LIST_LIMIT)
+    return json_response({"tasks": [_describe(state, task) for task in tasks]})
+
+
+async def show(request: Request) -> Response:
+    state = hub(request)
+    task = await _owned_task(state, request)
+    return json_response(_describe(state, task))
+
+
+async def stream(request: Request) -> Response:
+    state = hub(request)
+    token = request.query_params.get("token")
+    if token is not None:
+        task_id = request.path_params["task_id"]
+        check_watch(state.signer, token, task_id=task_id)
+        found = await state.store.get_task(task_id)
+        if found is None:
+            raise not_found("task")
+        task = found
+    else:
+        task = await _owned_task(state, request)
+    # A task's stream starts at its beginning: queued, submitted, then how it ended.
+    last = last_event_id(request)
+    return EventStream(
+        state.store,
+        state.broker,
+        state.streams,
+        EventQuery(task_id=task.id),
+        0 if last is None else last,
+        is_last=lambda event: event.type in TERMINAL_EVENTS,
+    )
+
+
+def _describe(state: HubState, task: TaskRecord) -> dict[str, Any]:
+    data = state.engine.view.describe(task)
+    data["watch_url"] = watch_url(
+        state.signer, data["stream_url"], state.settings.watch_ttl_seconds, task_id=task.id
+    )
+    return data
+
+
+async def _owned_task(state: HubState, request: Request) -> TaskRecord:
+    owner = state.owner(request)
+    task_id = request.path_params["task_id"]
+    task = await state.store.get_task(task_id) if TASK_ID.fullmatch(task_id) else None
+    if task is None or task.owner != owner:
+        raise not_found("task")
+    return task

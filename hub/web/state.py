@@ -1,0 +1,184 @@
+"""Everything one running hub holds: created by ``create_app``, opened and closed by its
+lifespan. Nothing here lives at module level, so two apps in one process share nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING
+
+import httpx
+from starlette.requests import HTTPConnection
+
+from hub.access.keys import Keys
+from hub.access.ratelimit import RateLimit
+from hub.access.tokens import Signer
+from hub.config.settings import Settings
+from hub.metrics import Metrics
+from hub.providers import PROVIDERS
+from hub.providers.config import provider_configs
+from hub.store import open_store
+from hub.store.base import Event, Store
+from hub.streams.broker import Broker
+from hub.streams.sse import StreamConfig, Streams
+from hub.tasks.engine import TaskEngine
+from hub.webhooks.dispatcher import Webhooks
+
+if TYPE_CHECKING:
+    from hub.sandbox.app import Sandbox
+
+log = logging.getLogger("hub")
+
+# One client for every outbound call: providers, input images, outputs. Segmind's
+# synchronous call takes about a minute, so reads may be long; connects may not.
+CLIENT_TIMEOUT = httpx.Timeout(200.0, connect=10.0)
+CLIENT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+KEY_REFRESH_SECONDS = 2.0
+
+
+class HubState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signer = Signer(settings.secret_keys)
+        self.keys = Keys(settings.api_keys)
+        self.key_limit = RateLimit(settings.rate_limit_per_key, "API key")
+        self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
+        self.broker = Broker(settings.subscriber_queue_size, settings.subscriber_queue_bytes)
+        self.metrics = Metrics()
+        self._task_counts: dict[tuple[str, str], int] = {}
+        self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
+        self.store: Store = open_store(settings, self._committed)
+        self.streams = Streams(
+            StreamConfig(
+                heartbeat=settings.heartbeat_seconds,
+                retry_ms=settings.retry_ms,
+                page_size=settings.replay_page_size,
+                send_timeout=settings.send_timeout_seconds,
+            )
+        )
+        self.provider_configs = provider_configs(settings)
+        self.sandbox: Sandbox | None = None
+        if settings.sandbox:
+            # Imported only when asked for: a hub serving real providers never loads it.
+            from hub.sandbox.app import Sandbox, SandboxSettings
+
+            self.sandbox = Sandbox(SandboxSettings.from_env(dict(settings.extra_env)))
+        self.shutting_down = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._engine: TaskEngine | None = None
+        self._webhooks: Webhooks | None = None
+
+    def owner(self, connection: HTTPConnection) -> str:
+        """The tenant of the request's API key (401 without one), within its rate (429)."""
+        owner = self.keys.require(connection.headers.get("authorization", ""))
+        self.key_limit.check(owner)
+        return owner
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("the hub is not started")
+        return self._client
+
+    @property
+    def engine(self) -> TaskEngine:
+        if self._engine is None:
+            raise RuntimeError("the hub is not started")
+        return self._engine
+
+    async def open(self) -> None:
+        await self.store.open()
+        await self._load_keys()
+        self._client = httpx.AsyncClient(
+            timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, headers={"user-agent": "hub"}
+        )
+        if self.sandbox is not None:
+            await self.sandbox.start()
+        providers = {
+            name: PROVIDERS[name](config, self._client)
+            for name, config in self.provider_configs.items()
+        }
+        self._engine = TaskEngine(
+            self.settings,
+            self.store,
+            self.signer,
+            self._client,
+            providers,
+            self.provider_configs,
+            self.metrics,
+        )
+        await self._engine.start()
+        self._webhooks = Webhooks(self.settings, self.store, self._client, metrics=self.metrics)
+        await self._webhooks.start()
+        self._spawn(self._prune_forever(), "hub-retention")
+        self._spawn(self._load_keys_forever(), "hub-keys")
+        self._spawn(self.streams.run(), "hub-stream-ticker")
+
+    def begin_shutdown(self) -> None:
+        """End open streams now, so the server's graceful shutdown is not held by them."""
+        self.shutting_down = True
+        self.broker.close()
+
+    async def close(self) -> None:
+        self.begin_shutdown()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._webhooks is not None:
+            await self._webhooks.stop()
+        if self._engine is not None:
+            await self._engine.stop()
+        if self.sandbox is not None:
+            await self.sandbox.stop()
+        if self._client is not None:
+            await self._client.aclose()
+        await self.store.close()
+
+    async def render_metrics(self) -> bytes:
+        async def refresh() -> None:
+            self._task_counts = await self.store.task_counts()
+
+        return await self.metrics.render(refresh)
+
+    def _committed(self, events: Sequence[Event]) -> None:
+        """New events, in id order: to the streams now, and to webhooks soon."""
+        self.broker.publish(events)
+        self.metrics.published(event.type for event in events)
+        if self._webhooks is not None:
+            self._webhooks.kick()
+
+    def _spawn(self, coro: Coroutine[None, None, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load_keys(self) -> None:
+        made = await self.store.list_api_keys()
+        self.keys.load({k.hash: k.owner for k in made if k.revoked_at is None})
+
+    async def _load_keys_forever(self) -> None:
+        """Keys made or revoked with `hub keys` (from any process, any replica) take
+        effect within KEY_REFRESH_SECONDS."""
+        while True:
+            await asyncio.sleep(KEY_REFRESH_SECONDS)
+            try:
+                await self._load_keys()
+            except Exception:
+                log.exception("reading API keys failed; will retry")
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                before = time.time() - self.settings.retention_seconds
+                deleted = await self.store.prune(before)
+                if deleted:
+                    log.info("retention pruned %d events", deleted)
+            except Exception:
+                log.exception("retention pruning failed; will retry")
+            await asyncio.sleep(self.settings.prune_interval_seconds)
