@@ -27,6 +27,13 @@ if os.environ.get("HUB_REQUIRE_SERVICES") == "1":
     hypothesis.settings.load_profile("ci")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser, npx and process tests are slow ones: ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("browser", "npx", "process")):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
     """The default store for app tests: SQLite in the data directory, or with

@@ -282,7 +282,7 @@ async def test_a_rate_limited_answer_is_described(make_settings, described):
 
 
 # Schemathesis, in-process, from the description the app serves. Streams never end by
-# themselves, so they are left out of generation; tests/test_hostile_input.py calls them
+# themselves, so they are left out of generation; tests/behaviour/test_hostile_input.py calls them
 # with every kind of bad input, and the test above reads real ones.
 CHECKS = [
     not_a_server_error,

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import AUTH, KEY, OTHER_AUTH, OTHER_KEY, data_url, live_hub, make_png, stream
-from tests.test_tasks_e2e import FAST
+from tests.tasks.test_e2e import FAST
 
 WRONG = {"authorization": "Bearer not-a-key"}
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hub import logs
 from tests.helpers import AUTH, data_url, live_hub, make_png, stream
 from tests.processes import HubProcess, free_port
-from tests.test_tasks_e2e import FAST
+from tests.tasks.test_e2e import FAST
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -91,7 +91,7 @@ async def test_every_answer_has_a_request_id_and_the_access_log_carries_it(make_
     assert token not in out.getvalue()  # the route's template, never the path
 
 
-@pytest.mark.slow
+@pytest.mark.process
 async def test_hub_serve_writes_json_logs(tmp_path, http):
     hub = HubProcess(tmp_path, free_port(), extra={"HUB_LOG_FORMAT": "json", "HUB_ACCESS_LOG": "1"})
     try:

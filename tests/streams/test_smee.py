@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import AUTH, live_hub, receiver, stream, until
 
 SMEE_VERSION = "5.0.0"
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / f"smee-client-{SMEE_VERSION}"
+CACHE = Path(__file__).resolve().parents[2] / ".cache" / f"smee-client-{SMEE_VERSION}"
 
 
 def smee_client() -> Path:
@@ -54,6 +54,7 @@ async def test_the_smee_format_is_smees(make_settings, http):
     assert isinstance(data["timestamp"], int)
 
 
+@pytest.mark.npx
 async def test_smee_client_forwards_callbacks_to_a_local_target(make_settings, http):
     cli = smee_client()
     async with live_hub(make_settings()) as hub, receiver() as target:

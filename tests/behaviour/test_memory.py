@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import AUTH, KEY, until
 from tests.processes import HubProcess, free_port, raise_open_files_limit, running
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 
 MB = 1024
 

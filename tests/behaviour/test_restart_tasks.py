@@ -37,7 +37,7 @@ from hub.sandbox.app import PROVIDERS
 from tests.helpers import AUTH, Frame, data_url, make_png, request_body, stream, until
 from tests.processes import HubProcess, free_port, local, replay, rows, running
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 
 Verdict = Literal["pass", "hold", "fail"]
 Rule = Callable[[str, str], Verdict]

@@ -11,6 +11,9 @@ import pytest
 
 from tests.helpers import KEY, live_hub, make_png, open_image, until
 
+# Every test here runs the CLI as a process.
+pytestmark = pytest.mark.process
+
 FAST = (("HUB_SANDBOX_LATENCY", "0.3"), ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"))
 
 

@@ -28,7 +28,7 @@ import pytest
 from tests.helpers import AUTH, stream, until
 from tests.processes import HubProcess, free_port, replay, running
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 
 SENDERS = 32
 ROUNDS = int(os.environ.get("HUB_CRASH_ROUNDS") or 3)

@@ -33,6 +33,8 @@ with contextlib.suppress(ImportError):
         expect,
     )
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/dashboard.png")
 # The emulated jobs finish at once; AceData's result comes by callback, not by polling.

@@ -6,7 +6,7 @@ import pytest
 
 from hub.store.base import EventQuery
 from tests.helpers import AUTH, data_url, live_hub, make_png, stream, until
-from tests.test_tasks_e2e import FAST
+from tests.tasks.test_e2e import FAST
 
 
 async def inject(http, hub, provider, kind, count=1):

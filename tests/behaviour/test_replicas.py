@@ -158,7 +158,7 @@ def folder(parent, name: str):
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.process
 async def test_a_replica_killed_mid_flood_loses_no_acknowledged_callback(pg_url, tmp_path, http):
     """30 senders over two `hub serve` processes; one is killed with -9 mid-flood. Every
     callback either replica acknowledged is in the survivor's replay, once."""
@@ -209,7 +209,7 @@ async def test_a_replica_killed_mid_flood_loses_no_acknowledged_callback(pg_url,
                 replica.kill()
 
 
-@pytest.mark.slow
+@pytest.mark.process
 async def test_a_replica_killed_mid_task_leaves_it_to_the_other(pg_url, tmp_path, http):
     """Replica A submits a task and dies while the provider works on it; replica B takes
     the task over (after the lease, if A held one) and finishes it by polling, without a

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import AUTH, data_url, make_png, stream, stream_to_end
 from tests.processes import HubProcess, free_port, running
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture
