@@ -12,6 +12,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hub.enums import TaskStatus
+
 if TYPE_CHECKING:
     from hub.client import AsyncClient, Event
 
@@ -127,7 +129,7 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     async with _client(args) as client:
         task = await client.submit(args.provider, args.prompt, args.image, **options)
-        status = "queued"
+        status = TaskStatus.QUEUED.value
         progress = _Progress(out, task["id"], started)
         waiting = asyncio.create_task(_follow(client, task["id"], progress))
         while not waiting.done():
@@ -136,7 +138,7 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
             status = progress.status
         done = await client.get(waiting.result())
         progress.finish(done["status"])
-        if done["status"] != "succeeded":
+        if done["status"] != TaskStatus.SUCCEEDED:
             out.write(f"{done['status']}: {done.get('error')}\n")
             return 1
         args.out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ class _Progress:
         self._live = out.isatty()
         self._shown = ""
         self._turn = 0
-        self.status = "queued"
+        self.status = TaskStatus.QUEUED.value
 
     def show(self, status: str) -> None:
         elapsed = time.monotonic() - self._started

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hub.enums import TERMINAL
+from hub.enums import TERMINAL, TaskStatus
 
 
 class Event:
@@ -214,7 +214,7 @@ class TaskRecord:
     id: str
     owner: str
     provider: str
-    status: str  # queued -> submitted -> succeeded | failed | timed_out
+    status: TaskStatus
     input: bytes  # JSON: prompt, image blob ids, options
     channel_id: str | None
     provider_task_id: str | None
@@ -227,6 +227,11 @@ class TaskRecord:
     deadline: float
     created_at: float
     updated_at: float
+
+    def __post_init__(self) -> None:
+        # Rows come back with the status as text; the record always holds the enum.
+        if type(self.status) is not TaskStatus:
+            object.__setattr__(self, "status", TaskStatus(self.status))
 
     @property
     def terminal(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hub.enums import TERMINAL_EVENTS
 from hub.store.base import WEBHOOK_EVENTS
 
 KEYS_SQL = "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
@@ -26,7 +27,7 @@ TASK_FIELDS = frozenset(
 
 # Which events (e) an endpoint (p) is sent, beyond being its channel's or task's:
 # never webhook.* events; for the "acedata" format only the task's end.
+_ENDS = ", ".join(f"'{event}'" for event in sorted(TERMINAL_EVENTS))
 WEBHOOK_WANTS = (
-    f"e.type NOT LIKE '{WEBHOOK_EVENTS}' AND (p.format = 'standard' OR e.type IN"
-    " ('task.succeeded', 'task.failed', 'task.timed_out', 'task.canceled'))"
+    f"e.type NOT LIKE '{WEBHOOK_EVENTS}' AND (p.format = 'standard' OR e.type IN ({_ENDS}))"
 )

@@ -23,6 +23,7 @@ import orjson
 
 from hub.access.tokens import Signer
 from hub.config.settings import Settings
+from hub.enums import ACTIVE, TaskStatus
 from hub.metrics import Metrics
 from hub.net.backoff import backoff
 from hub.net.fetch import FetchError
@@ -39,8 +40,8 @@ from hub.tasks.view import TaskView
 
 log = logging.getLogger("hub.tasks")
 
-ACTIVE = frozenset({"queued", "submitted"})
-QUEUED = frozenset({"queued"})
+QUEUED = frozenset({TaskStatus.QUEUED})
+SUBMITTED = frozenset({TaskStatus.SUBMITTED})
 
 
 class TaskEngine:
@@ -130,7 +131,7 @@ class TaskEngine:
             id=task_id or new_id(),
             owner=owner,
             provider=provider,
-            status="queued",
+            status=TaskStatus.QUEUED,
             input=data,
             channel_id=channel_id,
             provider_task_id=None,
@@ -144,7 +145,7 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self.view.event(task, "task.queued"))
+        await self._store.create_task(task, self.view.event(task))
         self.wake()
         return task
 
@@ -187,10 +188,10 @@ class TaskEngine:
     async def _work(self, task: TaskRecord) -> None:
         try:
             if time.time() >= task.deadline:
-                await self._end(task, "timed_out", self._timeout_message())
+                await self._end(task, TaskStatus.TIMED_OUT, self._timeout_message())
             elif task.result is not None:
                 await self._finish(task, outcome_from_json(task.result))
-            elif task.status == "queued":
+            elif task.status == TaskStatus.QUEUED:
                 await self._submit(task)
             else:
                 await self._poll(task)
@@ -234,35 +235,37 @@ class TaskEngine:
                 await self._later(task, delay)
             else:
                 suffix = f" (after {attempts} attempts)" if error.retryable else ""
-                await self._end(task, "failed", error.message + suffix)
+                await self._end(task, TaskStatus.FAILED, error.message + suffix)
             return
         if outcome.state != "pending":
             await self._finish(task, outcome)
             return
         changes: dict[str, object] = {
-            "status": "submitted",
+            "status": TaskStatus.SUBMITTED,
             "provider_task_id": outcome.provider_task_id,
             "next_at": min(time.time() + config.first_poll_after, task.deadline),
         }
-        submitted = _replace(task, status="submitted", provider_task_id=outcome.provider_task_id)
+        submitted = _replace(
+            task, status=TaskStatus.SUBMITTED, provider_task_id=outcome.provider_task_id
+        )
         if (
             await self._store.update_task(
                 task.id,
-                frozenset({"queued"}),
+                QUEUED,
                 changes,
-                [self.view.event(submitted, "task.submitted")],
+                [self.view.event(submitted)],
             )
             is None
         ):
             # A callback got here first (it can beat the submit response): keep the id.
             await self._store.update_task(
-                task.id, frozenset({"submitted"}), {"provider_task_id": outcome.provider_task_id}
+                task.id, SUBMITTED, {"provider_task_id": outcome.provider_task_id}
             )
 
     async def _poll(self, task: TaskRecord) -> None:
         config = self._configs[task.provider]
         if task.provider_task_id is None:
-            await self._end(task, "failed", "the provider gave no task id to follow")
+            await self._end(task, TaskStatus.FAILED, "the provider gave no task id to follow")
             return
         try:
             async with self._limiters[task.provider].slot():
@@ -272,7 +275,7 @@ class TaskEngine:
         except (ProviderError, TimeoutError) as exc:
             error = _provider_error(task.provider, exc)
             if not error.retryable:
-                await self._end(task, "failed", error.message)
+                await self._end(task, TaskStatus.FAILED, error.message)
                 return
             await self._later(task, max(config.poll_interval, error.retry_after or 0.0))
             return
@@ -284,7 +287,7 @@ class TaskEngine:
     async def _finish(self, task: TaskRecord, outcome: Outcome) -> None:
         """Apply a terminal outcome: store its images and end the task, once."""
         if outcome.state == "failed":
-            await self._end(task, "failed", _reason(task.provider, outcome.error))
+            await self._end(task, TaskStatus.FAILED, _reason(task.provider, outcome.error))
             return
         try:
             stored = await self._io.store_outputs(task, outcome.outputs)
@@ -298,7 +301,7 @@ class TaskEngine:
             await self._store.update_task(task.id, ACTIVE, changes)
             return
         if not stored:
-            await self._end(task, "failed", f"{task.provider} returned no image")
+            await self._end(task, TaskStatus.FAILED, f"{task.provider} returned no image")
             return
         await self._succeed(task, outcome, stored)
 
@@ -307,7 +310,7 @@ class TaskEngine:
         changes, steps = self._success_change(task, provider_task_id, stored)
         await self._store.update_task(task.id, ACTIVE, changes, steps, stored)
 
-    async def _end(self, task: TaskRecord, status: str, error: str) -> None:
+    async def _end(self, task: TaskRecord, status: TaskStatus, error: str) -> None:
         ended = _replace(task, status=status, error=error)
         changes = {"status": status, "error": error, "result": None, "next_at": None}
         if (
@@ -326,13 +329,11 @@ class TaskEngine:
         # A task that ends straight from queued (a synchronous provider, or a callback that
         # beat the submit response) was still submitted: say so, so every stream reads the same.
         steps = []
-        if before.status == "queued" and after.status == "succeeded":
+        if before.status == TaskStatus.QUEUED and after.status == TaskStatus.SUCCEEDED:
             steps.append(
-                self.view.event(
-                    _replace(after, status="submitted", outputs=b"[]"), "task.submitted"
-                )
+                self.view.event(_replace(after, status=TaskStatus.SUBMITTED, outputs=b"[]"))
             )
-        steps.append(self.view.event(after, f"task.{after.status}"))
+        steps.append(self.view.event(after))
         return steps
 
     # -- callbacks -------------------------------------------------------------------------
@@ -364,8 +365,12 @@ class TaskEngine:
     ) -> tuple[dict[str, object], list[NewEvent], list[Blob]]:
         if outcome.state == "failed":
             error = _reason(task.provider, outcome.error)
-            ended = _replace(task, status="failed", error=error)
-            changes: dict[str, object] = {"status": "failed", "error": error, "next_at": None}
+            ended = _replace(task, status=TaskStatus.FAILED, error=error)
+            changes: dict[str, object] = {
+                "status": TaskStatus.FAILED,
+                "error": error,
+                "next_at": None,
+            }
             return changes, self._transition_events(task, ended), []
         provider_task_id = task.provider_task_id or outcome.provider_task_id
         if outcome.outputs and all(output.data is not None for output in outcome.outputs):
@@ -373,21 +378,21 @@ class TaskEngine:
             return (*self._success_change(task, provider_task_id, stored), stored)
         # Outputs to download: keep the outcome; the worker fetches them at once.
         changes = {"result": outcome_to_json(outcome), "next_at": time.time()}
-        if task.status != "queued":
+        if task.status != TaskStatus.QUEUED:
             return changes, [], []
-        changes.update(status="submitted", provider_task_id=provider_task_id)
-        submitted = _replace(task, status="submitted", provider_task_id=provider_task_id)
-        return changes, [self.view.event(submitted, "task.submitted")], []
+        changes.update(status=TaskStatus.SUBMITTED, provider_task_id=provider_task_id)
+        submitted = _replace(task, status=TaskStatus.SUBMITTED, provider_task_id=provider_task_id)
+        return changes, [self.view.event(submitted)], []
 
     def _success_change(
         self, task: TaskRecord, provider_task_id: str | None, stored: list[Blob]
     ) -> tuple[dict[str, object], list[NewEvent]]:
         outputs = orjson.dumps([{"blob_id": b.id, "content_type": b.content_type} for b in stored])
         done = _replace(
-            task, status="succeeded", provider_task_id=provider_task_id, outputs=outputs
+            task, status=TaskStatus.SUCCEEDED, provider_task_id=provider_task_id, outputs=outputs
         )
         changes: dict[str, object] = {
-            "status": "succeeded",
+            "status": TaskStatus.SUCCEEDED,
             "provider_task_id": provider_task_id,
             "outputs": outputs,
             "result": None,

@@ -44,10 +44,10 @@ class TaskView:
             )
         return data
 
-    def event(self, task: TaskRecord, type_: str) -> NewEvent:
-        """The event saying the task is now as ``task`` shows it: on the task's own stream
-        and, when it has one, its channel's."""
+    def event(self, task: TaskRecord) -> NewEvent:
+        """The event saying the task is now as ``task`` shows it (``task.<status>``): on the
+        task's own stream and, when it has one, its channel's."""
         return NewEvent(
-            type_, orjson.dumps(self.describe(task, event=True)),
+            task.status.event, orjson.dumps(self.describe(task, event=True)),
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip

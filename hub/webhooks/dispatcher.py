@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from hub.config.settings import Settings
-from hub.enums import EventType
+from hub.enums import EventType, TaskStatus
 from hub.formats import dumps, iso, loads
 from hub.metrics import Metrics
 from hub.net.backoff import backoff
@@ -145,7 +145,7 @@ class Webhooks:
         task_id = job.endpoint.task_id or ""
         task = await self._store.get_task(task_id)
         trace_id = f"evt_{job.event.id}"
-        if task is None or task.status != "succeeded":
+        if task is None or task.status != TaskStatus.SUCCEEDED:
             error = {"code": "provider_failed", "message": task.error if task else "no task"}
             return dumps(
                 {"success": False, "task_id": task_id, "trace_id": trace_id, "error": error}

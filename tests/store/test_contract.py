@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.enums import TaskStatus
 from hub.store.base import ApiKey, Channel, Delivery, Endpoint, Event, NewEvent, Store, TaskRecord
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
@@ -80,14 +81,14 @@ async def test_webhooks_get_events_stored_after_they_were_added_once_each(store:
     task_event = NewEvent("task.queued", b"{}", channel_id="ch", task_id="t1")
     await store.create_task(
         TaskRecord(
-            "t1", "owner", "acedata", "queued", b"{}", "ch", None, None, b"[]", None, None,
+            "t1", "owner", "acedata", TaskStatus.QUEUED, b"{}", "ch", None, None, b"[]", None, None,
             0, None, time.time() + 60, time.time(), time.time(),
         ),
         task_event,
     )  # fmt: skip
     await store.create_task(
         TaskRecord(
-            "t2", "owner", "acedata", "queued", b"{}", "ch", None, None, b"[]", None, None,
+            "t2", "owner", "acedata", TaskStatus.QUEUED, b"{}", "ch", None, None, b"[]", None, None,
             0, None, time.time() + 60, time.time(), time.time(),
         ),
         NewEvent("webhook.failing", b"{}", channel_id="ch"),
@@ -158,7 +159,7 @@ async def test_channels_and_tasks_are_listed_per_owner_newest_first(store: Store
     assert [c.id for c in await store.list_channels("owner", 2)] == ["ch_2", "ch_1"]
     for i in range(3):
         record = TaskRecord(
-            f"t{i}", "owner", "acedata", "queued", b"{}", None, None, None, b"[]", None, None,
+            f"t{i}", "owner", "acedata", TaskStatus.QUEUED, b"{}", None, None, None, b"[]", None, None,
             0, None, 10**10, 100.0 + i, 100.0 + i,
         )  # fmt: skip
         await store.create_task(record, NewEvent("task.queued", b"{}", task_id=f"t{i}"))
@@ -170,7 +171,7 @@ async def test_channels_and_tasks_are_listed_per_owner_newest_first(store: Store
 async def test_an_acedata_endpoint_is_given_only_its_tasks_end(store: Store) -> None:
     await store.add_endpoint(dataclasses.replace(endpoint("wh_a", task_id="t1"), format="acedata"))
     record = TaskRecord(
-        "t1", "owner", "acedata", "queued", b"{}", None, None, None, b"[]", None, None,
+        "t1", "owner", "acedata", TaskStatus.QUEUED, b"{}", None, None, None, b"[]", None, None,
         0, None, time.time() + 60, time.time(), time.time(),
     )  # fmt: skip
     await store.create_task(record, NewEvent("task.queued", b"{}", task_id="t1"))

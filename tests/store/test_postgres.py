@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from hub.enums import TaskStatus
 from hub.store.base import Blob, Channel, Delivery, Event, EventQuery, NewEvent, TaskRecord
 from hub.store.postgres import _EMIT, PostgresStore
 from hub.store.postgres_schema import MIGRATIONS
@@ -71,7 +72,7 @@ def delivery(i: int, token: bytes = b"token", channel_id: str = "ch") -> Deliver
 def task(task_id: str, next_at: float | None = 0.0) -> TaskRecord:
     now = time.time()
     return TaskRecord(
-        id=task_id, owner="owner", provider="acedata", status="queued", input=b"{}",
+        id=task_id, owner="owner", provider="acedata", status=TaskStatus.QUEUED, input=b"{}",
         channel_id=None, provider_task_id=None, callback_secret="s", outputs=b"[]",
         result=None, error=None, attempts=0, next_at=next_at, deadline=now + 600,
         created_at=now, updated_at=now,

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from hub.blobs import records
 from hub.blobs.images import image_type
+from hub.enums import TaskStatus
 from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
 from hub.providers import PROVIDERS
 from hub.store.base import EventQuery, TaskRecord
@@ -158,8 +159,8 @@ async def _ended(state: HubState, task: TaskRecord, subscription: Any) -> TaskRe
 
 
 async def _answer(state: HubState, task: TaskRecord, fields: dict[str, str]) -> Response:
-    if task.status != "succeeded":
-        status = 504 if task.status == "timed_out" else 502
+    if task.status != TaskStatus.SUCCEEDED:
+        status = 504 if task.status == TaskStatus.TIMED_OUT else 502
         return _error(status, task.error or task.status, "server_error", None, "provider_failed")
     data = []
     for output in orjson.loads(task.outputs):
