@@ -1,1 +1,1 @@
-
+"""The hub command: serve, sandbox, channel, watch, submit, keys."""

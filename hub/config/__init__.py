@@ -1,1 +1,2 @@
-
+"""Configuration: the settings read from HUB_* variables, and the data directory with the
+secrets the hub generates."""

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.sandbox.settings import SandboxSettings
 from hub.sandbox.state import FileStore
 from hub.sandbox.validation import ApiError
-from hub.web.multipart import MalformedForm, bounded_form
 
 MAX_JSON_BODY = 8 * 1024 * 1024
 # The providers allow 16 images of up to 50 MB each; the sandbox holds bodies in memory,

@@ -44,3 +44,39 @@ async def test_the_shutdown_signal_ends_streams_from_the_loop_not_inside_the_han
     assert server.should_exit and not server.hub_state.shutting_down
     await asyncio.sleep(0)
     assert server.hub_state.shutting_down
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    import subprocess
+    import sys
+
+    script = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return set(result.stdout.split())
+
+
+HEAVY = {"hub.web", "hub.sandbox", "hub.store", "starlette", "uvicorn", "httpx", "PIL", "asyncpg"}
+
+
+def test_help_loads_no_server_client_or_store():
+    code = (
+        "from hub.cli.main import main\n"
+        "try:\n    main(['keys', 'list', '--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert _loaded_after(code) & HEAVY == set()
+
+
+def test_the_sandbox_is_loaded_only_when_asked_for(tmp_path):
+    code = (
+        "from pathlib import Path\n"
+        "from hub.config.settings import Secret, Settings\n"
+        "from hub.web.app import create_app\n"
+        f"create_app(Settings(data_dir=Path({str(tmp_path)!r}), secret_keys=(Secret('s'),)))"
+    )
+    loaded = _loaded_after(code)
+    assert "hub.web.app" in loaded and "hub.sandbox" not in loaded
+    with_sandbox = code.replace("secret_keys=", "sandbox=True, secret_keys=")
+    assert "hub.sandbox.app" in _loaded_after(with_sandbox)

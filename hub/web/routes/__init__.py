@@ -1,1 +1,1 @@
-"""Thin HTTP handlers, grouped by resource."""
+"""Thin HTTP handlers, one module per resource."""

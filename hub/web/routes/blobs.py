@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from hub.access.tokens import BLOB
 from hub.blobs import images, records
+from hub.bodies.multipart import MalformedForm, bounded_form
+from hub.bodies.read import read_body
 from hub.errors import Malformed, TooLarge, Unsupported, invalid, not_found
 from hub.store.base import Blob
-from hub.web.body import read_body
-from hub.web.multipart import MalformedForm, bounded_form
 from hub.web.routes.common import hub, json_response
 
 BLOB_ID = re.compile(r"blob_[0-9a-f]{24}")

@@ -9,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.access.tokens import CALLBACK
+from hub.bodies.read import read_body
 from hub.errors import HubError, Malformed, Unauthorized, Unavailable, not_found
 from hub.inbox import intake
 from hub.providers.base import CallbackRejected
-from hub.web.body import read_body
 from hub.web.routes.common import hub, json_response
 from hub.web.state import HubState
 

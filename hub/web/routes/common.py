@@ -8,8 +8,8 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from hub.bodies.read import read_body
 from hub.errors import Malformed, invalid
-from hub.web.body import read_body
 from hub.web.state import HubState
 
 MAX_JSON_BYTES = 64 * 1024

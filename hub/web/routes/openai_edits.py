@@ -21,6 +21,8 @@ from starlette.responses import Response
 
 from hub.blobs import records
 from hub.blobs.images import image_type
+from hub.bodies.multipart import MalformedForm, bounded_form
+from hub.bodies.read import read_body
 from hub.enums import TaskStatus
 from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
 from hub.providers import PROVIDERS
@@ -29,8 +31,6 @@ from hub.streams.broker import SubscriptionClosed
 from hub.tasks import inputs
 from hub.tasks.engine import new_id
 from hub.web import errors
-from hub.web.body import read_body
-from hub.web.multipart import MalformedForm, bounded_form
 from hub.web.routes.common import hub, json_response
 from hub.web.routes.tasks import image_sources
 from hub.web.state import HubState
