@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal, Protocol
 
 import httpx
@@ -18,6 +19,35 @@ SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 QUALITIES = ("auto", "low", "medium", "high")
 BACKGROUNDS = ("auto", "transparent", "opaque")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+class Resend(StrEnum):
+    """What a failed call says about sending the same job to the provider again. Money is
+    at stake: every accepted edit is billed, so only a failure that proves nothing was
+    accepted may be followed by another submit."""
+
+    # Nothing was accepted (a 429, a refusal before acceptance, a connection that never
+    # opened, a 5xx the provider documents as unbilled): trying again later is safe.
+    SAFE = "safe"
+    # Nothing was accepted, and trying again would fail the same way (bad input, bad key).
+    NEVER = "never"
+    # The provider may have accepted, and billed, the job: a read timeout after the body
+    # went out, a connection cut mid-answer, an ambiguous 5xx, an unreadable 2xx. Never
+    # sent again; recovered through the job's own callback where there is one.
+    UNKNOWN = "unknown"
+
+
+class ErrorCode(StrEnum):
+    """Why a task failed or is retrying, as ``error.code`` reports it."""
+
+    RATE_LIMITED = "rate_limited"  # the provider's 429, or the hub keeping its limits
+    PROVIDER_UNAVAILABLE = "provider_unavailable"  # 5xx or no connection, nothing billed
+    PROVIDER_REFUSED = "provider_refused"  # refused before acceptance (input, key, balance)
+    OUTCOME_UNKNOWN = "outcome_unknown"  # may have been billed; not sent again
+    PROVIDER_FAILED = "provider_failed"  # the provider ran the job and it failed
+    MODERATION_BLOCKED = "moderation_blocked"  # the provider refused the content
+    INVALID_INPUT = "invalid_input"  # the hub cannot build the request (an input gone)
+    TIMED_OUT = "timed_out"  # no result by the task's deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,32 +114,44 @@ class Outcome:
     state: State
     provider_task_id: str | None = None
     outputs: tuple[Output, ...] = ()
-    # For "failed": what happened, in words a user can act on (with the provider's code).
+    # For "failed": what happened, in words a user can act on (with the provider's code),
+    # and its ErrorCode (PROVIDER_FAILED, or MODERATION_BLOCKED for a content refusal).
     error: str | None = None
+    error_code: ErrorCode = ErrorCode.PROVIDER_FAILED
     # Provider details worth keeping (status string, timings), small.
     detail: Mapping[str, object] = field(default_factory=dict)
 
 
 class ProviderError(Exception):
-    """A call to the provider did not work.
+    """A call to the provider did not work, and what that means for sending it again.
 
-    ``retryable``: a 429, a 5xx, a timeout or a network error; the engine retries with
-    backoff, honouring ``retry_after`` (seconds). Otherwise the task fails with ``message``.
+    ``resend`` says whether the job may be sent again (see ``Resend``); ``code`` is the
+    task's ``error.code``; ``retry_after`` (seconds) is the provider's own ``Retry-After``.
+    ``slot_full``: the provider refused because too many of this account's jobs are
+    unfinished (Eachlabs' in-flight cap): wait for one to end rather than spend attempts.
     """
 
     def __init__(
         self,
         message: str,
         *,
-        retryable: bool,
+        resend: Resend,
+        code: ErrorCode,
         status: int | None = None,
         retry_after: float | None = None,
+        slot_full: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.retryable = retryable
+        self.resend = resend
+        self.code = code
         self.status = status
         self.retry_after = retry_after
+        self.slot_full = slot_full
+
+    @property
+    def retryable(self) -> bool:
+        return self.resend is Resend.SAFE
 
 
 RejectReason = Literal["signature", "unreadable", "unavailable"]

@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from hub.blobs.images import sniff
-from hub.providers.base import Output, ProviderConfig, ProviderError
+from hub.providers.base import ErrorCode, Output, ProviderConfig, ProviderError, Resend
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
 # Raw image answers, and JSON answers that carry base64 images (several MB each).
@@ -146,7 +146,12 @@ class ProviderHTTP:
         text = f"{self.name}: {message}"
         if self._secret:
             text = text.replace(self._secret, "[redacted]")
-        return ProviderError(text, retryable=retryable, status=status, retry_after=retry_after)
+        resend = Resend.SAFE if retryable else Resend.NEVER
+        if retryable:
+            code = ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PROVIDER_UNAVAILABLE
+        else:
+            code = ErrorCode.PROVIDER_REFUSED
+        return ProviderError(text, resend=resend, code=code, status=status, retry_after=retry_after)
 
     def status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
         retryable = status in (408, 429) or status >= 500

@@ -26,10 +26,12 @@ from hub.blobs.images import sniff
 from hub.providers.base import (
     CallbackRejected,
     EditRequest,
+    ErrorCode,
     Outcome,
     Output,
     ProviderConfig,
     ProviderError,
+    Resend,
 )
 from hub.providers.http import MAX_IMAGE_BYTES, ProviderHTTP
 
@@ -91,7 +93,8 @@ class Segmind:
     async def poll(self, provider_task_id: str) -> Outcome:
         raise ProviderError(
             "segmind: the v1 API answers synchronously and has no status endpoint to poll",
-            retryable=False,
+            resend=Resend.NEVER,
+            code=ErrorCode.PROVIDER_REFUSED,
         )
 
     async def parse_callback(

@@ -28,10 +28,12 @@ from hub.metrics import Metrics
 from hub.net.backoff import backoff
 from hub.net.fetch import FetchError
 from hub.providers.base import (
+    ErrorCode,
     Outcome,
     Provider,
     ProviderConfig,
     ProviderError,
+    Resend,
 )
 from hub.store.base import Blob, Delivery, NewEvent, Store, TaskRecord
 from hub.tasks.io import TaskIO, outcome_from_json, outcome_to_json
@@ -433,7 +435,11 @@ def _reason(provider: str, error: str | None) -> str:
 def _provider_error(provider: str, exc: Exception) -> ProviderError:
     if isinstance(exc, ProviderError):
         return exc
-    return ProviderError(f"{provider} did not answer in time", retryable=True)
+    return ProviderError(
+        f"{provider} did not answer in time",
+        resend=Resend.SAFE,
+        code=ErrorCode.PROVIDER_UNAVAILABLE,
+    )
 
 
 def _replace(task: TaskRecord, **changes: Any) -> TaskRecord:

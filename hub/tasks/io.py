@@ -13,7 +13,16 @@ from hub.access.tokens import CALLBACK, Claims, Signer
 from hub.blobs import images, records
 from hub.config.settings import Settings
 from hub.net.fetch import fetch
-from hub.providers.base import EditRequest, InputImage, Outcome, Output, Provider, ProviderError
+from hub.providers.base import (
+    EditRequest,
+    ErrorCode,
+    InputImage,
+    Outcome,
+    Output,
+    Provider,
+    ProviderError,
+    Resend,
+)
 from hub.store.base import Blob, Store, TaskRecord
 
 OUTPUT_FETCH_SECONDS = 60.0
@@ -59,7 +68,11 @@ class TaskIO:
     async def _input_image(self, blob_id: str, name: str, ttl: int) -> InputImage:
         blob = await self._store.get_blob(blob_id)
         if blob is None:
-            raise ProviderError(f"input image {blob_id} is no longer kept", retryable=False)
+            raise ProviderError(
+                f"input image {blob_id} is no longer kept",
+                resend=Resend.NEVER,
+                code=ErrorCode.INVALID_INPUT,
+            )
         store = self._store
 
         async def load() -> bytes:

@@ -10,7 +10,15 @@ import pytest
 
 from hub.access.tokens import Signer
 from hub.blobs import records
-from hub.providers.base import EditRequest, Outcome, Output, ProviderConfig, ProviderError
+from hub.providers.base import (
+    EditRequest,
+    ErrorCode,
+    Outcome,
+    Output,
+    ProviderConfig,
+    ProviderError,
+    Resend,
+)
 from hub.store.base import Event
 from hub.store.sqlite import SQLiteStore
 from hub.tasks.engine import TaskEngine
@@ -102,7 +110,9 @@ async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_f
     provider = Scripted(
         PENDING,
         [
-            ProviderError("busy", retryable=True, status=503),
+            ProviderError(
+                "busy", resend=Resend.SAFE, code=ErrorCode.PROVIDER_UNAVAILABLE, status=503
+            ),
             PENDING,
             Outcome("succeeded", outputs=(Output(data=data),)),
         ],
@@ -117,7 +127,15 @@ async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_f
 
 async def test_a_final_poll_error_fails_the_task_with_its_message(engine_for):
     provider = Scripted(
-        PENDING, [ProviderError("scripted: HTTP 401: bad key", retryable=False, status=401)]
+        PENDING,
+        [
+            ProviderError(
+                "scripted: HTTP 401: bad key",
+                resend=Resend.NEVER,
+                code=ErrorCode.PROVIDER_REFUSED,
+                status=401,
+            )
+        ],
     )
     store, task = await engine_for(provider)
     done = await ended(store, task.id)
