@@ -14,6 +14,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from hub.net.addresses import is_public
+
 MAX_REDIRECTS = 5
 
 # (host, port) -> the addresses it resolves to; swappable so tests need no DNS.
@@ -47,15 +49,9 @@ async def check_url(url: str, *, allow_private: bool = False, resolver: Resolver
         raise FetchError(f"cannot resolve host {host!r}")
     for raw in addresses:
         address = ipaddress.ip_address(raw)
-        if not _public(address) and not (allow_private and address.is_loopback):
+        if not is_public(address) and not (allow_private and address.is_loopback):
             raise FetchError(f"host {host!r} resolves to a private or reserved address")
     return addresses[0]
-
-
-def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
 
 
 def _pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:

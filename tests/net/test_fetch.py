@@ -122,3 +122,35 @@ async def test_a_name_that_does_not_resolve():
 
     with pytest.raises(FetchError, match="cannot resolve"):
         await get("http://nowhere.example/a", lambda r: httpx.Response(200), failing)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a00:1",  # NAT64 (well-known prefix) of 10.0.0.1
+        "64:ff9b::7f00:1",  # ... of 127.0.0.1
+        "64:ff9b:1::808:808",  # NAT64 for local use: refused whatever it embeds
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+        "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
+        "::ffff:0:a00:1",  # SIIT 10.0.0.1
+        "::ffff:0:808:808",  # SIIT, even of a public address
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "fec0::1",  # site-local
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    ],
+)
+async def test_ipv6_forms_that_reach_private_ipv4_are_refused(address):
+    def handler(request):
+        raise AssertionError("must not connect")
+
+    with pytest.raises(FetchError, match="private or reserved"):
+        await get("http://images.example/a.png", handler, resolver([address]))
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"])
+async def test_ipv6_forms_of_public_addresses_are_fetched(address):
+    def handler(request):
+        return httpx.Response(200, content=b"ok")
+
+    assert (await get("http://images.example/a", handler, resolver([address])))[0] == b"ok"
