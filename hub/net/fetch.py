@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from hub.net import bounded
 from hub.net.addresses import is_public
 
 MAX_REDIRECTS = 5
@@ -82,7 +83,10 @@ async def fetch(
                 address = await check_url(url, allow_private=allow_private, resolver=resolver)
                 target, headers, extensions = _pinned(url, address)
                 request = client.build_request(
-                    "GET", target, headers=headers, extensions=extensions
+                    "GET",
+                    target,
+                    headers={**bounded.ASK_IDENTITY, **headers},
+                    extensions=extensions,
                 )
                 response = await client.send(request, stream=True, follow_redirects=False)
                 try:
@@ -102,17 +106,13 @@ async def fetch(
 async def _read(response: httpx.Response, max_bytes: int) -> tuple[bytes, str]:
     if response.status_code != 200:
         raise FetchError(f"answered HTTP {response.status_code}")
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchError(f"is larger than {max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise FetchError(f"is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks), response.headers.get("content-type", "")
+    try:
+        data = await bounded.read(response, max_bytes)
+    except bounded.TooLarge:
+        raise FetchError(f"is larger than {max_bytes} bytes") from None
+    except bounded.UnreadableEncoding as exc:
+        raise FetchError(f"sent {exc}") from None
+    return data, response.headers.get("content-type", "")
 
 
 async def post(

@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from hub.blobs.images import sniff
+from hub.net import bounded
 from hub.providers.base import ErrorCode, Output, ProviderConfig, ProviderError, Resend
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
@@ -86,7 +87,7 @@ class ProviderHTTP:
             request = self._client.build_request(
                 method,
                 self._base + path,
-                headers=self._auth,
+                headers={**bounded.ASK_IDENTITY, **self._auth},
                 json=json,
                 data=data,
                 files=files,
@@ -111,7 +112,7 @@ class ProviderHTTP:
         except httpx.TransportError as exc:
             reason = f"could not be reached ({type(exc).__name__})"
             raise self.error(reason, retryable=True) from None
-        except httpx.DecodingError:
+        except (httpx.DecodingError, bounded.UnreadableEncoding):
             raise self.error("sent a body that could not be decoded", retryable=True) from None
         return Reply(response.status_code, response.headers, content)
 
@@ -164,20 +165,12 @@ class ProviderHTTP:
 
 
 async def _read(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes | None:
-    """The body up to ``limit`` bytes: cut there if ``truncate``, else None when larger."""
-    declared = response.headers.get("content-length", "")
-    if not truncate and declared.isdigit() and int(declared) > limit:
+    """The body up to ``limit`` bytes (decoded): cut there if ``truncate``, else None
+    when larger."""
+    try:
+        return await bounded.read(response, limit, truncate=truncate)
+    except bounded.TooLarge:
         return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            if not truncate:
-                return None
-            break
-    return b"".join(chunks)[:limit]
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

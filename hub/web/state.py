@@ -18,6 +18,7 @@ from hub.access.ratelimit import RateLimit
 from hub.access.tokens import Signer
 from hub.config.settings import Settings
 from hub.metrics import Metrics
+from hub.net import bounded
 from hub.providers import PROVIDERS
 from hub.providers.config import provider_configs
 from hub.store import open_store
@@ -94,7 +95,9 @@ class HubState:
         await self.store.open()
         await self._load_keys()
         self._client = httpx.AsyncClient(
-            timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, headers={"user-agent": "hub"}
+            timeout=CLIENT_TIMEOUT,
+            limits=CLIENT_LIMITS,
+            headers={"user-agent": "hub", **bounded.ASK_IDENTITY},
         )
         if self.sandbox is not None:
             await self.sandbox.start()
