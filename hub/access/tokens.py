@@ -7,7 +7,10 @@ after: a forged token is always 401, a genuine but old one 410.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,12 @@ class Claims:
     task_id: str | None = None
     blob_id: str | None = None
 
+    def digest(self) -> bytes:
+        """What identifies the URL: the same for every token that grants the same, so
+        limits and dedupe keyed on it cannot be dodged by presenting another token."""
+        fields = (self.channel_id, self.task_id, self.blob_id, self.expires_at)
+        return hashlib.sha256(repr(fields).encode()).digest()
+
 
 class Signer:
     def __init__(self, secret_keys: tuple[Secret, ...]) -> None:
@@ -63,7 +72,7 @@ class Signer:
     def verify(self, purpose: str, token: str, now: float | None = None) -> Claims:
         """The token's claims; Unauthorized if it is not ours or was tampered with, Gone if
         it has expired."""
-        if len(token) > MAX_TOKEN_LENGTH:
+        if len(token) > MAX_TOKEN_LENGTH or not canonical(token):
             raise Unauthorized("invalid_token", "the token is not valid")
         claims = self._claims(purpose, token)
         if claims.expires_at <= (time.time() if now is None else now):
@@ -76,3 +85,24 @@ class Signer:
             return Claims(payload.get("c"), int(payload["e"]), payload.get("t"), payload.get("b"))
         except (BadSignature, KeyError, TypeError, ValueError):
             raise Unauthorized("invalid_token", "the token is not valid") from None
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def canonical(token: str) -> bool:
+    """Whether ``token`` is exactly how the hub writes one: ``payload.signature``, each
+    unpadded base64url that re-encodes to itself. itsdangerous decodes more leniently (a
+    changed last character or padding, a stray character, can decode to the same bytes),
+    so a variant would verify and, being another string, dodge what is keyed on it."""
+    body = token.removeprefix(".")  # itsdangerous marks a compressed payload with a dot
+    parts = body.split(".")
+    if len(parts) != 2:
+        return False
+    for part in parts:
+        if not _SEGMENT.fullmatch(part) or len(part) % 4 == 1:
+            return False
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != part:
+            return False
+    return True

@@ -25,10 +25,11 @@ MAX_REF_LENGTH = 200
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A POST to a callback URL as it came: its token, its headers as sent, its raw query
+    """A POST to a callback URL as it came: which URL, its headers as sent, its raw query
     string and body, and when it was read."""
 
-    token: str
+    # Identifies the callback URL it came to (its verified claims, not the token's text).
+    url_digest: bytes
     headers: Sequence[tuple[bytes, bytes]]
     query: str
     body: bytes
@@ -129,7 +130,7 @@ def raw_delivery(
     headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in arrival.headers]
     return Delivery(
         channel_id=channel_id,
-        token_hash=hashlib.sha256(arrival.token.encode()).digest(),
+        token_hash=arrival.url_digest,
         body_sha256=hashlib.sha256(arrival.body).digest(),
         content_type=arrival.content_type,
         headers=dumps(headers),

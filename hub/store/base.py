@@ -59,7 +59,8 @@ class Delivery:
     """A callback exactly as it arrived, and the event it becomes once stored."""
 
     channel_id: str | None
-    # sha256 of the callback token: the same URL, without keeping the credential itself.
+    # Which URL it came to (Claims.digest of its verified token): the same URL, whatever
+    # spelling of its token, without keeping the credential itself.
     token_hash: bytes
     body_sha256: bytes
     content_type: str

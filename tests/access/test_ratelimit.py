@@ -76,3 +76,21 @@ async def test_a_flood_on_one_callback_url_does_not_stop_another(client):
     # A forged URL is refused before it can take (or make) a bucket.
     forged = channel["callback_url"][:-3] + "xyz"
     assert (await client.post(forged, json={})).status_code == 401
+
+
+async def test_rewritten_spellings_of_a_callback_token_are_refused_not_counted_apart(client):
+    """Was: 300 variants of one token (a non-ASCII character in its signature, padding,
+    a changed last character) gave 300 x 200 where the token itself was held to its rate."""
+    from tests.access.test_tokens import variants
+
+    channel = (await client.post("/v1/channels", headers=AUTH)).json()
+    base, _, token = channel["callback_url"].rpartition("/")
+    statuses = [
+        (await client.post(f"{base}/{variant}", json={"n": n})).status_code
+        for n, variant in enumerate(variants(token, 300))
+    ]
+    # A "/" makes it another path (404); every other spelling is not a token (401).
+    assert set(statuses) <= {401, 404} and statuses.count(401) > 250
+    # The token itself is still held to its rate (2 a second here).
+    own = [(await client.post(f"{base}/{token}", json={"n": n})).status_code for n in range(4)]
+    assert own == [200, 200, 429, 429]

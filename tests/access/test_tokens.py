@@ -89,3 +89,48 @@ def test_a_cached_token_is_only_good_for_its_purpose():
     s.verify(WATCH, token, now=NOW)
     with pytest.raises(HubError):
         s.verify(CALLBACK, token, now=NOW)
+
+
+def variants(token: str, count: int) -> list[str]:
+    """Other spellings of ``token`` that a lenient base64 decoder reads the same (or
+    nearly): a non-ASCII character slipped into the signature, padding added, the last
+    character of a segment changed in the bits base64 does not use, a stray character."""
+    payload, _, signature = token.partition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    found: list[str] = []
+    for i in range(len(signature) + 1):
+        for extra in ("é", "\u200b", "=", "+", "/", "~"):
+            found.append(f"{payload}.{signature[:i]}{extra}{signature[i:]}")
+    for pad in ("=", "==", "==="):
+        found += [f"{payload}.{signature}{pad}", f"{payload}{pad}.{signature}"]
+    for part, keep in ((signature, payload), (payload, signature)):
+        for replacement in alphabet:
+            if replacement != part[-1]:
+                changed = part[:-1] + replacement
+                found.append(f"{keep}.{changed}" if part is signature else f"{changed}.{keep}")
+    assert len(found) >= count
+    return found[:count]
+
+
+def test_only_the_canonical_spelling_of_a_token_verifies():
+    s = signer("k1")
+    token = s.issue(CALLBACK, Claims("ch_1", NOW + 60))
+    assert s.verify(CALLBACK, token, now=NOW) == Claims("ch_1", NOW + 60)
+    refused = 0
+    for variant in variants(token, 300):
+        with pytest.raises(HubError) as info:
+            s.verify(CALLBACK, variant, now=NOW)
+        assert status_of(info.value) == 401
+        refused += 1
+    assert refused == 300
+
+
+def test_the_url_digest_is_what_the_token_grants_not_its_spelling():
+    old, new = signer("k-old"), signer("k-new", "k-old")
+    claims = Claims("ch_1", NOW + 60)
+    first, second = old.issue(CALLBACK, claims), new.issue(CALLBACK, claims)
+    assert first != second
+    assert new.verify(CALLBACK, first, now=NOW).digest() == new.verify(
+        CALLBACK, second, now=NOW
+    ).digest()
+    assert Claims("ch_2", NOW + 60).digest() != claims.digest()

@@ -33,12 +33,14 @@ async def receive(request: Request) -> Response:
     state = hub(request)
     token = request.path_params["token"]
     claims = state.signer.verify(CALLBACK, token)
-    # Only a genuine URL gets a bucket, so forged ones cannot fill the table.
-    state.callback_limit.check(token)
+    # Only a genuine URL gets a bucket, so forged ones cannot fill the table; keyed on
+    # what the token grants, so another spelling of it shares the bucket.
+    url_digest = claims.digest()
+    state.callback_limit.check(url_digest)
     settings = state.settings
     body = await read_body(request, settings.max_callback_bytes, settings.body_timeout_seconds)
     arrival = intake.Arrival(
-        token=token,
+        url_digest=url_digest,
         headers=request.headers.raw,
         query=request.scope["query_string"].decode("latin-1"),
         body=body,
