@@ -30,6 +30,8 @@ def add_commands(commands: Any) -> None:
 def serve(args: argparse.Namespace) -> int:
     from hub.web.server import build_server
 
+    # Everything the hub writes (its database, secrets, blobs) is for it alone.
+    os.umask(0o077)
     try:
         settings = _settings(args)
         settings, new_key = datadir.prepare(settings)
@@ -49,6 +51,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"hub: API key in {settings.data_dir / datadir.API_KEY_FILE}", flush=True)
     _tune_gc()
     server.run()
+    if server.hub_state.failed is not None:
+        print("hub: stopped: the store failed (see the log above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,7 +19,7 @@ def prepare(settings: Settings) -> tuple[Settings, str | None]:
     Returns the completed settings and the API key if it was generated just now (so the
     caller can show it once); later starts read it back from ``<data dir>/api-key``.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     new_key = None
     if not settings.secret_keys:
         secret, _ = _read_or_create(

@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hub.enums import TERMINAL, TaskStatus
+from hub.errors import Unavailable
+
+
+class StoreUnavailable(Unavailable):
+    """The store cannot take or answer this now; the caller should retry later (503)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, retry_after=5.0)
 
 
 class Event:

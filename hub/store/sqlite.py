@@ -50,8 +50,10 @@ class SQLiteStore:
         on_commit: Callable[[Sequence[Event]], None],
         *,
         synchronous: str = "FULL",
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._path = path
+        self._on_fatal = on_fatal
         self._on_commit = on_commit
         self._synchronous = synchronous
         self._writer: Writer | None = None
@@ -65,7 +67,14 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # The database holds webhook secrets, bodies and blobs: only the hub reads it.
+        # SQLite gives its -wal and -shm files the database file's mode.
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         # FULL is kept by fsyncing the WAL ourselves after each commit (see the writer),
         # so SQLite itself commits with NORMAL: subscribers need not wait for the disk.
         deferred = self._synchronous.upper() == "FULL"
@@ -75,6 +84,7 @@ class SQLiteStore:
             "NORMAL" if deferred else self._synchronous,
             self._on_commit,
             self._wal_sync,
+            self._on_fatal,
         )
         await self._writer.start(_migrate)
         self._reader = await aiosqlite.connect(self._path, isolation_level=None)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub.enums import EventType
-from hub.store.base import Delivery, Event, NewEvent
+from hub.store.base import Delivery, Event, NewEvent, StoreUnavailable
 
 log = logging.getLogger("hub.store")
 
@@ -87,6 +87,7 @@ class Writer:
         synchronous: str,
         on_commit: Callable[[Sequence[Event]], None],
         sync: Callable[[], None] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._path = path
         self._synchronous = synchronous
@@ -94,6 +95,10 @@ class Writer:
         self._db: sqlite3.Connection | None = None
         self._on_commit = on_commit
         self._sync = sync
+        self._on_fatal = on_fatal
+        # Set when an fsync failed: nothing committed since can be trusted to be on disk
+        # (the kernel may have dropped the pages), so the writer takes nothing more.
+        self._failed: BaseException | None = None
         self._unsynced: list[tuple[list[_Pending], list[Any]]] = []
         self._sync_wanted = asyncio.Event()
         self._synced = asyncio.Event()
@@ -153,7 +158,7 @@ class Writer:
             pending = self._queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("the store is closed"))
-        if self._db is not None and self._sync is not None:
+        if self._db is not None and self._sync is not None and self._failed is None:
             # Everything published is durable now: the next start need not skip ids.
             await self._call(_mark_running, self._db, 0)
             await asyncio.to_thread(self._sync)
@@ -171,6 +176,8 @@ class Writer:
         return await self._submit(op=op)
 
     async def _submit(self, *, delivery: Delivery | None = None, op: Op | None = None) -> Any:
+        if self._failed is not None:
+            raise _stopped()
         if self._task is None or self._task.done():
             raise RuntimeError("the store is closed")
         pending = _Pending(asyncio.get_running_loop().create_future(), delivery, op)
@@ -226,12 +233,31 @@ class Writer:
                 # One fsync makes every batch committed so far durable.
                 await asyncio.to_thread(self._sync)
             except Exception as exc:
-                log.exception("fsync of the write-ahead log failed")
-                _fail(ready, exc)
-            else:
-                for batch, results in ready:
-                    _answer(batch, results)
+                self._stop_for(exc, ready)
+                return
+            for batch, results in ready:
+                _answer(batch, results)
             self._synced.set()
+
+    def _stop_for(self, exc: BaseException, ready: list[tuple[list[_Pending], list[Any]]]) -> None:
+        """An fsync failed: what it covered may not be on disk, and a retry of fsync can
+        report success for pages the kernel already dropped. Answer nothing more (not
+        those writes, not later ones) and tell the owner, who stops the process; a
+        restart reads the database from what the disk holds."""
+        log.critical("fsync of the write-ahead log failed; the store stops", exc_info=exc)
+        self._failed = exc
+        _fail(ready, _stopped())
+        _fail(self._unsynced, _stopped())
+        self._unsynced = []
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(_stopped())
+        if self._task is not None:
+            self._task.cancel()
+        self._synced.set()
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
 
     async def _commit(self, batch: list[_Pending]) -> list[Any]:
         ids = _Ids(self._next_event_id, self._next_delivery_id)
@@ -265,6 +291,10 @@ class Writer:
                 db.execute("ROLLBACK")
             raise
         return results
+
+
+def _stopped() -> StoreUnavailable:
+    return StoreUnavailable("store_unavailable", "the store stopped after a failed fsync")
 
 
 def _answer(batch: list[_Pending], results: list[Any]) -> None:

@@ -23,11 +23,15 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: HubState) -> None:
         super().__init__(config)
         self.hub_state = state
+        state.on_exit(self._exit_now)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    def _exit_now(self) -> None:
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler runs between any two bytecodes of whatever the loop was doing;

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING
 
 import httpx
@@ -51,7 +51,10 @@ class HubState:
         self.metrics = Metrics()
         self._task_counts: dict[tuple[str, str], int] = {}
         self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
-        self.store: Store = open_store(settings, self._committed)
+        self.store: Store = open_store(settings, self._committed, self._store_failed)
+        # Set when the store stopped for good (an fsync failed): the process must end.
+        self.failed: BaseException | None = None
+        self._exit: Callable[[], None] | None = None
         self.streams = Streams(
             StreamConfig(
                 heartbeat=settings.heartbeat_seconds,
@@ -120,6 +123,16 @@ class HubState:
         self._spawn(self._prune_forever(), "hub-retention")
         self._spawn(self._load_keys_forever(), "hub-keys")
         self._spawn(self.streams.run(), "hub-stream-ticker")
+
+    def on_exit(self, exit: Callable[[], None]) -> None:
+        """How to end the process (the server's own way), for a failure nothing survives."""
+        self._exit = exit
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.failed = exc
+        self.begin_shutdown()
+        if self._exit is not None:
+            self._exit()
 
     def begin_shutdown(self) -> None:
         """End open streams now, so the server's graceful shutdown is not held by them."""

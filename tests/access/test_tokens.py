@@ -130,7 +130,8 @@ def test_the_url_digest_is_what_the_token_grants_not_its_spelling():
     claims = Claims("ch_1", NOW + 60)
     first, second = old.issue(CALLBACK, claims), new.issue(CALLBACK, claims)
     assert first != second
-    assert new.verify(CALLBACK, first, now=NOW).digest() == new.verify(
-        CALLBACK, second, now=NOW
-    ).digest()
+    assert (
+        new.verify(CALLBACK, first, now=NOW).digest()
+        == new.verify(CALLBACK, second, now=NOW).digest()
+    )
     assert Claims("ch_2", NOW + 60).digest() != claims.digest()

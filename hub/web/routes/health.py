@@ -16,6 +16,8 @@ log = logging.getLogger("hub")
 
 async def healthz(request: Request) -> Response:
     state = hub(request)
+    if state.failed is not None:
+        return json_response({"status": "error", "store": "failed"}, 503)
     try:
         await state.store.ping()
     except Exception:
