@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from hub.config.settings import Settings, SettingsError
+from hub.config.env import SettingsError
+from hub.config.settings import Settings
 from hub.providers import DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_TIMEOUTS, DEFAULT_URLS
 from hub.providers.base import ProviderConfig
 
