@@ -44,3 +44,17 @@ async def test_the_shutdown_signal_ends_streams_from_the_loop_not_inside_the_han
     assert server.should_exit and not server.hub_state.shutting_down
     await asyncio.sleep(0)
     assert server.hub_state.shutting_down
+
+
+def test_the_sandbox_refuses_bad_settings_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("HUB_SANDBOX_LATENCY", "-1")
+    assert main(["sandbox"]) == 2
+    assert capsys.readouterr().err == (
+        "hub: HUB_SANDBOX_LATENCY='-1': must be at least 0 (seconds, e.g. 15 or 2m)\n"
+    )
+
+
+def test_every_command_refuses_bad_settings_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("HUB_HEARTBEAT_SECONDS", "0")
+    assert main(["keys", "list"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
