@@ -175,16 +175,13 @@ def _rules(cls: type[DataclassInstance]) -> list[tuple[dataclasses.Field[Any], R
 def _read(name: str, raw: str, kind: Any, rule: Rule) -> Any:
     try:
         value = _parse(raw, kind, rule)
+        fits = _fits(value, rule)
     except ValueError:
-        value = _Unparsed
-    if value is _Unparsed or not _fits(value, rule):
+        fits = False
+    if not fits:
         shown = _MASK if _masked(kind, rule) else repr(raw)
-        raise invalid(name, shown, allowed(kind, rule)) from None
+        raise invalid(name, shown, allowed(kind, rule))
     return value
-
-
-class _Unparsed:
-    """Marks a value that did not parse (None is a value an optional field may hold)."""
 
 
 def _parse(raw: str, kind: Any, rule: Rule) -> Any:
