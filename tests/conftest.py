@@ -11,7 +11,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
-from hub.config.settings import Secret, Settings
+from hub.config.env import Secret
+from hub.config.settings import Settings
 from hub.web.app import create_app
 from hub.web.state import HubState
 from tests.helpers import KEY, OTHER_KEY, LiveHub, live_hub

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from hub.config.settings import Secret
+from hub.config.env import Secret
 from hub.errors import Unauthorized
 
 

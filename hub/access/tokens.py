@@ -17,7 +17,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from hub.config.settings import Secret
+from hub.config.env import Secret
 from hub.errors import Gone, Unauthorized
 
 # Longer than any token the hub issues; checked before any crypto so a huge token costs nothing.

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hub.cli import commands, keys, serve
+from hub.config.env import SettingsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_commands(subcommands)
     keys.add_commands(subcommands)
     args = parser.parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except SettingsError as exc:
+        # A bad variable is the operator's to fix: one line naming it, not a traceback.
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

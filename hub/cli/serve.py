@@ -10,7 +10,8 @@ from typing import Any
 
 from hub import logs
 from hub.config import datadir
-from hub.config.settings import Settings, SettingsError
+from hub.config.env import SettingsError
+from hub.config.settings import Settings
 
 
 def add_commands(commands: Any) -> None:

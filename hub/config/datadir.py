@@ -7,7 +7,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from hub.config.settings import Secret, Settings
+from hub.config.env import Secret
+from hub.config.settings import Settings
 
 SECRET_FILE = "secret"  # noqa: S105 (a file name)
 API_KEY_FILE = "api-key"

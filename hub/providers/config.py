@@ -3,52 +3,67 @@ cadence, defaulting to the real service (or to the in-process sandbox with ``--s
 
 from __future__ import annotations
 
-from typing import TypeVar
+from dataclasses import dataclass
 
-from hub.config.settings import Settings, SettingsError
+from hub.config.env import invalid, load, setting
+from hub.config.settings import Settings
 from hub.providers import DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_TIMEOUTS, DEFAULT_URLS
 from hub.providers.base import ProviderConfig
 
 SANDBOX_KEY = "sandbox"
-N = TypeVar("N", int, float)
+NO_LIMIT = "0 = no limit"
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One provider's ``HUB_<PROVIDER>_*`` variables. The field defaults only hold a place:
+    ``provider_configs`` starts each provider from its own (``hub.providers``)."""
+
+    url: str = setting("", url=True)
+    api_key: str = setting("", secret=True)
+    rate_per_minute: int = setting(0, ge=0, note=NO_LIMIT)
+    concurrency: int = setting(0, ge=0, note=NO_LIMIT)
+    first_poll_after: float = setting(3.0, ge=0, duration=True)
+    # Polled this often until it ends: 0 would poll without pause.
+    poll_interval: float = setting(3.0, gt=0, duration=True)
+    request_timeout: float = setting(120.0, gt=0, duration=True)
 
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
-    """The configured providers: those with an API key, or all of them in sandbox mode."""
+    """The configured providers: those with an API key, or all of them in sandbox mode.
+
+    Every provider's variables are checked, configured or not: a bad value is refused at
+    start rather than when someone adds the key.
+    """
     env = dict(settings.extra_env)
     configs = {}
     for name, default_url in DEFAULT_URLS.items():
-        prefix = f"HUB_{name.upper()}_"
-        api_key = env.get(prefix + "API_KEY", "")
-        url = env.get(prefix + "URL", "")
-        if settings.sandbox:
-            url = url or f"{settings.public_url}/sandbox/{name}"
-            api_key = api_key or SANDBOX_KEY
-        if not api_key:
-            continue
         per_minute, concurrency = DEFAULT_LIMITS[name]
         first_poll, interval = DEFAULT_POLLING[name]
+        defaults = ProviderSettings(
+            url=f"{settings.public_url}/sandbox/{name}" if settings.sandbox else default_url,
+            api_key=SANDBOX_KEY if settings.sandbox else "",
+            rate_per_minute=per_minute,
+            concurrency=concurrency,
+            first_poll_after=first_poll,
+            poll_interval=interval,
+            request_timeout=DEFAULT_TIMEOUTS[name],
+        )
+        own = load(ProviderSettings, env, f"HUB_{name.upper()}_", defaults)
+        if not own.api_key:
+            continue
         configs[name] = ProviderConfig(
             name=name,
-            base_url=(url or default_url).rstrip("/"),
-            api_key=api_key,
-            requests_per_minute=_number(env, prefix + "RATE_PER_MINUTE", per_minute, int),
-            concurrency=_number(env, prefix + "CONCURRENCY", concurrency, int),
-            first_poll_after=_number(env, prefix + "FIRST_POLL_AFTER", first_poll, float),
-            poll_interval=_number(env, prefix + "POLL_INTERVAL", interval, float),
-            request_timeout=_number(env, prefix + "REQUEST_TIMEOUT", DEFAULT_TIMEOUTS[name], float),
+            base_url=own.url.rstrip("/"),
+            api_key=own.api_key,
+            requests_per_minute=own.rate_per_minute,
+            concurrency=own.concurrency,
+            first_poll_after=own.first_poll_after,
+            poll_interval=own.poll_interval,
+            request_timeout=own.request_timeout,
         )
+    default = settings.default_provider
+    if default and default not in configs:
+        choices = ", ".join(configs) or "none is configured: set HUB_<PROVIDER>_API_KEY"
+        raise invalid("HUB_DEFAULT_PROVIDER", repr(default), f"a configured provider ({choices})")
     return configs
-
-
-def _number(env: dict[str, str], name: str, default: N, kind: type[N]) -> N:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: cannot use {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name}: must not be negative")
-    return value

@@ -1,7 +1,7 @@
 import pytest
 
 from hub.access.tokens import CALLBACK, MAX_TOKEN_LENGTH, WATCH, Claims, Signer
-from hub.config.settings import Secret
+from hub.config.env import Secret
 from hub.errors import HubError
 from hub.web.errors import status_of
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from hub.access.tokens import BLOB, CALLBACK, WATCH, Claims, Signer
-from hub.config.settings import Secret, Settings
+from hub.config.env import Secret
+from hub.config.settings import Settings
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
 from hub.web.app import create_app
 from hub.web.openapi import build

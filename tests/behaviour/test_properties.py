@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hub.access.tokens import CALLBACK, WATCH, Claims, Signer
 from hub.checks import MAX_INT, integer
-from hub.config.settings import Secret
+from hub.config.env import Secret
 from hub.errors import HubError
 from hub.streams import events
 from hub.web.errors import status_of

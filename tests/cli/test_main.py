@@ -80,3 +80,17 @@ def test_the_sandbox_is_loaded_only_when_asked_for(tmp_path):
     assert "hub.web.app" in loaded and "hub.sandbox" not in loaded
     with_sandbox = code.replace("secret_keys=", "sandbox=True, secret_keys=")
     assert "hub.sandbox.app" in _loaded_after(with_sandbox)
+
+
+def test_the_sandbox_refuses_bad_settings_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("HUB_SANDBOX_LATENCY", "-1")
+    assert main(["sandbox"]) == 2
+    assert capsys.readouterr().err == (
+        "hub: HUB_SANDBOX_LATENCY='-1': must be at least 0 (seconds, e.g. 15 or 2m)\n"
+    )
+
+
+def test_every_command_refuses_bad_settings_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("HUB_HEARTBEAT_SECONDS", "0")
+    assert main(["keys", "list"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

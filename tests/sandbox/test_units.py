@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from hub.config.env import SettingsError
 from hub.sandbox.app import Sandbox
 from hub.sandbox.faults import FaultKind, FaultQueue, job_faults
 from hub.sandbox.images import EditSpec, ImageError, edit_images, inspect
@@ -121,6 +122,35 @@ def test_settings_from_env_and_validation():
         SandboxSettings(latency=-1)
     with pytest.raises(ValueError):
         SandboxSettings(eachlabs_webhook_shape="v3")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("HUB_SANDBOX_LATENCY", "-1", "at least 0 (seconds, e.g. 15 or 2m)"),
+        ("HUB_SANDBOX_WARMUP", "soon", "at least 0 (seconds, e.g. 15 or 2m)"),
+        ("HUB_SANDBOX_EACHLABS_MAX_CONCURRENT", "-1", "a whole number, at least 0 (0 = off)"),
+        ("HUB_SANDBOX_EACHLABS_AUTH", "token", "one of both, x-api-key, bearer"),
+        (
+            "HUB_SANDBOX_ALLOW_INSECURE_WEBHOOKS",
+            "sure",
+            "one of 1, 0, true, false, yes, no, on, off",
+        ),
+    ],
+)
+def test_a_bad_sandbox_variable_is_one_line_naming_it(name, value, allowed):
+    with pytest.raises(SettingsError) as refused:
+        SandboxSettings.from_env({name: value})
+    assert str(refused.value) == f"{name}={value!r}: must be {allowed}"
+
+
+def test_sandbox_settings_take_durations_and_choices_in_any_case():
+    settings = SandboxSettings.from_env(
+        {"HUB_SANDBOX_LATENCY": "2m", "HUB_SANDBOX_ACEDATA_OUTPUT": "URL"}
+    )
+    assert (settings.latency, settings.acedata_output) == (120.0, "url")
+    with pytest.raises(SettingsError, match="HUB_SANDBOX_API_KEY=''"):
+        SandboxSettings(api_key="")
 
 
 def test_fault_queue_order_and_applicability():
