@@ -41,7 +41,10 @@ async def check_url(url: str, *, allow_private: bool = False, resolver: Resolver
     if parts.username or parts.password:
         raise FetchError("must not carry credentials")
     host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # not a number, or out of range ("99999", "8 0")
+        raise FetchError("has an invalid port") from None
     try:
         addresses = await resolver(host, port)
     except (OSError, UnicodeError):

@@ -31,3 +31,30 @@ _ENDS = ", ".join(f"'{event}'" for event in sorted(TERMINAL_EVENTS))
 WEBHOOK_WANTS = (
     f"e.type NOT LIKE '{WEBHOOK_EVENTS}' AND (p.format = 'standard' OR e.type IN ({_ENDS}))"
 )
+
+# Attempts one endpoint may have in flight at once.
+ENDPOINT_IN_FLIGHT = 4
+
+# Outbox entries due at $1, fairly: each tenant's endpoints take turns (one entry per
+# tenant per turn, oldest first), and an endpoint never has more than $2 attempts in
+# flight, so one tenant's many (or failing, or slow) endpoints cannot hold the others'
+# webhooks back. Ids only: the caller leases them with a conditional update, which on
+# PostgreSQL decides between replicas racing for the same entry.
+FAIR_DUE_WEBHOOKS = """
+WITH busy AS (
+    SELECT endpoint_id, count(*) AS n FROM outbox
+    WHERE next_at IS NOT NULL AND lease_until >= $1 GROUP BY endpoint_id
+), due AS (
+    SELECT o.id, o.next_at, p.owner, coalesce(b.n, 0) AS busy,
+           row_number() OVER (PARTITION BY o.endpoint_id ORDER BY o.next_at, o.id) AS nth
+    FROM outbox o
+    JOIN endpoints p ON p.id = o.endpoint_id
+    LEFT JOIN busy b ON b.endpoint_id = o.endpoint_id
+    WHERE o.next_at <= $1 AND (o.lease_until IS NULL OR o.lease_until < $1)
+), turns AS (
+    SELECT id, next_at,
+           row_number() OVER (PARTITION BY owner ORDER BY nth, next_at, id) AS turn
+    FROM due WHERE nth + busy <= $2
+)
+SELECT id FROM turns ORDER BY turn, next_at, id LIMIT $3
+"""

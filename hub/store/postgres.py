@@ -45,8 +45,10 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
+    FAIR_DUE_WEBHOOKS,
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
@@ -387,13 +389,14 @@ class PostgresStore:
         return len(ids) == limit
 
     async def claim_webhooks(self, now: float, lease: float, limit: int) -> list[WebhookJob]:
+        due = await self.pool.fetch(FAIR_DUE_WEBHOOKS, now, ENDPOINT_IN_FLIGHT, limit)
+        # Leased only if still free: of two replicas that picked the same entry, the second
+        # finds it leased once the first commits, and skips it.
         rows = await self.pool.fetch(
-            "UPDATE outbox SET lease_until = $1 WHERE id IN ("
-            " SELECT id FROM outbox WHERE next_at <= $2"
-            " AND (lease_until IS NULL OR lease_until < $2)"
-            " ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            "UPDATE outbox SET lease_until = $1 WHERE id = ANY($2::int8[])"
+            " AND next_at IS NOT NULL AND (lease_until IS NULL OR lease_until < $3)"
             " RETURNING id, attempts, endpoint_id, event_id",
-            now + lease, now, limit,
+            now + lease, [row["id"] for row in due], now,
         )  # fmt: skip
         jobs = []
         for outbox_id, attempts, endpoint_id, event_id in rows:

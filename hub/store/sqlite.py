@@ -30,8 +30,10 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
+    FAIR_DUE_WEBHOOKS,
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
@@ -331,13 +333,17 @@ class SQLiteStore:
 
     async def claim_webhooks(self, now: float, lease: float, limit: int) -> list[WebhookJob]:
         def op(db: sqlite3.Connection, tx: Tx) -> list[Any]:
-            return db.execute(
-                "UPDATE outbox SET lease_until = ? WHERE id IN ("
-                " SELECT id FROM outbox WHERE next_at <= ?"
-                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?)"
-                " RETURNING id, attempts, endpoint_id, event_id",
-                (now + lease, now, now, limit),
+            due = db.execute(
+                FAIR_DUE_WEBHOOKS.replace("$", "?"), (now, ENDPOINT_IN_FLIGHT, limit)
             ).fetchall()
+            leased = []
+            for (outbox_id,) in due:
+                leased += db.execute(
+                    "UPDATE outbox SET lease_until = ? WHERE id = ?"
+                    " RETURNING id, attempts, endpoint_id, event_id",
+                    (now + lease, outbox_id),
+                ).fetchall()
+            return leased
 
         claimed = await self._write().run(op)
         jobs = []

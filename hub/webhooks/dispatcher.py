@@ -138,6 +138,11 @@ class Webhooks:
                 error = f"answered HTTP {code}"
         except FetchError as exc:
             error = str(exc)
+        except Exception as exc:
+            # Whatever it was, it is this endpoint's failure: counted, backed off and
+            # reported like any other, never a silent retry at each lease's end.
+            log.exception("webhook %s: sending failed", job.endpoint.id)
+            error = f"could not be sent ({type(exc).__name__})"
         await self._settle(job, error)
 
     async def _acedata_body(self, job: WebhookJob) -> bytes:

@@ -30,6 +30,12 @@ def checked_url(value: Any, field: str) -> str:
         raise invalid(field, "must be an http(s) URL")
     if parts.username or parts.password:
         raise invalid(field, "must not carry credentials")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        raise invalid(field, "has an invalid port (1 to 65535)") from None
+    if any(ch.isspace() for ch in value):
+        raise invalid(field, "must not contain spaces")
     return value
 
 

@@ -225,3 +225,90 @@ async def test_a_delivery_that_cannot_be_settled_is_logged_not_lost(caplog):
     with caplog.at_level("ERROR", logger="hub.webhooks"):
         await _logged(failing())
     assert "retried when its lease ends" in caplog.text
+
+
+@pytest.fixture
+async def patient_hub(make_settings):
+    # Failed attempts wait a minute: every A endpoint is tried once in this test.
+    settings = make_settings(allow_loopback_urls=True, webhook_retry_seconds=60)
+    async with live_hub(settings) as live:
+        yield live
+
+
+@contextlib.asynccontextmanager
+async def slow_failing_receiver(seconds: float):
+    """A receiver that holds each POST, then fails it: a tenant's broken integration."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    hits = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        hits.append(scope["path"])
+        await asyncio.sleep(seconds)
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await until(lambda: server.started, timeout=10)
+        yield url, hits
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+async def test_one_tenants_failing_endpoints_do_not_hold_back_anothers(patient_hub, http):
+    """Was: 40 endpoints of one tenant with 150 events each delayed another tenant's
+    webhook from 0.02 s to 21.8 s: claims were taken across all tenants by due time."""
+    hub = patient_hub
+    async with slow_failing_receiver(0.5) as (bad, hits), receiver() as good:
+        channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
+        for n in range(40):
+            answer = await http.post(
+                f"{hub.url}/v1/webhooks",
+                json={"url": f"{bad}/hook-{n}", "channel_id": channel["id"]},
+                headers=AUTH,
+            )
+            assert answer.status_code == 201
+        for n in range(20):  # 800 deliveries queued for tenant A
+            assert (await http.post(channel["callback_url"], json={"n": n})).status_code == 200
+        await until(lambda: len(hits) > 0, timeout=10)
+        other, _ = await channel_with_webhook_of(http, hub, good.url, OTHER_AUTH)
+        assert (await http.post(other["callback_url"], json={"b": 1})).status_code == 200
+        await until(lambda: len(good.received) == 1, timeout=20)
+        # The other tenant was served after a few of A's attempts, not after all 800.
+        assert len(hits) < 100, len(hits)
+
+
+async def channel_with_webhook_of(http, hub, url, auth):
+    channel = (await http.post(f"{hub.url}/v1/channels", headers=auth)).json()
+    response = await http.post(
+        f"{hub.url}/v1/webhooks", json={"url": url, "channel_id": channel["id"]}, headers=auth
+    )
+    assert response.status_code == 201, response.text
+    return channel, response.json()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/", "http://127.0.0.1:8 0/", "http://hook.example:70000/x"]
+)
+async def test_a_url_with_a_bad_port_is_refused_when_given(hub, http, url):
+    """Was: accepted (201), then a ValueError traceback every 40 s, with the endpoint
+    still saying status ok and failures 0."""
+    channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
+    answer = await http.post(
+        f"{hub.url}/v1/webhooks", json={"url": url, "channel_id": channel["id"]}, headers=AUTH
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == "url"
