@@ -35,6 +35,12 @@ class Settings:
     host: str = setting("127.0.0.1")
     # PORT is what container platforms set; HUB_PORT wins over it.
     port: int = setting(8000, ge=1, le=65535, alias="PORT")
+    # Every connection: the request line and headers (bytes and count), the time they
+    # may take to arrive, and how many connections may be open at once.
+    max_header_bytes: int = setting(64 * 1024, ge=1024)
+    max_headers: int = setting(100, ge=10)
+    header_timeout_seconds: float = setting(10.0, gt=0, duration=True)
+    max_connections: int = setting(10_000, ge=1)
     max_callback_bytes: int = setting(32 * 1024 * 1024, ge=1)
     # A request body must have arrived within this long (408 after).
     body_timeout_seconds: float = setting(30.0, gt=0, duration=True)

@@ -11,6 +11,7 @@ import uvicorn
 
 from hub.config.settings import Settings
 from hub.web.app import create_app
+from hub.web.protocol import Bounds, protocol
 from hub.web.state import HubState
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -51,7 +52,14 @@ def build_server(settings: Settings, *, log_level: str = "info") -> Server:
         host=settings.host,
         port=settings.port,
         loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
+        http=protocol(
+            Bounds(
+                max_header_bytes=settings.max_header_bytes,
+                max_headers=settings.max_headers,
+                header_timeout=settings.header_timeout_seconds,
+                max_connections=settings.max_connections,
+            )
+        ),
         lifespan="on",
         # The access log would print callback URLs, whose path is a credential.
         access_log=False,
