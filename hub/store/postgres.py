@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from hub.background.loops import Health
 from hub.enums import EventType
 from hub.store.base import (
     ApiKey,
@@ -100,10 +101,15 @@ class _Pending:
 
 
 class PostgresStore:
-    def __init__(self, dsn: str, on_commit: Callable[[Sequence[Event]], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        on_commit: Callable[[Sequence[Event]], None],
+        health: Health | None = None,
+    ) -> None:
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = None
-        self.feed = Feed(dsn, self._events_after_id, on_commit)
+        self.feed = Feed(dsn, self._events_after_id, on_commit, health=health)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         # Transactions that wrote callbacks: with group commit, fewer than callbacks.

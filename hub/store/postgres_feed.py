@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from hub.background.loops import Health
 from hub.store.base import Event
 
 log = logging.getLogger("hub.store")
@@ -35,7 +36,11 @@ class Feed:
         *,
         page: int = 500,
         check_every: float = 5.0,
+        health: Health | None = None,
     ) -> None:
+        self.component = (health or Health()).component(
+            "events-feed", stuck_after=check_every * 4 + 10
+        )
         self._dsn = dsn
         self._read = read
         self._publish = publish
@@ -61,7 +66,9 @@ class Feed:
     async def start(self, published: int) -> None:
         self._published = published
         await self._listen()  # a bad DSN fails the start, not a background task
-        self._task = asyncio.create_task(self._run(), name="hub-postgres-feed")
+        self._task = self.component.task = asyncio.create_task(
+            self._run(), name="hub-postgres-feed"
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -101,12 +108,14 @@ class Feed:
                     log.info("event listener connected again; catching up")
                 self._kick.clear()
                 await self._catch_up()
+                self.component.beat()
                 failures = 0
                 if not await self._wait_for_kick():
                     await self._check_listener()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.component.failed(exc)
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
                 log.warning("event feed: %s; retrying in %.1fs", _describe(exc), delay)

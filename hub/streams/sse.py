@@ -65,14 +65,12 @@ class Streams:
         self.config = config
         self.open: set[EventStream] = set()
 
-    async def run(self) -> None:
-        tick = min(1.0, self.config.heartbeat, self.config.send_timeout)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(tick)
-            now = loop.time()
-            for stream in list(self.open):
-                stream.check(now)
+    async def tick(self) -> float:
+        """One round of the clock; the time until the next."""
+        now = asyncio.get_running_loop().time()
+        for stream in list(self.open):
+            stream.check(now)
+        return min(1.0, self.config.heartbeat, self.config.send_timeout)
 
 
 class EventStream(Response):

@@ -403,9 +403,17 @@ def _schemas(settings: Settings) -> Schema:
         ),
         "Timestamp": {"type": "string", "format": "date-time"},
         "Health": _object(
-            {"status": {"enum": ["ok", "error"]}, "store": {"enum": ["ok", "unreachable"]},
-             "version": {"type": "string"}},
-            optional=("version",),
+            {"status": {"enum": ["ok", "error"]},
+             "store": {"enum": ["ok", "unreachable", "failed"]},
+             "version": {"type": "string"},
+             "components": {"type": "object", "additionalProperties": _object(
+                 {"state": {"enum": ["ok", "failing", "stuck", "dead"]},
+                  "seconds_since_beat": {"type": "number"},
+                  "failures": {"type": "integer"}, "last_error": {"type": "string"}},
+                 optional=("seconds_since_beat", "failures", "last_error"),
+             )},
+             "unwell": {"type": "array", "items": {"type": "string"}}},
+            optional=("version", "components", "unwell"),
         ),
         "CallbackAck": {
             "oneOf": [

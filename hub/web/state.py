@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from hub.access.keys import Keys
 from hub.access.ratelimit import RateLimit
 from hub.access.tokens import Signer
+from hub.background.loops import Health, Step, forever
 from hub.config.settings import Settings
 from hub.metrics import Metrics
 from hub.net import bounded
@@ -49,9 +50,10 @@ class HubState:
         self.callback_limit = RateLimit(settings.rate_limit_per_callback, "callback URL")
         self.broker = Broker(settings.subscriber_queue_size, settings.subscriber_queue_bytes)
         self.metrics = Metrics()
+        self.health = Health()
         self._task_counts: dict[tuple[str, str], int] = {}
         self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
-        self.store: Store = open_store(settings, self._committed, self._store_failed)
+        self.store: Store = open_store(settings, self._committed, self._store_failed, self.health)
         # Set when the store stopped for good (an fsync failed): the process must end.
         self.failed: BaseException | None = None
         self._exit: Callable[[], None] | None = None
@@ -118,11 +120,15 @@ class HubState:
             self.metrics,
         )
         await self._engine.start()
-        self._webhooks = Webhooks(self.settings, self.store, self._client, metrics=self.metrics)
+        self._webhooks = Webhooks(
+            self.settings, self.store, self._client, metrics=self.metrics, health=self.health
+        )
         await self._webhooks.start()
-        self._spawn(self._prune_forever(), "hub-retention")
-        self._spawn(self._load_keys_forever(), "hub-keys")
-        self._spawn(self.streams.run(), "hub-stream-ticker")
+        self._loop(
+            "retention", self._prune, stuck_after=self.settings.prune_interval_seconds * 2 + 60
+        )
+        self._loop("keys", self._refresh_keys, stuck_after=KEY_REFRESH_SECONDS * 15)
+        self._loop("streams", self.streams.tick, stuck_after=30.0)
 
     def on_exit(self, exit: Callable[[], None]) -> None:
         """How to end the process (the server's own way), for a failure nothing survives."""
@@ -169,32 +175,29 @@ class HubState:
         if self._webhooks is not None:
             self._webhooks.kick()
 
-    def _spawn(self, coro: Coroutine[None, None, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[None, None, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _load_keys(self) -> None:
         made = await self.store.list_api_keys()
         self.keys.load({k.hash: k.owner for k in made if k.revoked_at is None})
 
-    async def _load_keys_forever(self) -> None:
+    def _loop(self, name: str, step: Step, *, stuck_after: float) -> None:
+        component = self.health.component(name, stuck_after=stuck_after)
+        component.task = self._spawn(forever(component, step), f"hub-{name}")
+
+    async def _refresh_keys(self) -> float:
         """Keys made or revoked with `hub keys` (from any process, any replica) take
         effect within KEY_REFRESH_SECONDS."""
-        while True:
-            await asyncio.sleep(KEY_REFRESH_SECONDS)
-            try:
-                await self._load_keys()
-            except Exception:
-                log.exception("reading API keys failed; will retry")
+        await self._load_keys()
+        return KEY_REFRESH_SECONDS
 
-    async def _prune_forever(self) -> None:
-        while True:
-            try:
-                before = time.time() - self.settings.retention_seconds
-                deleted = await self.store.prune(before)
-                if deleted:
-                    log.info("retention pruned %d events", deleted)
-            except Exception:
-                log.exception("retention pruning failed; will retry")
-            await asyncio.sleep(self.settings.prune_interval_seconds)
+    async def _prune(self) -> float:
+        before = time.time() - self.settings.retention_seconds
+        deleted = await self.store.prune(before)
+        if deleted:
+            log.info("retention pruned %d events", deleted)
+        return self.settings.prune_interval_seconds

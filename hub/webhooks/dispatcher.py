@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from hub.background.loops import Health, forever
 from hub.config.settings import Settings
 from hub.enums import EventType, TaskStatus
 from hub.formats import dumps, iso, loads
@@ -54,7 +55,9 @@ class Webhooks:
         client: httpx.AsyncClient,
         resolver: Resolver = resolve,
         metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
+        self.component = (health or Health()).component("webhooks", stuck_after=30.0)
         self._settings = settings
         self._metrics = metrics
         self._store = store
@@ -70,7 +73,9 @@ class Webhooks:
         self._kick.set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hub-webhooks")
+        self._task = self.component.task = asyncio.create_task(
+            forever(self.component, self._step), name="hub-webhooks"
+        )
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._sending) if t is not None]
@@ -79,19 +84,16 @@ class Webhooks:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
 
-    async def _run(self) -> None:
-        while True:
-            self._kick.clear()
-            try:
-                await self._round()
-            except Exception:
-                log.exception("webhook dispatch failed; will retry")
-            # At most a round per ROUND_GAP under a flood (commits kick it all the time),
-            # and one a second when all is quiet (retries come due by the clock).
-            await asyncio.sleep(ROUND_GAP)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._kick.wait()
+    async def _step(self) -> float:
+        self._kick.clear()
+        await self._round()
+        # At most a round per ROUND_GAP under a flood (commits kick it all the time),
+        # and one a second when all is quiet (retries come due by the clock).
+        await asyncio.sleep(ROUND_GAP)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._kick.wait()
+        return 0.0
 
     async def _round(self) -> None:
         while await self._store.enqueue_webhooks(time.time(), PAGE):

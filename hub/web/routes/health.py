@@ -15,15 +15,26 @@ log = logging.getLogger("hub")
 
 
 async def healthz(request: Request) -> Response:
+    """200 when the store answers and every background loop is well; else 503, naming
+    what is not (a loop that died, keeps failing, or has stopped beating)."""
     state = hub(request)
+    healthy, components = state.health.report()
+    body: dict[str, object] = {"status": "ok", "store": "ok", "version": __version__}
     if state.failed is not None:
-        return json_response({"status": "error", "store": "failed"}, 503)
-    try:
-        await state.store.ping()
-    except Exception:
-        log.exception("health check: store unreachable")
-        return json_response({"status": "error", "store": "unreachable"}, 503)
-    return json_response({"status": "ok", "store": "ok", "version": __version__})
+        body["store"] = "failed"
+    else:
+        try:
+            await state.store.ping()
+        except Exception:
+            log.exception("health check: store unreachable")
+            body["store"] = "unreachable"
+    body["components"] = components
+    unwell = sorted(name for name, entry in components.items() if entry["state"] != "ok")
+    if body["store"] != "ok" or not healthy:
+        body["status"] = "error"
+        body["unwell"] = unwell + ([] if body["store"] == "ok" else ["store"])
+        return json_response(body, 503)
+    return json_response(body)
 
 
 async def metrics(request: Request) -> Response:
