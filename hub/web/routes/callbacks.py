@@ -11,6 +11,7 @@ from starlette.responses import Response
 from hub.access.tokens import CALLBACK
 from hub.errors import HubError, Malformed, Unauthorized, Unavailable, not_found
 from hub.inbox import intake
+from hub.inbox.shapes import ChannelAck, TaskAck
 from hub.providers.base import CallbackRejected
 from hub.web.body import read_body
 from hub.web.routes.common import hub, json_response
@@ -52,9 +53,9 @@ async def receive(request: Request) -> Response:
     event = await state.store.add_delivery(delivery)
     if event is None:
         state.metrics.duplicate.inc()
-        return json_response({"ok": True, "duplicate": True})
+        return json_response(ChannelAck(ok=True, duplicate=True))
     state.metrics.stored.inc()
-    return json_response({"ok": True, "duplicate": False, "event_id": event.id})
+    return json_response(ChannelAck(ok=True, duplicate=False, event_id=event.id))
 
 
 async def _task_callback(
@@ -73,4 +74,4 @@ async def _task_callback(
     delivery = intake.raw_delivery(arrival, task.channel_id, task.id, task.provider_task_id, None)
     applied = await state.engine.apply_callback(task.id, outcome, delivery)
     state.metrics.callbacks.labels("task").inc()
-    return json_response({"ok": True, "applied": applied})
+    return json_response(TaskAck(ok=True, applied=applied))

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from hub import __version__
 from hub.metrics import CONTENT_TYPE
 from hub.web.routes.common import hub, json_response
+from hub.web.shapes import Health
 
 log = logging.getLogger("hub")
 
@@ -20,8 +21,8 @@ async def healthz(request: Request) -> Response:
         await state.store.ping()
     except Exception:
         log.exception("health check: store unreachable")
-        return json_response({"status": "error", "store": "unreachable"}, 503)
-    return json_response({"status": "ok", "store": "ok", "version": __version__})
+        return json_response(Health(status="error", store="unreachable"), 503)
+    return json_response(Health(status="ok", store="ok", version=__version__))
 
 
 async def metrics(request: Request) -> Response:
