@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
 
 from hub.access.tokens import BLOB, Claims, Signer
+from hub.shapes import BLOB_IDS
 from hub.store.base import Blob
 
 
 def new_id() -> str:
-    return "blob_" + secrets.token_hex(12)
+    return BLOB_IDS.new()
 
 
 def make(owner: str, data: bytes, content_type: str) -> Blob:

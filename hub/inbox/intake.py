@@ -7,12 +7,16 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import msgspec
 import orjson
+from msgspec import UNSET
 
 from hub.formats import dumps, iso
+from hub.inbox.shapes import CallbackEvent
+from hub.shapes import given
 from hub.store.base import Delivery
 
 # Where providers put their task id, most specific first.
@@ -43,7 +47,7 @@ class Arrival:
         return ""
 
 
-def parse(content_type: str, body: bytes) -> tuple[Any, str | None]:
+def parse(content_type: str, body: bytes) -> tuple[Any, Literal["base64"] | None]:
     """The body as the event shows it: parsed JSON, a form as an object, else text.
 
     Returns ``(body, encoding)`` where encoding is ``"base64"`` for bytes that are not text.
@@ -100,24 +104,22 @@ def channel_delivery(arrival: Arrival, channel_id: str, max_event_body: int) -> 
     body = arrival.body
     parsed, encoding = parse(content_type, body)
     ref = find_ref(parsed)
-    data: dict[str, Any] = {"channel_id": channel_id}
-    if ref is not None:
-        data["task_id"] = ref
-    data["content_type"] = content_type
-    if len(body) > max_event_body:
-        # Kept byte for byte in the store; too large to push to every subscriber.
-        data["body"] = None
-        data["body_truncated"] = True
-    else:
-        data["body"] = parsed
-        if encoding is not None:
-            data["body_encoding"] = encoding
-    data["size"] = len(body)
-    data["at"] = iso(arrival.received_at)
-    # As a request inspector shows them (and smee.io's stream carries them).
-    data["headers"] = _headers(arrival.headers)
-    data["query"] = _query(arrival.query)
-    return raw_delivery(arrival, channel_id, None, ref, dumps(data))
+    # Too large to push to every subscriber: kept byte for byte in the store only.
+    truncated = len(body) > max_event_body
+    data = CallbackEvent(
+        channel_id=channel_id,
+        task_id=given(ref),
+        content_type=content_type,
+        body=None if truncated else parsed,
+        body_encoding=given(None if truncated else encoding),
+        body_truncated=True if truncated else UNSET,
+        size=len(body),
+        at=iso(arrival.received_at),
+        # As a request inspector shows them (and smee.io's stream carries them).
+        headers=_headers(arrival.headers),
+        query=_query(arrival.query),
+    )
+    return raw_delivery(arrival, channel_id, None, ref, msgspec.json.encode(data))
 
 
 def raw_delivery(

@@ -15,14 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from hub.enums import EventType
-from hub.formats import dumps
 from hub.store.base import Event, EventQuery, Store
 from hub.streams import events
 from hub.streams.broker import Broker, Subscription, SubscriptionClosed
+from hub.streams.shapes import StreamGap
 
 log = logging.getLogger("hub.streams.sse")
 
@@ -186,7 +187,7 @@ class EventStream(Response):
     async def _announce_gap(self, last: int) -> None:
         pruned = await self._store.pruned_through(self._query)
         if last < pruned:
-            data = dumps({"last_event_id": last, "pruned_through": pruned})
+            data = msgspec.json.encode(StreamGap(last_event_id=last, pruned_through=pruned))
             await self._write(events.encode(data, event=EventType.STREAM_GAP))
 
     async def _replay(self) -> None:

@@ -1,6 +1,8 @@
-"""The body of ``POST /v1/tasks``, checked field by field (422 naming the field), with every
-input image turned into a blob the hub holds: fetched (URL), decoded (``data:`` URL) or
-looked up (an upload's blob id)."""
+"""A task request (``hub.tasks.shapes.TaskRequest``, its shape already checked) made
+ready to run: the provider configured here, the image count it takes, the channel the
+key's, and every input image turned into a blob the hub holds: fetched (URL), decoded
+(``data:`` URL) or looked up (an upload's blob id). Refusals are 422 naming the field.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +17,17 @@ import httpx
 import orjson
 
 from hub.blobs import images, records
-from hub.checks import integer, text
 from hub.errors import invalid
 from hub.net.fetch import FetchError, fetch
-from hub.providers import PROVIDERS
-from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
+from hub.shapes import BLOB_IDS
 from hub.store.base import Blob, Store
+from hub.tasks.shapes import MAX_IMAGES, TaskRequest
 
-MAX_PROMPT = 32_000
-MAX_IMAGES = 16
 # AtlasCloud's gpt-image-1 edit model takes one image; the others take up to 16.
 MAX_IMAGES_BY_PROVIDER = {"atlascloud": 1}
-BLOB_ID = re.compile(r"blob_[0-9a-f]{24}")
 DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+)?(;[^,]*)?;base64,(.*)", re.DOTALL)
 FETCH_TIMEOUT = 20.0
-
-_FIELDS = {"provider", "input", "channel_id"}
-_INPUT_FIELDS = {
-    "prompt", "images", "mask", "size", "quality", "background", "output_format", "n",
-}  # fmt: skip
+OPTIONS = ("size", "quality", "background", "output_format", "n")
 
 
 @dataclass(frozen=True)
@@ -62,75 +56,36 @@ class Sources:
     allow_private: bool
 
 
-def _check_shape(body: dict[str, Any], configured: Collection[str]) -> tuple[str, dict[str, Any]]:
-    """The provider and the input object, before any image is touched."""
-    _no_unknown(body, _FIELDS, "")
-    if "provider" not in body:
-        raise invalid("provider", "is required")
-    provider = body["provider"]
-    # A dict or a list cannot even be looked up (unhashable): a 500 before this check.
-    if not isinstance(provider, str) or provider not in PROVIDERS:
-        raise invalid("provider", f"must be one of {', '.join(sorted(PROVIDERS))}")
+async def parse(request: TaskRequest, configured: Collection[str], sources: Sources) -> TaskInput:
+    """The task's input, with every image held as a blob. ``configured``: the providers
+    that accept tasks here."""
+    provider, value = request.provider, request.input
     if provider not in configured:
         raise invalid(
             "provider", f"{provider} is not configured: set HUB_{provider.upper()}_API_KEY"
         )
-    value = body.get("input")
-    if not isinstance(value, dict):
-        raise invalid("input", "is required and must be an object")
-    _no_unknown(value, _INPUT_FIELDS, "input.")
-    return provider, value
-
-
-async def parse(body: dict[str, Any], configured: Collection[str], sources: Sources) -> TaskInput:
-    """The task's input, checked, with every image held as a blob. ``configured``: the
-    providers that accept tasks here."""
-    provider, value = _check_shape(body, configured)
-    if not isinstance(value.get("prompt"), str) or not value["prompt"].strip():
-        raise invalid("input.prompt", "is required and must be a non-empty string")
-    prompt = text(value["prompt"], "input.prompt", MAX_PROMPT)
-    options = _options(value)
-    images = value.get("images")
     limit = MAX_IMAGES_BY_PROVIDER.get(provider, MAX_IMAGES)
-    if not isinstance(images, list) or not 1 <= len(images) <= limit:
-        raise invalid("input.images", f"must be a list of 1 to {limit} images for {provider}")
-    channel_id = body.get("channel_id")
+    if len(value.images) > limit:
+        raise invalid("input.images", f"must hold at most {limit} images for {provider}")
+    channel_id = request.channel_id
     if channel_id is not None:
-        channel_id = text(channel_id, "channel_id", 64)
         channel = await sources.store.get_channel(channel_id)
         if channel is None or channel.owner != sources.owner:
             raise invalid("channel_id", "no such channel")
     image_ids = []
-    for index, source in enumerate(images):
+    for index, source in enumerate(value.images):
         image_ids.append(await _resolve(source, f"input.images[{index}]", sources))
     mask = None
-    if value.get("mask") is not None:
-        mask = await _resolve(value["mask"], "input.mask", sources)
-    return TaskInput(provider, channel_id, prompt, tuple(image_ids), mask, options)
+    if value.mask is not None:
+        mask = await _resolve(value.mask, "input.mask", sources)
+    options = {name: getattr(value, name) for name in OPTIONS}
+    given = {name: option for name, option in options.items() if option is not None}
+    return TaskInput(provider, channel_id, value.prompt, tuple(image_ids), mask, given)
 
 
-def _options(value: dict[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for name, allowed in (
-        ("size", SIZES),
-        ("quality", QUALITIES),
-        ("background", BACKGROUNDS),
-        ("output_format", OUTPUT_FORMATS),
-    ):
-        if value.get(name) is not None:
-            if value[name] not in allowed:
-                raise invalid(f"input.{name}", f"must be one of {', '.join(allowed)}")
-            options[name] = value[name]
-    if value.get("n") is not None:
-        options["n"] = integer(value["n"], "input.n", 1, 10)
-    return options
-
-
-async def _resolve(source: Any, field: str, sources: Sources) -> str:
+async def _resolve(source: str, field: str, sources: Sources) -> str:
     """The blob id for one image source, storing new bytes as a blob."""
-    if not isinstance(source, str) or not source:
-        raise invalid(field, "must be a URL, a data: URL or a blob id")
-    if BLOB_ID.fullmatch(source):
+    if BLOB_IDS.matches(source):
         blob = await sources.store.get_blob(source)
         if blob is None or blob.owner != sources.owner:
             raise invalid(field, "no such blob")
@@ -169,9 +124,3 @@ def _decode_data_url(source: str, field: str, max_bytes: int) -> bytes:
         return base64.b64decode(match.group(3), validate=True)
     except (binascii.Error, ValueError):
         raise invalid(field, "is not valid base64") from None
-
-
-def _no_unknown(value: dict[str, Any], allowed: set[str], prefix: str) -> None:
-    unknown = set(value) - allowed
-    if unknown:
-        raise invalid(prefix + sorted(unknown)[0], "unknown field")

@@ -1,53 +1,76 @@
-"""How a task looks from outside: its JSON in the API, and the data of its events."""
+"""How a task looks from outside: its body in the API, and the data of its events."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
+import msgspec
 import orjson
 
 from hub.blobs import records
+from hub.enums import TaskStatus
 from hub.formats import iso
+from hub.shapes import given
 from hub.store.base import NewEvent, TaskRecord
+from hub.tasks.shapes import Output, Task, TaskAccepted, TaskEvent
+from hub.webhooks.shapes import Webhook
 
 
 class TaskView:
     def __init__(self, public_url: str) -> None:
         self._base = public_url
 
-    def describe(self, task: TaskRecord, *, event: bool = False) -> dict[str, Any]:
-        """``GET /v1/tasks/{id}``'s body, or (``event=True``) an event's data."""
-        outputs = [
-            {"url": records.url(self._base, o["blob_id"]), "content_type": o["content_type"]}
-            for o in orjson.loads(task.outputs)
-        ]
-        data: dict[str, Any] = {"task_id": task.id} if event else {"id": task.id}
-        data.update(
+    def stream_url(self, task_id: str) -> str:
+        return f"{self._base}/v1/tasks/{task_id}/events"
+
+    def describe(self, task: TaskRecord, watch_url: str) -> Task:
+        """``GET /v1/tasks/{id}``'s body."""
+        return Task(
+            id=task.id,
             provider=task.provider,
             provider_task_id=task.provider_task_id,
-            status=task.status,
-            outputs=outputs,
+            status=TaskStatus(task.status),
+            outputs=self._outputs(task),
             error=task.error,
+            channel_id=task.channel_id,
+            attempts=task.attempts,
+            created_at=iso(task.created_at),
+            updated_at=iso(task.updated_at),
+            stream_url=self.stream_url(task.id),
+            watch_url=watch_url,
         )
-        if event:
-            data["at"] = iso(time.time())
-            if task.channel_id is not None:
-                data["channel_id"] = task.channel_id
-        else:
-            data.update(
-                channel_id=task.channel_id,
-                attempts=task.attempts,
-                created_at=iso(task.created_at),
-                updated_at=iso(task.updated_at),
-                stream_url=f"{self._base}/v1/tasks/{task.id}/events",
-            )
-        return data
+
+    def accepted(self, task: TaskRecord, webhooks: list[Webhook]) -> TaskAccepted:
+        """``POST /v1/tasks``' answer, for a task just made."""
+        return TaskAccepted(
+            id=task.id,
+            status="queued",
+            provider=task.provider,
+            stream_url=self.stream_url(task.id),
+            channel_id=task.channel_id,
+            webhooks=given(webhooks or None),
+        )
 
     def event(self, task: TaskRecord) -> NewEvent:
         """The event saying the task is now as ``task`` shows it (``task.<status>``): on the
         task's own stream and, when it has one, its channel's."""
+        data = TaskEvent(
+            task_id=task.id,
+            provider=task.provider,
+            provider_task_id=task.provider_task_id,
+            status=task.status,
+            outputs=self._outputs(task),
+            error=task.error,
+            at=iso(time.time()),
+            channel_id=given(task.channel_id),
+        )
         return NewEvent(
-            task.status.event, orjson.dumps(self.describe(task, event=True)),
+            task.status.event, msgspec.json.encode(data),
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip
+
+    def _outputs(self, task: TaskRecord) -> list[Output]:
+        return [
+            Output(url=records.url(self._base, o["blob_id"]), content_type=o["content_type"])
+            for o in orjson.loads(task.outputs)
+        ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
-import orjson
+import msgspec
 from starlette.responses import Response
 
 from hub import errors
+from hub.shapes import given
+from hub.web.shapes import Error, ErrorDetail
 
 STATUSES: dict[type[errors.HubError], int] = {
     errors.Malformed: 400,
@@ -55,10 +57,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     field: str | None = None,
 ) -> Response:
-    error: dict[str, str] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    body = orjson.dumps({"error": error})
+    body = msgspec.json.encode(Error(ErrorDetail(code, message, given(field))))
     return Response(body, status, headers=headers, media_type="application/json")
 
 

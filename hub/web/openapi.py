@@ -1,34 +1,68 @@
 """``GET /openapi.json``: the OpenAPI 3.1 description of the whole v1 API.
 
-Written by hand, as plain data, rather than derived from the handlers: tests/test_openapi.py
-holds it to the app's routes (none missing, none invented) and to real responses, so it
-cannot drift unnoticed. The limits in it are those of the hub that serves it.
+The bodies' schemas are generated from the shapes that validate and build them
+(``msgspec.Struct``s in each package's ``shapes`` module), so they cannot drift. The paths
+are written here, per route, as plain data: tests/web/test_openapi.py holds them to the
+app's routes (none missing, none invented) and to real responses. The limits in it are
+those of the hub that serves it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import __version__
-from hub.checks import MAX_INT
+from hub import shapes as ids
+from hub.blobs.images import IMAGE_TYPES
+from hub.blobs.shapes import Blob
 from hub.config.settings import Settings
 from hub.enums import EventType
-from hub.providers import PROVIDERS
+from hub.inbox.shapes import (
+    CallbackEvent,
+    CallbackRecord,
+    CallbackUrl,
+    CallbackUrlRequest,
+    ChannelAck,
+    ChannelList,
+    ChannelRequest,
+    NewChannel,
+    TaskAck,
+)
+from hub.inbox.shapes import Channel as ChannelShape
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
-from hub.tasks.inputs import MAX_IMAGES, MAX_PROMPT
-from hub.web.routes.channels import MAX_LABEL, MAX_TASK_ID, MAX_TYPES
+from hub.streams.shapes import StreamGap
+from hub.tasks.shapes import (
+    MAX_IMAGES,
+    MAX_N,
+    MAX_PROMPT,
+    Task,
+    TaskAccepted,
+    TaskEvent,
+    TaskList,
+    TaskRequest,
+)
+from hub.web.query import MAX_INT
+from hub.web.routes.channels import MAX_TASK_ID, MAX_TYPES
 from hub.web.routes.common import hub, json_response
-from hub.webhooks.endpoints import MAX_ENDPOINTS, MAX_URL
+from hub.web.shapes import EditAccepted, Error, Health, ImagesResponse, OpenAIError
+from hub.webhooks.shapes import Webhook, WebhookList, WebhookRequest
 
 Schema = dict[str, Any]
 
 JSON = "application/json"
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
-STATUSES = ("queued", "submitted", "succeeded", "failed", "timed_out", "canceled")
-EVENT_TYPES = tuple(f"task.{status}" for status in STATUSES)
+REF = "#/components/schemas/{name}"
+_IMAGE_TYPES = tuple(IMAGE_TYPES.values())
+# Every body the API takes or gives; each becomes a component named for its class.
+SHAPES = (
+    Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
+    CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
+    TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
+    ImagesResponse, EditAccepted, OpenAIError,
+)  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
 ERRORS = {
@@ -115,7 +149,7 @@ def _paths(settings: Settings) -> Schema:
                 "receiveCallback",
                 "The providers' target: stores whatever is POSTed, answers once it is committed.",
                 {
-                    "200": _ok(_ref("CallbackAck")),
+                    "200": _ok({"oneOf": [_ref("ChannelAck"), _ref("TaskAck")]}),
                     **_errors(400, 401, 404, 408, 410, 413, 429, 503),
                 },
                 params=[_path("token", {"type": "string"})],
@@ -143,10 +177,7 @@ def _paths(settings: Settings) -> Schema:
             "get": _op(
                 "listChannels",
                 "This key's newest channels (up to 100), newest first.",
-                {
-                    "200": _ok(_object({"channels": {"type": "array", "items": _ref("Channel")}})),
-                    **_errors(401, 429),
-                },
+                {"200": _ok(_ref("ChannelList")), **_errors(401, 429)},
             ),
         },
         "/v1/channels/{channel_id}": {
@@ -224,10 +255,7 @@ def _paths(settings: Settings) -> Schema:
             "get": _op(
                 "listTasks",
                 "This key's newest tasks (up to 100), newest first.",
-                {
-                    "200": _ok(_object({"tasks": {"type": "array", "items": _ref("Task")}})),
-                    **_errors(401, 429),
-                },
+                {"200": _ok(_ref("TaskList")), **_errors(401, 429)},
             ),
         },
         "/v1/tasks/{task_id}": {
@@ -268,7 +296,7 @@ def _paths(settings: Settings) -> Schema:
                                     "file": {"type": "string", "format": "binary"},
                                 },
                             },
-                            "encoding": {"file": {"contentType": ", ".join(IMAGE_TYPES)}},
+                            "encoding": {"file": {"contentType": ", ".join(_IMAGE_TYPES)}},
                         }
                     },
                 },
@@ -279,7 +307,7 @@ def _paths(settings: Settings) -> Schema:
                 "getBlob",
                 "A blob's bytes, with its content type.",
                 {"200": _image(), **_errors(401, 404, 429)},
-                params=[_path("blob_id", {"type": "string", "pattern": "^blob_[0-9a-f]{24}$"})],
+                params=[_path("blob_id", _schema(ids.BlobId))],
             ),
         },
         "/blobs/{token}": {
@@ -317,10 +345,7 @@ def _paths(settings: Settings) -> Schema:
             "get": _op(
                 "listWebhooks",
                 "This key's webhooks.",
-                {
-                    "200": _ok(_object({"webhooks": {"type": "array", "items": _ref("Webhook")}})),
-                    **_errors(401, 429),
-                },
+                {"200": _ok(_ref("WebhookList")), **_errors(401, 429)},
             ),
         },
         "/v1/webhooks/{webhook_id}": {
@@ -341,275 +366,72 @@ def _paths(settings: Settings) -> Schema:
 
 
 def _schemas(settings: Settings) -> Schema:
-    ttl = {"type": ["integer", "null"], "minimum": 1, "maximum": settings.max_ttl_seconds}
-    channel = {
-        "id": {"type": "string", "pattern": "^ch_[0-9a-f]{24}$"},
-        "label": {"type": ["string", "null"]},
-        "stream_url": {"type": "string", "format": "uri"},
-        "watch_url": {"type": "string", "format": "uri"},
-        "created_at": _ref("Timestamp"),
-        "expires_at": _ref("Timestamp"),
-    }
-    image_source = {
-        "type": "string",
-        "minLength": 1,
-        "description": "An http(s) URL, a base64 data: URL, or the id of an upload.",
-    }
-    callback = {
-        "channel_id": {"type": "string"},
-        "task_id": {
-            "type": "string",
-            "description": "The provider's task id, if the body names one.",
-        },
-        "content_type": {"type": "string"},
-        "body": {"description": "Parsed JSON, a form as an object, else text or base64."},
-        "body_encoding": {"const": "base64"},
-        "body_truncated": {"const": True},
-        "size": {"type": "integer", "minimum": 0},
-        "at": _ref("Timestamp"),
-        "headers": {
-            "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "As received; repeated headers joined with ', '.",
-        },
-        "query": {
-            "type": "object",
-            "additionalProperties": {
-                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+    _, schemas = msgspec.json.schema_components(SHAPES, ref_template=REF)
+    # The range of a ttl is the serving hub's setting.
+    for name in ("ChannelRequest", "CallbackUrlRequest"):
+        ttl = schemas[name]["properties"]["ttl_seconds"]
+        _limit(ttl, minimum=1, maximum=settings.max_ttl_seconds)
+    event_types = sorted(set(EventType) - {EventType.WEBHOOK_FAILING})
+    # One event of a stream. Before OpenAPI 3.2 (itemSchema), the schema of an
+    # event-stream describes each event, as tools such as schemathesis read it.
+    schemas["StreamEvent"] = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"enum": event_types},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer"},
+            "data": {
+                "type": "string",
+                "contentMediaType": JSON,
+                "contentSchema": {
+                    "anyOf": [_ref("TaskEvent"), _ref("CallbackEvent"), _ref("StreamGap")]
+                },
             },
         },
     }
-    # headers and query: absent from callbacks stored by hubs before they were added.
-    callback_optional = ("task_id", "body_encoding", "body_truncated", "headers", "query")
+    # The OpenAI-compatible route's multipart form: files and text, as OpenAI takes them.
     binary = {"type": "string", "format": "binary"}
-    # Named when a channel or task is made: each becomes a webhook (shown with its secret).
-    hook_urls = {
-        "type": ["array", "null"],
-        "items": {"type": "string", "format": "uri", "maxLength": MAX_URL},
-        "maxItems": MAX_ENDPOINTS,
-    }
-    hooks = {"type": "array", "items": _ref("Webhook")}
+    images = {"type": "array", "items": binary, "maxItems": MAX_IMAGES}
     options = {"size": SIZES, "quality": QUALITIES, "background": BACKGROUNDS,
                "output_format": OUTPUT_FORMATS}  # fmt: skip
-    return {
-        "Error": _object(
-            {
-                "error": _object(
-                    {"code": {"type": "string"}, "message": {"type": "string"},
-                     "field": {"type": "string"}},
-                    optional=("field",),
-                )
-            }
-        ),
-        "Timestamp": {"type": "string", "format": "date-time"},
-        "Health": _object(
-            {"status": {"enum": ["ok", "error"]},
-             "store": {"enum": ["ok", "unreachable", "failed"]},
-             "version": {"type": "string"},
-             "components": {"type": "object", "additionalProperties": _object(
-                 {"state": {"enum": ["ok", "failing", "stuck", "dead"]},
-                  "seconds_since_beat": {"type": "number"},
-                  "failures": {"type": "integer"}, "last_error": {"type": "string"}},
-                 optional=("seconds_since_beat", "failures", "last_error"),
-             )},
-             "unwell": {"type": "array", "items": {"type": "string"}}},
-            optional=("version", "components", "unwell"),
-        ),
-        "CallbackAck": {
-            "oneOf": [
-                _object({"ok": {"const": True}, "duplicate": {"type": "boolean"},
-                         "event_id": {"type": "integer", "minimum": 1}}, optional=("event_id",)),
-                _object({"ok": {"const": True}, "applied": {"type": "boolean"}}),
-            ]
+    schemas["EditRequest"] = {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "image": {"anyOf": [binary, images]},
+            "image[]": images,
+            "mask": binary,
+            "prompt": {"type": "string", "maxLength": MAX_PROMPT},
+            "provider": {"type": "string", "description": "Default: HUB_DEFAULT_PROVIDER."},
+            "callback_url": {"type": "string", "format": "uri"},
+            "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
+            **{name: {"enum": list(allowed)} for name, allowed in options.items()},
+            "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+            "model": {"type": "string", "description": "Accepted and ignored."},
         },
-        "ChannelRequest": _object(
-            {"label": {"type": ["string", "null"], "maxLength": MAX_LABEL}, "ttl_seconds": ttl,
-             "webhook_urls": hook_urls},
-            optional=("label", "ttl_seconds", "webhook_urls"),
-        ),
-        "Channel": _object(channel),
-        "NewChannel": _object(
-            {**channel, "callback_url": {"type": "string", "format": "uri"}, "webhooks": hooks},
-            optional=("webhooks",),
-        ),
-        "CallbackUrlRequest": _object(
-            {"channel_id": {"type": "string", "maxLength": 64}, "ttl_seconds": ttl},
-            optional=("ttl_seconds",),
-        ),
-        "CallbackUrl": _object(
-            {"channel_id": {"type": "string"}, "callback_url": {"type": "string", "format": "uri"},
-             "expires_at": _ref("Timestamp")}
-        ),
-        # What a channel's callback URL received: the data of a callback.received event.
-        "CallbackEvent": _object(callback, optional=callback_optional),
-        # The same, as GET /v1/channels/{id}/tasks/{task_id} answers it: with its event id.
-        "CallbackRecord": _object(
-            {"event_id": {"type": "integer", "minimum": 1}, **callback},
-            optional=callback_optional,
-        ),
-        "TaskEvent": _object(
-            {
-                "task_id": _task_id(),
-                "provider": {"type": "string"},
-                "provider_task_id": {"type": ["string", "null"]},
-                "status": {"enum": list(STATUSES)},
-                "outputs": {"type": "array", "items": _ref("Output")},
-                "error": {"type": ["string", "null"]},
-                "channel_id": {"type": "string"},
-                "at": _ref("Timestamp"),
-            },
-            optional=("channel_id",),
-        ),
-        "StreamGap": _object(
-            {"last_event_id": {"type": "integer"}, "pruned_through": {"type": "integer"}}
-        ),
-        # One event of a stream. Before OpenAPI 3.2 (itemSchema), the schema of an
-        # event-stream describes each event, as tools such as schemathesis read it.
-        "StreamEvent": {
-            "type": "object",
-            "required": ["event", "data"],
-            "properties": {
-                "event": {
-                    "enum": [*EVENT_TYPES, EventType.CALLBACK_RECEIVED, EventType.STREAM_GAP]
-                },
-                "id": {"type": "string", "pattern": "^[0-9]+$"},
-                "retry": {"type": "integer"},
-                "data": {
-                    "type": "string",
-                    "contentMediaType": JSON,
-                    "contentSchema": {
-                        "anyOf": [_ref("TaskEvent"), _ref("CallbackEvent"), _ref("StreamGap")]
-                    },
-                },
-            },
-        },
-        "TaskRequest": _object(
-            {
-                "provider": {"enum": sorted(PROVIDERS)},
-                "input": _object(
-                    {
-                        "prompt": {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT},
-                        "images": {"type": "array", "items": image_source,
-                                   "minItems": 1, "maxItems": MAX_IMAGES},
-                        "mask": {"anyOf": [image_source, {"type": "null"}]},
-                        **{name: {"enum": [*allowed, None]} for name, allowed in options.items()},
-                        "n": {"type": ["integer", "null"], "minimum": 1, "maximum": 10},
-                    },
-                    optional=("mask", *options, "n"),
-                ),
-                "channel_id": {"type": ["string", "null"], "maxLength": 64},
-                "webhook_urls": hook_urls,
-            },
-            optional=("channel_id", "webhook_urls"),
-        ),
-        "TaskAccepted": _object(
-            {"id": _task_id(), "status": {"const": "queued"}, "provider": {"type": "string"},
-             "stream_url": {"type": "string", "format": "uri"},
-             "channel_id": {"type": ["string", "null"]}, "webhooks": hooks},
-            optional=("webhooks",),
-        ),
-        "Task": _object(
-            {
-                "id": _task_id(),
-                "provider": {"type": "string"},
-                "provider_task_id": {"type": ["string", "null"]},
-                "status": {"enum": list(STATUSES)},
-                "outputs": {"type": "array", "items": _ref("Output")},
-                "error": {"type": ["string", "null"]},
-                "channel_id": {"type": ["string", "null"]},
-                "attempts": {"type": "integer", "minimum": 0},
-                "created_at": _ref("Timestamp"),
-                "updated_at": _ref("Timestamp"),
-                "stream_url": {"type": "string", "format": "uri"},
-                "watch_url": {"type": "string", "format": "uri"},
-            }
-        ),
-        "Output": _object(
-            {"url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"}}
-        ),
-        "WebhookRequest": {
-            **_object(
-                {
-                    "url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
-                    "channel_id": {"type": ["string", "null"], "maxLength": 64},
-                    "task_id": {"type": ["string", "null"], "maxLength": 64},
-                },
-                optional=("channel_id", "task_id"),
-            ),
-            "description": "An http(s) URL without credentials, and one of channel_id, task_id.",
-        },
-        "Webhook": _object(
-            {
-                "id": {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"},
-                "url": {"type": "string"},
-                "secret": {"type": "string", "description": "To verify the signatures."},
-                "channel_id": {"type": ["string", "null"]},
-                "task_id": {"type": ["string", "null"]},
-                "status": {"enum": ["ok", "failing"]},
-                "failures": {"type": "integer", "minimum": 0},
-                "last_error": {"type": ["string", "null"]},
-                "last_attempt_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
-                "last_success_at": {"anyOf": [_ref("Timestamp"), {"type": "null"}]},
-                "pending": {"type": "integer", "minimum": 0},
-                "created_at": _ref("Timestamp"),
-            }
-        ),
-        "EditRequest": {
-            "type": "object",
-            "required": ["prompt"],
-            "properties": {
-                "image": {"anyOf": [binary, {"type": "array", "items": binary, "maxItems": 16}]},
-                "image[]": {"type": "array", "items": binary, "maxItems": 16},
-                "mask": binary,
-                "prompt": {"type": "string", "maxLength": 32_000},
-                "provider": {"type": "string", "description": "Default: HUB_DEFAULT_PROVIDER."},
-                "callback_url": {"type": "string", "format": "uri"},
-                "n": {"type": "integer", "minimum": 1, "maximum": 10},
-                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
-                "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
-                "model": {"type": "string", "description": "Accepted and ignored."},
-            },
-        },
-        "ImagesResponse": {
-            "type": "object",
-            "required": ["created", "data"],
-            "properties": {
-                "created": {"type": "integer"},
-                "data": {
-                    "type": "array",
-                    "items": _object({"b64_json": {"type": "string", "contentEncoding": "base64"}}),
-                },
-                **{name: {"enum": list(allowed)} for name, allowed in options.items()},
-            },
-        },
-        "EditAccepted": _object({"task_id": _task_id()}),
-        "OpenAIError": _object(
-            {
-                "error": _object(
-                    {
-                        "message": {"type": "string"},
-                        "type": {"type": "string"},
-                        "param": {"type": ["string", "null"]},
-                        "code": {"type": ["string", "null"]},
-                    }
-                )
-            }
-        ),
-        "Blob": _object(
-            {"id": {"type": "string", "pattern": "^blob_[0-9a-f]{24}$"},
-             "url": {"type": "string", "format": "uri"},
-             "content_type": {"enum": list(IMAGE_TYPES)},
-             "size": {"type": "integer", "minimum": 0}}
-        ),
-    }  # fmt: skip
+    }
+    return schemas
+
+
+def _limit(schema: Schema, **bounds: int) -> None:
+    """Bounds on the integer branch of a (possibly nullable) property."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "integer":
+            branch.update(bounds)
+
+
+def _schema(shape: Any) -> Schema:
+    schema: Schema = msgspec.json.schema(shape)
+    return schema
 
 
 def _parameters() -> Schema:
     event_id = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
     return {
-        "ChannelId": _path("channel_id", {"type": "string", "pattern": "^ch_[0-9a-f]{24}$"}),
-        "TaskId": _path("task_id", {"type": "string", "pattern": "^task_[0-9a-f]{24}$"}),
-        "WebhookId": _path("webhook_id", {"type": "string", "pattern": "^wh_[0-9a-f]{24}$"}),
+        "ChannelId": _path("channel_id", _schema(ids.ChannelId)),
+        "TaskId": _path("task_id", _schema(ids.TaskId)),
+        "WebhookId": _path("webhook_id", _schema(ids.WebhookId)),
         "LastEventIdHeader": {
             "name": "Last-Event-ID",
             "in": "header",
@@ -640,16 +462,6 @@ def _op(
         operation["security"] = security
     operation["responses"] = responses
     return operation
-
-
-def _object(properties: Schema, optional: tuple[str, ...] = ()) -> Schema:
-    """A closed object: every property required unless named ``optional``."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-        "additionalProperties": False,
-    }
 
 
 def _error(status: int) -> Schema:
@@ -691,7 +503,7 @@ def _stream() -> Schema:
 
 def _image() -> Schema:
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {"description": "The image bytes.", "content": {media: binary for media in IMAGE_TYPES}}
+    return {"description": "The image bytes.", "content": {media: binary for media in _IMAGE_TYPES}}
 
 
 def _path(name: str, schema: Schema) -> Schema:
@@ -708,7 +520,3 @@ def _param_ref(name: str) -> Schema:
 
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _task_id() -> Schema:
-    return {"type": "string", "pattern": "^task_[0-9a-f]{24}$"}

@@ -3,30 +3,28 @@ they are checked when given, and how an endpoint is shown to its owner."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 from hub.enums import EndpointStatus
 from hub.errors import invalid
 from hub.formats import iso
+from hub.shapes import WEBHOOK_IDS
 from hub.store.base import Endpoint, Store
+from hub.webhooks.shapes import Webhook
 from hub.webhooks.signing import new_secret
 
-MAX_URL = 2048
-MAX_ENDPOINTS = 10  # per channel or task, as named at creation
 
-
-def checked_url(value: Any, field: str) -> str:
-    """An http(s) URL without credentials. Where it points is checked at each send (a
-    name may resolve elsewhere later), so a private address is refused then, not here."""
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string")
-    if len(value) > MAX_URL or "\0" in value:
-        raise invalid(field, f"must be at most {MAX_URL} characters, without NUL")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+def checked_url(value: str, field: str) -> str:
+    """An http(s) URL without credentials (its length and characters are the shape's,
+    ``WebhookUrl``). Where it points is checked at each send (a name may resolve
+    elsewhere later), so a private address is refused then, not here."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:  # a broken [IPv6] host: urlsplit refuses it outright
+        raise invalid(field, "must be an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise invalid(field, "must be an http(s) URL")
     if parts.username or parts.password:
         raise invalid(field, "must not carry credentials")
@@ -39,13 +37,9 @@ def checked_url(value: Any, field: str) -> str:
     return value
 
 
-def urls(value: Any, field: str) -> list[str]:
-    """The ``webhook_urls`` field of a channel or task being made."""
-    if not isinstance(value, list):
-        raise invalid(field, "must be a list of URLs")
-    if len(value) > MAX_ENDPOINTS:
-        raise invalid(field, f"at most {MAX_ENDPOINTS} URLs")
-    return [checked_url(item, f"{field}[{i}]") for i, item in enumerate(value)]
+def urls(value: list[str] | None, field: str) -> list[str]:
+    """The ``webhook_urls`` of a channel or task being made."""
+    return [checked_url(item, f"{field}[{i}]") for i, item in enumerate(value or ())]
 
 
 async def add(
@@ -60,7 +54,7 @@ async def add(
     added = []
     for url in urls:
         endpoint = Endpoint(
-            id="wh_" + secrets.token_hex(12),
+            id=WEBHOOK_IDS.new(),
             owner=owner,
             url=url,
             secret=new_secret(),
@@ -77,22 +71,21 @@ def status(endpoint: Endpoint, failing_after: int) -> EndpointStatus:
     return EndpointStatus.FAILING if endpoint.failures >= failing_after else EndpointStatus.OK
 
 
-def describe(endpoint: Endpoint, failing_after: int) -> dict[str, Any]:
+def describe(endpoint: Endpoint, failing_after: int) -> Webhook:
     def at(value: float | None) -> str | None:
         return iso(value) if value is not None else None
 
-    return {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        # Shown to the owner whenever asked, as receivers need it to verify signatures.
-        "secret": endpoint.secret,
-        "channel_id": endpoint.channel_id,
-        "task_id": endpoint.task_id,
-        "status": status(endpoint, failing_after),
-        "failures": endpoint.failures,
-        "last_error": endpoint.last_error,
-        "last_attempt_at": at(endpoint.last_attempt_at),
-        "last_success_at": at(endpoint.last_success_at),
-        "pending": endpoint.pending,
-        "created_at": iso(endpoint.created_at),
-    }
+    return Webhook(
+        id=endpoint.id,
+        url=endpoint.url,
+        secret=endpoint.secret,
+        channel_id=endpoint.channel_id,
+        task_id=endpoint.task_id,
+        status=status(endpoint, failing_after),
+        failures=endpoint.failures,
+        last_error=endpoint.last_error,
+        last_attempt_at=at(endpoint.last_attempt_at),
+        last_success_at=at(endpoint.last_success_at),
+        pending=endpoint.pending,
+        created_at=iso(endpoint.created_at),
+    )

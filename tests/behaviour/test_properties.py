@@ -8,11 +8,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hub.access.tokens import CALLBACK, WATCH, Claims, Signer
-from hub.checks import MAX_INT, integer
 from hub.config.env import Secret
 from hub.errors import HubError
 from hub.streams import events
 from hub.web.errors import status_of
+from hub.web.query import MAX_INT, integer
 
 NOW = 1_800_000_000
 SIGNER = Signer((Secret("property-secret"),))

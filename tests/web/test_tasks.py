@@ -35,12 +35,13 @@ async def post_task(client, body, headers=AUTH):
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"input": {}}, "provider"),
+        # One fault a body: where there are several, the first met in the body is named.
+        ({"input": task()["input"]}, "provider"),
         ({"provider": "dalle", "input": {}}, "provider"),
         ({"provider": "acedata", "input": task()["input"]}, "provider"),  # not configured
         ({"provider": "segmind"}, "input"),
         ({"provider": "segmind", "input": [1]}, "input"),
-        ({"provider": "segmind", "input": {}, "extra": 1}, "extra"),
+        ({"provider": "segmind", "input": task()["input"], "extra": 1}, "extra"),
         (task(prompt=""), "input.prompt"),
         (task(prompt=None), "input.prompt"),
         (task(prompt="x" * 32_001), "input.prompt"),

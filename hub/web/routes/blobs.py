@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.access.tokens import BLOB
-from hub.blobs import images, records
+from hub.blobs import images, records, shapes
 from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.bodies.read import read_body
 from hub.errors import Malformed, TooLarge, Unsupported, invalid, not_found
+from hub.shapes import BLOB_IDS
 from hub.store.base import Blob
 from hub.web.routes.common import hub, json_response
-
-BLOB_ID = re.compile(r"blob_[0-9a-f]{24}")
 
 
 async def upload(request: Request) -> Response:
@@ -44,18 +41,20 @@ async def upload(request: Request) -> Response:
     content_type = await images.image_type(data, "file")
     blob = records.make(owner, data, content_type)
     await state.store.put_blob(blob)
-    return json_response(
-        {"id": blob.id, "url": records.url(state.settings.public_url, blob.id),
-         "content_type": blob.content_type, "size": blob.size},
-        201,
-    )  # fmt: skip
+    answer = shapes.Blob(
+        id=blob.id,
+        url=records.url(state.settings.public_url, blob.id),
+        content_type=blob.content_type,
+        size=blob.size,
+    )
+    return json_response(answer, 201)
 
 
 async def show(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     blob_id = request.path_params["blob_id"]
-    blob = await state.store.get_blob(blob_id) if BLOB_ID.fullmatch(blob_id) else None
+    blob = await state.store.get_blob(blob_id) if BLOB_IDS.matches(blob_id) else None
     if blob is None or blob.owner != owner:
         raise not_found("blob")
     return _bytes(blob)

@@ -12,6 +12,7 @@ from hub.access.tokens import CALLBACK
 from hub.bodies.read import read_body
 from hub.errors import HubError, Malformed, Unauthorized, Unavailable, not_found
 from hub.inbox import intake
+from hub.inbox.shapes import ChannelAck, TaskAck
 from hub.providers.base import CallbackRejected
 from hub.web.routes.common import hub, json_response
 from hub.web.state import HubState
@@ -54,9 +55,9 @@ async def receive(request: Request) -> Response:
     event = await state.store.add_delivery(delivery)
     if event is None:
         state.metrics.duplicate.inc()
-        return json_response({"ok": True, "duplicate": True})
+        return json_response(ChannelAck(ok=True, duplicate=True))
     state.metrics.stored.inc()
-    return json_response({"ok": True, "duplicate": False, "event_id": event.id})
+    return json_response(ChannelAck(ok=True, duplicate=False, event_id=event.id))
 
 
 async def _task_callback(
@@ -75,4 +76,4 @@ async def _task_callback(
     delivery = intake.raw_delivery(arrival, task.channel_id, task.id, task.provider_task_id, None)
     applied = await state.engine.apply_callback(task.id, outcome, delivery)
     state.metrics.callbacks.labels("task").inc()
-    return json_response({"ok": True, "applied": applied})
+    return json_response(TaskAck(ok=True, applied=applied))

@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import re
-import secrets
 import time
 from typing import Any
 
+import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from hub.access.tokens import CALLBACK, Claims
-from hub.checks import MAX_INT, integer, text
 from hub.enums import EventType
 from hub.errors import Gone, Unauthorized, invalid, not_found
 from hub.formats import iso, loads
+from hub.inbox.shapes import (
+    CallbackUrl,
+    CallbackUrlRequest,
+    ChannelList,
+    ChannelRequest,
+    NewChannel,
+)
+from hub.inbox.shapes import Channel as ChannelShape
+from hub.shapes import CHANNEL_IDS, given
 from hub.store.base import Channel, Event, EventQuery
 from hub.streams import smee
 from hub.streams.broker import SubscriptionClosed
 from hub.streams.sse import EventStream
 from hub.streams.watch import check_watch, watch_url
+from hub.web.query import MAX_INT, integer, text
 from hub.web.routes import webhooks
-from hub.web.routes.common import hub, json_object, json_response
+from hub.web.routes.common import hub, json_body, json_response
 from hub.web.state import HubState
 from hub.webhooks import endpoints
 
-CHANNEL_ID = re.compile(r"ch_[0-9a-f]{24}")
-MAX_LABEL = 200
 MAX_TYPES = 32
 MAX_TASK_ID = 200
 LIST_LIMIT = 100
@@ -36,30 +42,27 @@ LIST_LIMIT = 100
 async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
-    body = await json_object(request, optional=True)
-    unknown = set(body) - {"label", "ttl_seconds", "webhook_urls"}
-    if unknown:
-        raise invalid(sorted(unknown)[0], "unknown field")
-    label = text(body["label"], "label", MAX_LABEL) if body.get("label") is not None else None
-    hook_urls = endpoints.urls(body.get("webhook_urls") or [], "webhook_urls")
+    body = await json_body(request, ChannelRequest, optional=True)
+    hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
     ttl = state.settings.channel_ttl_seconds
-    if body.get("ttl_seconds") is not None:
-        ttl = integer(body["ttl_seconds"], "ttl_seconds", 1, state.settings.max_ttl_seconds)
+    if body.ttl_seconds is not None:
+        ttl = _ttl(state, body.ttl_seconds)
     now = time.time()
     channel = Channel(
-        id="ch_" + secrets.token_hex(12),
+        id=CHANNEL_IDS.new(),
         owner=owner,
-        label=label,
+        label=body.label,
         created_at=now,
         expires_at=int(now) + ttl,
     )
     await state.store.create_channel(channel)
-    data = _describe(state, channel)
-    data["callback_url"] = _callback_url(state, channel, channel.expires_at)
-    if hook_urls:
-        added = await endpoints.add(state.store, owner, hook_urls, channel_id=channel.id)
-        data["webhooks"] = [webhooks.describe(state, endpoint) for endpoint in added]
-    return json_response(data, 201)
+    added = await endpoints.add(state.store, owner, hook_urls, channel_id=channel.id)
+    made = NewChannel(
+        **msgspec.structs.asdict(_describe(state, channel)),
+        callback_url=_callback_url(state, channel, channel.expires_at),
+        webhooks=given([webhooks.describe(state, endpoint) for endpoint in added] or None),
+    )
+    return json_response(made, 201)
 
 
 async def index(request: Request) -> Response:
@@ -67,7 +70,7 @@ async def index(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     channels = await state.store.list_channels(owner, LIST_LIMIT)
-    return json_response({"channels": [_describe(state, channel) for channel in channels]})
+    return json_response(ChannelList([_describe(state, channel) for channel in channels]))
 
 
 async def show(request: Request) -> Response:
@@ -79,31 +82,21 @@ async def show(request: Request) -> Response:
 async def create_callback_url(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
-    body = await json_object(request)
-    # As for a channel: a misspelt "ttl" would otherwise give a URL as long-lived as its channel.
-    unknown = set(body) - {"channel_id", "ttl_seconds"}
-    if unknown:
-        raise invalid(sorted(unknown)[0], "unknown field")
-    if "channel_id" not in body:
-        raise invalid("channel_id", "is required")
-    channel_id = text(body["channel_id"], "channel_id", 64)
-    channel = await _channel_of(state, owner, channel_id)
+    body = await json_body(request, CallbackUrlRequest)
+    channel = await _channel_of(state, owner, body.channel_id)
     now = int(time.time())
     if channel.expires_at <= now:
         raise Gone("channel_expired", "the channel has expired")
     expires_at = channel.expires_at
-    if body.get("ttl_seconds") is not None:
-        ttl = integer(body["ttl_seconds"], "ttl_seconds", 1, state.settings.max_ttl_seconds)
+    if body.ttl_seconds is not None:
         # A URL never outlives its channel.
-        expires_at = min(expires_at, now + ttl)
-    return json_response(
-        {
-            "channel_id": channel.id,
-            "callback_url": _callback_url(state, channel, expires_at),
-            "expires_at": iso(expires_at),
-        },
-        201,
+        expires_at = min(expires_at, now + _ttl(state, body.ttl_seconds))
+    answer = CallbackUrl(
+        channel_id=channel.id,
+        callback_url=_callback_url(state, channel, expires_at),
+        expires_at=iso(expires_at),
     )
+    return json_response(answer, 201)
 
 
 async def stream(request: Request) -> Response:
@@ -112,7 +105,7 @@ async def stream(request: Request) -> Response:
     token = request.query_params.get("token")
     if token is not None:
         check_watch(state.signer, token, channel_id=channel_id)
-        if not _valid_id(channel_id):
+        if not CHANNEL_IDS.matches(channel_id):
             raise Unauthorized("invalid_token", "the token is not valid for this channel")
         channel = await state.store.get_channel(channel_id)
         if channel is None:
@@ -195,8 +188,11 @@ def _callback_record(event: Event) -> dict[str, Any]:
     return record
 
 
-def _valid_id(channel_id: str) -> bool:
-    return CHANNEL_ID.fullmatch(channel_id) is not None
+def _ttl(state: HubState, ttl: int) -> int:
+    """Within this hub's setting (the shape says only that it is an integer)."""
+    if not 1 <= ttl <= state.settings.max_ttl_seconds:
+        raise invalid("ttl_seconds", f"must be between 1 and {state.settings.max_ttl_seconds}")
+    return ttl
 
 
 async def _owned_channel(state: HubState, request: Request) -> Channel:
@@ -206,7 +202,7 @@ async def _owned_channel(state: HubState, request: Request) -> Channel:
 
 async def _channel_of(state: HubState, owner: str, channel_id: str) -> Channel:
     # Another key's channel is indistinguishable from one that does not exist.
-    channel = await state.store.get_channel(channel_id) if _valid_id(channel_id) else None
+    channel = await state.store.get_channel(channel_id) if CHANNEL_IDS.matches(channel_id) else None
     if channel is None or channel.owner != owner:
         raise not_found("channel")
     return channel
@@ -217,15 +213,15 @@ def _callback_url(state: HubState, channel: Channel, expires_at: int) -> str:
     return f"{state.settings.public_url}/callbacks/{token}"
 
 
-def _describe(state: HubState, channel: Channel) -> dict[str, Any]:
+def _describe(state: HubState, channel: Channel) -> ChannelShape:
     stream_url = f"{state.settings.public_url}/v1/channels/{channel.id}/events"
-    return {
-        "id": channel.id,
-        "label": channel.label,
-        "stream_url": stream_url,
-        "watch_url": watch_url(
+    return ChannelShape(
+        id=channel.id,
+        label=channel.label,
+        stream_url=stream_url,
+        watch_url=watch_url(
             state.signer, stream_url, state.settings.watch_ttl_seconds, channel_id=channel.id
         ),
-        "created_at": iso(channel.created_at),
-        "expires_at": iso(channel.expires_at),
-    }
+        created_at=iso(channel.created_at),
+        expires_at=iso(channel.expires_at),
+    )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
+import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from hub.bodies.read import read_body
-from hub.errors import Malformed, invalid
+from hub.web.decode import decode
 from hub.web.state import HubState
+
+T = TypeVar("T")
 
 MAX_JSON_BYTES = 64 * 1024
 
@@ -21,20 +23,17 @@ def hub(connection: HTTPConnection) -> HubState:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status, headers=headers, media_type="application/json")
+    """``data``, a shape (a ``Struct``) or plain JSON data, as the answer."""
+    body = msgspec.json.encode(data)
+    return Response(body, status, headers=headers, media_type="application/json")
 
 
-async def json_object(
-    request: Request, *, optional: bool = False, limit: int = MAX_JSON_BYTES
-) -> dict[str, Any]:
-    """The request's JSON object body: 413 if too large, 400 if not JSON, 422 if not an object."""
+async def json_body(
+    request: Request, shape: type[T], *, optional: bool = False, limit: int = MAX_JSON_BYTES
+) -> T:
+    """The request's JSON body as ``shape``: 413 if too large, 400 if not JSON, 422 naming
+    the field if not the shape. ``optional``: an empty body is an empty object."""
     body = await read_body(request, limit, hub(request).settings.body_timeout_seconds)
-    if not body.strip() and optional:
-        return {}
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Malformed("bad_request", "the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise invalid("body", "must be a JSON object")
-    return value
+    if optional and not body.strip():
+        body = b"{}"
+    return decode(body, shape)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import __version__
 from hub.metrics import CONTENT_TYPE
 from hub.web.routes.common import hub, json_response
+from hub.web.shapes import Component, Health
 
 log = logging.getLogger("hub")
 
@@ -19,22 +22,22 @@ async def healthz(request: Request) -> Response:
     what is not (a loop that died, keeps failing, or has stopped beating)."""
     state = hub(request)
     healthy, components = state.health.report()
-    body: dict[str, object] = {"status": "ok", "store": "ok", "version": __version__}
+    store: Literal["ok", "unreachable", "failed"] = "ok"
     if state.failed is not None:
-        body["store"] = "failed"
+        store = "failed"
     else:
         try:
             await state.store.ping()
         except Exception:
             log.exception("health check: store unreachable")
-            body["store"] = "unreachable"
-    body["components"] = components
+            store = "unreachable"
+    shown = {name: msgspec.convert(entry, Component) for name, entry in components.items()}
     unwell = sorted(name for name, entry in components.items() if entry["state"] != "ok")
-    if body["store"] != "ok" or not healthy:
-        body["status"] = "error"
-        body["unwell"] = unwell + ([] if body["store"] == "ok" else ["store"])
+    if store != "ok" or not healthy:
+        unwell += [] if store == "ok" else ["store"]
+        body = Health("error", store, version=__version__, components=shown, unwell=unwell)
         return json_response(body, 503)
-    return json_response(body)
+    return json_response(Health("ok", store, version=__version__, components=shown))
 
 
 async def metrics(request: Request) -> Response:

@@ -26,15 +26,20 @@ from hub.bodies.read import read_body
 from hub.enums import TaskStatus
 from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
 from hub.providers import PROVIDERS
+from hub.shapes import given
 from hub.store.base import EventQuery, TaskRecord
 from hub.streams.broker import SubscriptionClosed
 from hub.tasks import inputs
 from hub.tasks.engine import new_id
+from hub.tasks.shapes import TaskRequest
 from hub.web import errors
+from hub.web.decode import convert
 from hub.web.routes.common import hub, json_response
 from hub.web.routes.tasks import image_sources
+from hub.web.shapes import B64Image, EditAccepted, ImagesResponse, OpenAIError, OpenAIErrorDetail
 from hub.web.state import HubState
 from hub.webhooks import endpoints
+from hub.webhooks.shapes import WebhookUrl
 
 MAX_PARTS = 40
 # Answered or ignored as OpenAI's own fields: accepted so that clients work unchanged.
@@ -60,7 +65,7 @@ async def _edit(request: Request) -> Response:
     if fields.pop("stream", "false").lower() not in ("false", "0"):
         raise _bad("stream", "streaming is not supported here; leave stream unset")
     compression = fields.pop("output_compression", None)
-    if compression is not None and not (compression.isdigit() and int(compression) <= 100):
+    if compression is not None and not (_digits(compression) and int(compression) <= 100):
         raise _bad("output_compression", "must be an integer from 0 to 100")
     callback_url = fields.pop("callback_url", None)
     images = files.pop("image", []) + files.pop("image[]", [])
@@ -69,33 +74,31 @@ async def _edit(request: Request) -> Response:
     unknown = sorted(set(fields) - {"prompt", *OPTIONS}) + sorted(set(files) - {"mask"})
     if unknown:
         raise _bad(unknown[0], "unknown field")
-    # The images become blobs first; the task's own checks (prompt, options, counts) then
-    # run exactly as for POST /v1/tasks, with the field names OpenAI uses.
+    # The images become blobs first; the task's own shape and checks (prompt, options,
+    # counts) then run exactly as for POST /v1/tasks, with the field names OpenAI uses.
     blob_ids = [await _blob(state, owner, data, "image") for data in images]
-    task_input: dict[str, Any] = {"prompt": fields.get("prompt"), "images": blob_ids}
+    task_input: dict[str, Any] = {
+        name: fields[name] for name in ("prompt", *OPTIONS) if name in fields
+    }
+    task_input["images"] = blob_ids
     if files.get("mask"):
         task_input["mask"] = await _blob(state, owner, files["mask"][0], "mask")
-    for name in OPTIONS:
-        if name in fields:
-            task_input[name] = (
-                int(fields[name]) if name == "n" and fields[name].isdigit() else fields[name]
-            )
-    spec = await inputs.parse(
-        {"provider": provider, "input": task_input},
-        state.engine.providers,
-        image_sources(state, owner),
-    )
+    if _digits(task_input.get("n")):
+        task_input["n"] = int(task_input["n"])  # a form holds text: "two" stays so, refused
+    asked = convert({"provider": provider, "input": task_input}, TaskRequest)
+    spec = await inputs.parse(asked, state.engine.providers, image_sources(state, owner))
     task_id = new_id()
     if callback_url is not None:
         # The endpoint exists before the task does, so its end cannot be missed.
-        url = endpoints.checked_url(callback_url, "callback_url")
+        url = endpoints.checked_url(convert(callback_url, WebhookUrl, root="callback_url"),
+                                    "callback_url")  # fmt: skip
         await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
         await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
-        return json_response({"task_id": task_id})
+        return json_response(EditAccepted(task_id))
     async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
         task = await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
         ended = await _ended(state, task, subscription)
-    return await _answer(state, ended, fields)
+    return await _answer(state, ended, spec)
 
 
 async def _form(request: Request, state: HubState) -> tuple[dict[str, str], dict[str, list[bytes]]]:
@@ -158,7 +161,7 @@ async def _ended(state: HubState, task: TaskRecord, subscription: Any) -> TaskRe
             subscription.drain()
 
 
-async def _answer(state: HubState, task: TaskRecord, fields: dict[str, str]) -> Response:
+async def _answer(state: HubState, task: TaskRecord, spec: inputs.TaskInput) -> Response:
     if task.status != TaskStatus.SUCCEEDED:
         status = 504 if task.status == TaskStatus.TIMED_OUT else 502
         return _error(status, task.error or task.status, "server_error", None, "provider_failed")
@@ -166,12 +169,23 @@ async def _answer(state: HubState, task: TaskRecord, fields: dict[str, str]) -> 
     for output in orjson.loads(task.outputs):
         blob = await state.store.get_blob(output["blob_id"])
         if blob is not None:
-            data.append({"b64_json": base64.b64encode(blob.data).decode()})
-    body: dict[str, Any] = {"created": int(task.created_at), "data": data}
-    for name in ("background", "output_format", "quality", "size"):
-        if name in fields:
-            body[name] = fields[name]
-    return json_response(body)
+            data.append(B64Image(base64.b64encode(blob.data).decode()))
+    # The options asked for, echoed as OpenAI does.
+    options = spec.options
+    answer = ImagesResponse(
+        created=int(task.created_at),
+        data=data,
+        background=given(options.get("background")),
+        output_format=given(options.get("output_format")),
+        quality=given(options.get("quality")),
+        size=given(options.get("size")),
+    )
+    return json_response(answer)
+
+
+def _digits(value: str | None) -> bool:
+    # ASCII only: str.isdigit() also takes "³", which int() then refuses.
+    return value is not None and value.isascii() and value.isdigit()
 
 
 def _bad(field: str, message: str) -> Invalid:
@@ -190,6 +204,4 @@ def _openai_error(exc: HubError) -> Response:
 
 
 def _error(status: int, message: str, kind: str, param: str | None, code: str | None) -> Response:
-    return json_response(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status
-    )
+    return json_response(OpenAIError(OpenAIErrorDetail(message, kind, param, code)), status)

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.enums import TERMINAL_EVENTS
 from hub.errors import not_found
+from hub.shapes import TASK_IDS
 from hub.store.base import EventQuery, TaskRecord
 from hub.streams.sse import EventStream
 from hub.streams.watch import check_watch, watch_url
 from hub.tasks import inputs
 from hub.tasks.engine import new_id
+from hub.tasks.shapes import Task, TaskList, TaskRequest
 from hub.web.routes import webhooks
 from hub.web.routes.channels import last_event_id
-from hub.web.routes.common import hub, json_object, json_response
+from hub.web.routes.common import hub, json_body, json_response
 from hub.web.state import HubState
 from hub.webhooks import endpoints
 
-TASK_ID = re.compile(r"task_[0-9a-f]{24}")
 LIST_LIMIT = 100
 # A task request names images by URL; data: URLs can be large, so the body may be too.
 MAX_TASK_BODY = 80 * 1024 * 1024
@@ -30,19 +28,16 @@ MAX_TASK_BODY = 80 * 1024 * 1024
 async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
-    body = await json_object(request, limit=MAX_TASK_BODY)
-    hook_urls = endpoints.urls(body.pop("webhook_urls", None) or [], "webhook_urls")
+    body = await json_body(request, TaskRequest, limit=MAX_TASK_BODY)
+    hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
     engine = state.engine
     spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
     task_id = new_id()
     # The endpoints exist before the task does, so none of its events can be missed.
     added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
     task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
-    data = engine.view.describe(task)
-    accepted = {k: data[k] for k in ("id", "status", "provider", "stream_url", "channel_id")}
-    if added:
-        accepted["webhooks"] = [webhooks.describe(state, endpoint) for endpoint in added]
-    return json_response(accepted, 202)
+    hooks = [webhooks.describe(state, endpoint) for endpoint in added]
+    return json_response(engine.view.accepted(task, hooks), 202)
 
 
 def image_sources(state: HubState, owner: str) -> inputs.Sources:
@@ -61,7 +56,7 @@ async def index(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     tasks = await state.store.list_tasks(owner, LIST_LIMIT)
-    return json_response({"tasks": [_describe(state, task) for task in tasks]})
+    return json_response(TaskList([_describe(state, task) for task in tasks]))
 
 
 async def show(request: Request) -> Response:
@@ -94,18 +89,18 @@ async def stream(request: Request) -> Response:
     )
 
 
-def _describe(state: HubState, task: TaskRecord) -> dict[str, Any]:
-    data = state.engine.view.describe(task)
-    data["watch_url"] = watch_url(
-        state.signer, data["stream_url"], state.settings.watch_ttl_seconds, task_id=task.id
+def _describe(state: HubState, task: TaskRecord) -> Task:
+    view = state.engine.view
+    watch = watch_url(
+        state.signer, view.stream_url(task.id), state.settings.watch_ttl_seconds, task_id=task.id
     )
-    return data
+    return view.describe(task, watch)
 
 
 async def _owned_task(state: HubState, request: Request) -> TaskRecord:
     owner = state.owner(request)
     task_id = request.path_params["task_id"]
-    task = await state.store.get_task(task_id) if TASK_ID.fullmatch(task_id) else None
+    task = await state.store.get_task(task_id) if TASK_IDS.matches(task_id) else None
     if task is None or task.owner != owner:
         raise not_found("task")
     return task

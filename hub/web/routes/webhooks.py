@@ -2,46 +2,35 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.checks import text
 from hub.errors import invalid, not_found
+from hub.shapes import WEBHOOK_IDS
 from hub.store.base import Endpoint
-from hub.web.routes.common import hub, json_object, json_response
+from hub.web.routes.common import hub, json_body, json_response
 from hub.web.state import HubState
 from hub.webhooks import endpoints
-
-ENDPOINT_ID = re.compile(r"wh_[0-9a-f]{24}")
+from hub.webhooks.shapes import Webhook, WebhookList, WebhookRequest
 
 
 async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
-    body = await json_object(request)
-    unknown = set(body) - {"url", "channel_id", "task_id"}
-    if unknown:
-        raise invalid(sorted(unknown)[0], "unknown field")
-    if "url" not in body:
-        raise invalid("url", "is required")
-    url = endpoints.checked_url(body["url"], "url")
-    channel_id = task_id = None
-    if (body.get("channel_id") is None) == (body.get("task_id") is None):
+    body = await json_body(request, WebhookRequest)
+    url = endpoints.checked_url(body.url, "url")
+    if (body.channel_id is None) == (body.task_id is None):
         raise invalid("channel_id", "give exactly one of channel_id and task_id")
-    if body.get("channel_id") is not None:
-        channel_id = text(body["channel_id"], "channel_id", 64)
-        channel = await state.store.get_channel(channel_id)
+    if body.channel_id is not None:
+        channel = await state.store.get_channel(body.channel_id)
         if channel is None or channel.owner != owner:
             raise not_found("channel")
-    else:
-        task_id = text(body["task_id"], "task_id", 64)
-        task = await state.store.get_task(task_id)
+    elif body.task_id is not None:
+        task = await state.store.get_task(body.task_id)
         if task is None or task.owner != owner:
             raise not_found("task")
     (endpoint,) = await endpoints.add(
-        state.store, owner, [url], channel_id=channel_id, task_id=task_id
+        state.store, owner, [url], channel_id=body.channel_id, task_id=body.task_id
     )
     return json_response(describe(state, endpoint), 201)
 
@@ -50,7 +39,7 @@ async def index(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     found = await state.store.list_endpoints(owner)
-    return json_response({"webhooks": [describe(state, e) for e in found]})
+    return json_response(WebhookList([describe(state, e) for e in found]))
 
 
 async def show(request: Request) -> Response:
@@ -65,7 +54,7 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def describe(state: HubState, endpoint: Endpoint) -> dict[str, object]:
+def describe(state: HubState, endpoint: Endpoint) -> Webhook:
     return endpoints.describe(endpoint, state.settings.webhook_failing_after)
 
 
@@ -73,7 +62,7 @@ async def _owned(state: HubState, request: Request) -> Endpoint:
     owner = state.owner(request)
     endpoint_id = request.path_params["webhook_id"]
     endpoint = None
-    if ENDPOINT_ID.fullmatch(endpoint_id):
+    if WEBHOOK_IDS.matches(endpoint_id):
         endpoint = await state.store.get_endpoint(endpoint_id)
     if endpoint is None or endpoint.owner != owner:
         raise not_found("webhook")

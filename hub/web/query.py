@@ -1,5 +1,5 @@
-"""Checked values from a request: an integer in range, a bounded text, each refused with the
-field named."""
+"""Values from a query string or a header (an event id, a wait, a filter), checked: an
+integer in range, a bounded text, each refused with the field named."""
 
 from __future__ import annotations
 

@@ -1,0 +1,113 @@
+"""The bodies of ``/v1/tasks``: the request and its input, the task as shown, its events.
+
+What a shape cannot say stays with the code that knows it (``hub.tasks.inputs``): whether
+the provider is configured here, how many images it takes, and whether each image can be
+fetched, decoded or found.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from hub.enums import TaskStatus
+from hub.providers import PROVIDERS
+from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
+from hub.shapes import NOT_BLANK, Count, Reference, TaskId, Timestamp, Url
+from hub.webhooks.shapes import Webhook, WebhookUrls
+
+MAX_PROMPT = 32_000
+MAX_IMAGES = 16
+MAX_N = 10
+
+if TYPE_CHECKING:
+    Provider: TypeAlias = str
+    Size: TypeAlias = str
+    Quality: TypeAlias = str
+    Background: TypeAlias = str
+    OutputFormat: TypeAlias = str
+else:
+    # The choices are the providers' own tables: a Literal of them, so that validation and
+    # the schema's enums are the same list.
+    Provider = Literal[tuple(sorted(PROVIDERS))]
+    Size = Literal[SIZES]
+    Quality = Literal[QUALITIES]
+    Background = Literal[BACKGROUNDS]
+    OutputFormat = Literal[OUTPUT_FORMATS]
+
+Prompt = Annotated[str, Meta(max_length=MAX_PROMPT, pattern=NOT_BLANK)]
+ImageSource = Annotated[
+    str,
+    Meta(min_length=1, description="An http(s) URL, a base64 data: URL, or the id of an upload."),
+]
+
+
+class EditInput(Struct, forbid_unknown_fields=True):
+    """The edit: a prompt, the images (1 to 16; AtlasCloud takes 1) and its options."""
+
+    prompt: Prompt
+    images: Annotated[list[ImageSource], Meta(min_length=1, max_length=MAX_IMAGES)]
+    mask: ImageSource | None = None
+    size: Size | None = None
+    quality: Quality | None = None
+    background: Background | None = None
+    output_format: OutputFormat | None = None
+    n: Annotated[int, Meta(ge=1, le=MAX_N)] | None = None
+
+
+class TaskRequest(Struct, forbid_unknown_fields=True):
+    provider: Provider
+    input: EditInput
+    channel_id: Reference | None = None
+    webhook_urls: WebhookUrls | None = None
+
+
+class Output(Struct, forbid_unknown_fields=True):
+    url: Url
+    content_type: str
+
+
+class Task(Struct, forbid_unknown_fields=True):
+    """A task as it is now."""
+
+    id: TaskId
+    provider: str
+    provider_task_id: str | None
+    status: TaskStatus
+    outputs: list[Output]
+    error: str | None
+    channel_id: str | None
+    attempts: Count
+    created_at: Timestamp
+    updated_at: Timestamp
+    stream_url: Url
+    watch_url: Url
+
+
+class TaskAccepted(Struct, forbid_unknown_fields=True):
+    """A task just made: queued, and watched at its stream_url."""
+
+    id: TaskId
+    status: Literal["queued"]
+    provider: str
+    stream_url: Url
+    channel_id: str | None
+    webhooks: list[Webhook] | UnsetType = UNSET
+
+
+class TaskList(Struct, forbid_unknown_fields=True):
+    tasks: list[Task]
+
+
+class TaskEvent(Struct, forbid_unknown_fields=True):
+    """The data of a task.* event: the task as it now is."""
+
+    task_id: TaskId
+    provider: str
+    provider_task_id: str | None
+    status: TaskStatus
+    outputs: list[Output]
+    error: str | None
+    at: Timestamp
+    channel_id: str | UnsetType = UNSET
