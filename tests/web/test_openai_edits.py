@@ -107,3 +107,16 @@ async def test_with_a_callback_url_it_answers_at_once_and_posts_acedatas_shape_l
     record = (await http.get(f"{hub.url}/v1/tasks/{task_id}", headers=AUTH)).json()
     assert record["status"] == "succeeded"
     assert io.BytesIO(base64.b64decode(image["b64_json"])).read(4) == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("field", "value"), [("n", "²"), ("output_compression", "²")])
+async def test_unicode_digits_are_a_400_naming_the_field(hub, http, field, value):
+    """Was: a 500 (str.isdigit() takes "²", which int() refuses)."""
+    answer = await http.post(
+        f"{hub.url}/v1/images/edits",
+        headers=AUTH,
+        files={"image": ("in.png", make_png(), "image/png")},
+        data={"prompt": "p", field: value, "provider": "segmind"},
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == field
