@@ -211,3 +211,40 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await page.reload()
     await expect(page.get_by_label("API key")).to_be_visible()
     await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+
+SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>document.title = 'ran in the hub origin';</script></svg>"
+)
+
+
+async def test_a_stored_svg_cannot_run_in_the_hubs_origin(
+    browser: Browser, hub: LiveHub, http: httpx.AsyncClient
+) -> None:
+    """Was: an image/svg+xml output holding <script>, opened from the dashboard's link in
+    a tab, ran its script in the hub's origin. A blob of any type but the three images
+    (one an older hub kept) is now a download, and every blob answer is a CSP sandbox."""
+    from hub.blobs import records
+
+    owner = hub.state.keys.require(AUTH["authorization"])
+    svg = records.make(owner, SVG, "image/svg+xml")
+    await hub.state.store.put_blob(svg)
+    url = records.public_url(hub.state.signer, hub.url, svg.id, ttl=60)
+    answer = await http.get(url)
+    assert answer.headers["content-type"] == "application/octet-stream"
+    assert answer.headers["content-disposition"].startswith("attachment;")
+    assert answer.headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    context = await browser.new_context(accept_downloads=True)
+    try:
+        tab = await context.new_page()
+        await tab.goto(hub.url + "/healthz")
+        async with tab.expect_download() as download:
+            # A navigation that ends in a download leaves the page where it was.
+            with contextlib.suppress(Exception):
+                await tab.goto(url)
+        assert (await download.value).suggested_filename == f"{svg.id}.bin"
+        assert await tab.title() != "ran in the hub origin"
+    finally:
+        await context.close()

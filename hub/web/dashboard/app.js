@@ -600,6 +600,7 @@
   // Each image is a request with the key and a blob kept in memory: fetch only the ones
   // scrolled to, not every output of every task listed.
   const pending = new Map();
+  const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
   const observer =
     "IntersectionObserver" in window
       ? new IntersectionObserver(
@@ -629,7 +630,11 @@
     try {
       // Blob URLs need the key, which an <img src> cannot send: fetch, then show a blob:.
       const response = await request(local(output.url));
-      const objectUrl = URL.createObjectURL(await response.blob());
+      // Only the image types the hub keeps, whatever a response says: a blob: URL opened
+      // in a tab runs in this page's origin, so it must never be SVG or HTML.
+      const type = (response.headers.get("content-type") || "").split(";")[0].trim();
+      if (!IMAGE_TYPES.has(type)) throw new Error(`not an image the hub keeps (${type || "no type"})`);
+      const objectUrl = URL.createObjectURL(new Blob([await response.arrayBuffer()], { type }));
       if (tasks.get(entry.data.id) !== entry) {
         URL.revokeObjectURL(objectUrl);
         return;

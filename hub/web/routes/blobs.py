@@ -71,10 +71,18 @@ async def public(request: Request) -> Response:
 
 
 def _bytes(blob: Blob) -> Response:
+    """The blob's bytes, unable to run: served from the hub's origin, an SVG or HTML
+    answer would run its script there. Only the three image types are shown as such
+    (anything else, kept by an older hub, is a download), and the page a browser makes
+    of it is a sandbox that may load nothing."""
+    image = blob.content_type in images.EXTENSIONS
     extension = images.EXTENSIONS.get(blob.content_type, "bin")
+    disposition = "inline" if image else "attachment"
     headers = {
         "cache-control": "private, max-age=3600",
         "x-content-type-options": "nosniff",
-        "content-disposition": f'inline; filename="{blob.id}.{extension}"',
+        "content-security-policy": "sandbox; default-src 'none'",
+        "content-disposition": f'{disposition}; filename="{blob.id}.{extension}"',
     }
-    return Response(blob.data, media_type=blob.content_type, headers=headers)
+    media = blob.content_type if image else "application/octet-stream"
+    return Response(blob.data, media_type=media, headers=headers)
