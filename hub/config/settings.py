@@ -93,6 +93,14 @@ class Settings:
     # Requests a second per API key and per callback URL.
     rate_limit_per_key: float = setting(100.0, ge=0, note=OFF)
     rate_limit_per_callback: float = setting(100.0, ge=0, note=OFF)
+    # What one key may hold at once; beyond, 429 quota_exceeded naming the quota.
+    quota_channels: int = setting(1000, ge=0, note=OFF)
+    quota_live_tasks: int = setting(100, ge=0, note=OFF)
+    quota_webhooks: int = setting(100, ge=0, note=OFF)
+    quota_blob_bytes: int = setting(2 * 1024**3, ge=0, note=OFF)
+    quota_streams: int = setting(1000, ge=0, note=OFF)
+    # Who may read /metrics: this bearer token, or (unset) clients on loopback only.
+    metrics_token: str = setting("", secret=True)
     # Every other HUB_* variable (HUB_EACHLABS_API_KEY, HUB_SANDBOX_LATENCY, ...), read by
     # the modules they configure with the same parser. Out of repr: it holds provider keys.
     extra_env: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)

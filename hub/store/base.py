@@ -170,6 +170,9 @@ class Store(Protocol):
 
     async def put_blob(self, blob: Blob) -> None: ...
 
+    async def usage(self, owner: str, now: float) -> Usage:
+        """What ``owner`` holds now, for its quotas."""
+
     async def get_blob(self, blob_id: str) -> Blob | None: ...
 
     # -- API keys made with `hub keys create` ----------------------------------------------
@@ -216,6 +219,16 @@ class Store(Protocol):
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.
 WEBHOOK_EVENTS = "webhook.%"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one key holds now, as its quotas count it."""
+
+    channels: int  # not expired
+    live_tasks: int  # queued or submitted
+    webhooks: int
+    blob_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

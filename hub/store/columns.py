@@ -58,3 +58,11 @@ WITH busy AS (
 )
 SELECT id FROM turns ORDER BY turn, next_at, id LIMIT $3
 """
+
+# A key's usage (Usage's field order): $1 the owner, $2 now.
+USAGE_SQL = (
+    "SELECT (SELECT count(*) FROM channels WHERE owner = $1 AND expires_at > $2),"
+    " (SELECT count(*) FROM tasks WHERE owner = $1 AND status IN ('queued', 'submitted')),"
+    " (SELECT count(*) FROM endpoints WHERE owner = $1),"
+    " (SELECT coalesce(sum(size), 0) FROM blobs WHERE owner = $1)"
+)

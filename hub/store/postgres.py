@@ -43,6 +43,7 @@ from hub.store.base import (
     EventQuery,
     NewEvent,
     TaskRecord,
+    Usage,
     WebhookJob,
 )
 from hub.store.columns import (
@@ -53,6 +54,7 @@ from hub.store.columns import (
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
+    USAGE_SQL,
     WEBHOOK_WANTS,
 )
 from hub.store.postgres_feed import CHANNEL, Feed
@@ -523,6 +525,11 @@ class PostgresStore:
             " WHERE next_at IS NOT NULL"
         )
         return float(value) if value is not None else None
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        row = await self.pool.fetchrow(USAGE_SQL, owner, now)
+        assert row is not None
+        return Usage(*(int(value) for value in row))
 
     async def get_blob(self, blob_id: str) -> Blob | None:
         row = await self.pool.fetchrow(

@@ -142,6 +142,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox (next_at) WHERE next_at IS NOT NULL;
     INSERT INTO meta (key, value) VALUES ('webhook_cursor', 0);
     """,
+    # Quotas sum a key's blob bytes: by owner, not by a scan of every blob.
+    """
+    CREATE INDEX blobs_owner ON blobs (owner);
+    """,
 )
 
 

@@ -27,6 +27,7 @@ from hub.store.base import (
     EventQuery,
     NewEvent,
     TaskRecord,
+    Usage,
     WebhookJob,
 )
 from hub.store.columns import (
@@ -37,6 +38,7 @@ from hub.store.columns import (
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
+    USAGE_SQL,
     WEBHOOK_WANTS,
 )
 from hub.store.sqlite_schema import MIGRATIONS
@@ -475,6 +477,10 @@ class SQLiteStore:
         )
         row = await self._row(sql)
         return float(row[0]) if row and row[0] is not None else None
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        row = await self._row(USAGE_SQL.replace("$", "?"), (owner, now))
+        return Usage(*(int(value) for value in row))
 
     async def get_blob(self, blob_id: str) -> Blob | None:
         sql = (

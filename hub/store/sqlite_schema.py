@@ -128,4 +128,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox (next_at) WHERE next_at IS NOT NULL;
     """,
+    # Quotas sum a key's blob bytes: by owner, not by a scan of every blob.
+    """
+    CREATE INDEX blobs_owner ON blobs (owner);
+    """,
 )

@@ -9,6 +9,7 @@ by id, since ids only grow and the broker delivers in id order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -65,6 +66,11 @@ class Streams:
     def __init__(self, config: StreamConfig) -> None:
         self.config = config
         self.open: set[EventStream] = set()
+        # Open streams by the key they were opened for, for its quota.
+        self.by_owner: collections.Counter[str] = collections.Counter()
+
+    def count(self, owner: str) -> int:
+        return self.by_owner[owner]
 
     async def tick(self) -> float:
         """One round of the clock; the time until the next."""
@@ -85,6 +91,7 @@ class EventStream(Response):
         *,
         is_last: Callable[[Event], bool] | None = None,
         render: Callable[[Event], bytes | None] | None = None,
+        owner: str = "",
     ) -> None:
         # No Response.__init__: it would add a content-length, and a stream has none.
         self.status_code = 200
@@ -99,6 +106,7 @@ class EventStream(Response):
         self._is_last = is_last
         # Another wire format (smee's); None for an event it leaves out.
         self._render = render
+        self._owner = owner
         self._send: Send | None = None
         self._subscription: Subscription | None = None
         self._disconnected = False
@@ -116,6 +124,7 @@ class EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         watcher = asyncio.create_task(self._watch_disconnect(receive))
         streams.open.add(self)
+        streams.by_owner[self._owner] += 1
         try:
             await self._write(events.retry(self._config.retry_ms))
             await self._stream()
@@ -130,6 +139,9 @@ class EventStream(Response):
             log.info("a subscriber stopped reading; its stream is cut off")
         finally:
             streams.open.discard(self)
+            streams.by_owner[self._owner] -= 1
+            if not streams.by_owner[self._owner]:
+                del streams.by_owner[self._owner]
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

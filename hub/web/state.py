@@ -14,6 +14,7 @@ import httpx
 from starlette.requests import HTTPConnection
 
 from hub.access.keys import Keys
+from hub.access.quotas import Quotas
 from hub.access.ratelimit import RateLimit
 from hub.access.tokens import Signer
 from hub.background.loops import Health, Step, forever
@@ -57,6 +58,7 @@ class HubState:
         # Set when the store stopped for good (an fsync failed): the process must end.
         self.failed: BaseException | None = None
         self._exit: Callable[[], None] | None = None
+        self.quotas = Quotas(settings, self.store, lambda owner: self.streams.count(owner))
         self.streams = Streams(
             StreamConfig(
                 heartbeat=settings.heartbeat_seconds,

@@ -39,6 +39,7 @@ async def upload(request: Request) -> Response:
             "payload_too_large", f"file: larger than {state.settings.max_upload_bytes} bytes"
         )
     content_type = await images.image_type(data, "file")
+    await state.quotas.check(owner, blob_bytes=len(data))
     blob = records.make(owner, data, content_type)
     await state.store.put_blob(blob)
     answer = shapes.Blob(

@@ -47,6 +47,7 @@ async def create(request: Request) -> Response:
     ttl = state.settings.channel_ttl_seconds
     if body.ttl_seconds is not None:
         ttl = _ttl(state, body.ttl_seconds)
+    await state.quotas.check(owner, channels=1, webhooks=len(hook_urls))
     now = time.time()
     channel = Channel(
         id=CHANNEL_IDS.new(),
@@ -125,9 +126,11 @@ async def stream(request: Request) -> Response:
         # smee's format has callbacks only: the stream asks for nothing else.
         query = dataclasses.replace(query, types=frozenset([EventType.CALLBACK_RECEIVED]))
         render = smee.frame
+    state.quotas.check_streams(channel.owner)
     return EventStream(
-        state.store, state.broker, state.streams, query, last_event_id(request), render=render
-    )
+        state.store, state.broker, state.streams, query, last_event_id(request),
+        render=render, owner=channel.owner,
+    )  # fmt: skip
 
 
 async def task_result(request: Request) -> Response:

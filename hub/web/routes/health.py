@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 from typing import Literal
 
@@ -10,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub import __version__
+from hub.errors import Forbidden, Unauthorized
 from hub.metrics import CONTENT_TYPE
 from hub.web.routes.common import hub, json_response
 from hub.web.shapes import Component, Health
@@ -41,6 +44,26 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """For Prometheus: the text exposition format."""
-    body = await hub(request).render_metrics()
+    """For Prometheus: the text exposition format. With HUB_METRICS_TOKEN, for the bearer
+    of that token; without, for clients on this machine only: the counts say how busy
+    the hub and its providers are, which is nobody else's business."""
+    state = hub(request)
+    token = state.settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise Unauthorized("unauthorized", "/metrics needs the HUB_METRICS_TOKEN bearer")
+    elif not _loopback(request):
+        raise Forbidden("forbidden", "/metrics answers only on loopback without HUB_METRICS_TOKEN")
+    body = await state.render_metrics()
     return Response(body, media_type=CONTENT_TYPE)
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

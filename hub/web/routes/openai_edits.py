@@ -74,6 +74,8 @@ async def _edit(request: Request) -> Response:
     unknown = sorted(set(fields) - {"prompt", *OPTIONS}) + sorted(set(files) - {"mask"})
     if unknown:
         raise _bad(unknown[0], "unknown field")
+    size = sum(len(data) for data in images) + sum(len(data) for data in files.get("mask", []))
+    await state.quotas.check(owner, live_tasks=1, blob_bytes=size)
     # The images become blobs first; the task's own shape and checks (prompt, options,
     # counts) then run exactly as for POST /v1/tasks, with the field names OpenAI uses.
     blob_ids = [await _blob(state, owner, data, "image") for data in images]

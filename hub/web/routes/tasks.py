@@ -31,6 +31,7 @@ async def create(request: Request) -> Response:
     body = await json_body(request, TaskRequest, limit=MAX_TASK_BODY)
     hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
     engine = state.engine
+    await state.quotas.check(owner, live_tasks=1, webhooks=len(hook_urls), blob_bytes=1)
     spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
     task_id = new_id()
     # The endpoints exist before the task does, so none of its events can be missed.
@@ -79,6 +80,7 @@ async def stream(request: Request) -> Response:
         task = await _owned_task(state, request)
     # A task's stream starts at its beginning: queued, submitted, then how it ended.
     last = last_event_id(request)
+    state.quotas.check_streams(task.owner)
     return EventStream(
         state.store,
         state.broker,
@@ -86,6 +88,7 @@ async def stream(request: Request) -> Response:
         EventQuery(task_id=task.id),
         0 if last is None else last,
         is_last=lambda event: event.type in TERMINAL_EVENTS,
+        owner=task.owner,
     )
 
 

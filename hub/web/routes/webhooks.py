@@ -29,6 +29,7 @@ async def create(request: Request) -> Response:
         task = await state.store.get_task(body.task_id)
         if task is None or task.owner != owner:
             raise not_found("task")
+    await state.quotas.check(owner, webhooks=1)
     (endpoint,) = await endpoints.add(
         state.store, owner, [url], channel_id=body.channel_id, task_id=body.task_id
     )
