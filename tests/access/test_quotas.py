@@ -58,9 +58,9 @@ async def test_blob_bytes_are_counted_per_key(client):
 
 
 async def test_live_tasks_beyond_the_quota_are_refused(client):
-    body = {"provider": "segmind", "input": {"prompt": "p", "images": []}}
     upload = await client.post("/v1/uploads", headers=AUTH, files={"file": ("a.png", make_png())})
-    body["input"]["images"] = [upload.json()["id"]]
+    images = [upload.json()["id"]]
+    body = {"provider": "segmind", "input": {"prompt": "p", "images": images}}
     assert (await client.post("/v1/tasks", headers=AUTH, json=body)).status_code == 202
     refused(await client.post("/v1/tasks", headers=AUTH, json=body), "HUB_QUOTA_LIVE_TASKS")
 
