@@ -27,10 +27,13 @@ class Keys:
         self._hashes = tuple(key_hash(key.reveal()) for key in keys)
         # Keys made with `hub keys create`, by hash: refreshed from the store (see ``load``).
         self._made: dict[bytes, str] = {}
+        # Tenants whose key was revoked: everything they made stops working too.
+        self.revoked: frozenset[str] = frozenset()
 
-    def load(self, made: dict[bytes, str]) -> None:
+    def load(self, made: dict[bytes, str], revoked: frozenset[str] = frozenset()) -> None:
         """The unrevoked keys kept in the store, hash -> tenant."""
         self._made = made
+        self.revoked = revoked
 
     def owner(self, presented: str) -> str | None:
         """The tenant id of a presented key, or None. Every configured hash is compared,

@@ -72,6 +72,13 @@ class Streams:
     def count(self, owner: str) -> int:
         return self.by_owner[owner]
 
+    def end_for(self, owners: frozenset[str]) -> None:
+        """End the open streams of these keys (revoked): their clients are told nothing
+        more, and a reconnect is refused."""
+        for stream in list(self.open):
+            if stream.owner in owners:
+                stream.end()
+
     async def tick(self) -> float:
         """One round of the clock; the time until the next."""
         now = asyncio.get_running_loop().time()
@@ -106,7 +113,7 @@ class EventStream(Response):
         self._is_last = is_last
         # Another wire format (smee's); None for an event it leaves out.
         self._render = render
-        self._owner = owner
+        self.owner = owner
         self._send: Send | None = None
         self._subscription: Subscription | None = None
         self._disconnected = False
@@ -124,7 +131,7 @@ class EventStream(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         watcher = asyncio.create_task(self._watch_disconnect(receive))
         streams.open.add(self)
-        streams.by_owner[self._owner] += 1
+        streams.by_owner[self.owner] += 1
         try:
             await self._write(events.retry(self._config.retry_ms))
             await self._stream()
@@ -139,9 +146,9 @@ class EventStream(Response):
             log.info("a subscriber stopped reading; its stream is cut off")
         finally:
             streams.open.discard(self)
-            streams.by_owner[self._owner] -= 1
-            if not streams.by_owner[self._owner]:
-                del streams.by_owner[self._owner]
+            streams.by_owner[self.owner] -= 1
+            if not streams.by_owner[self.owner]:
+                del streams.by_owner[self.owner]
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -159,6 +166,12 @@ class EventStream(Response):
                 if self._subscription is not None:
                     self._subscription.close()
                 return
+
+    def end(self) -> None:
+        """End the stream at once, whatever it is doing."""
+        self._done = True
+        if self._subscription is not None:
+            self._subscription.close()
 
     def check(self, now: float) -> None:
         """Called by Streams' ticker: end a stuck write, or ask for a heartbeat."""

@@ -123,7 +123,12 @@ class HubState:
         )
         await self._engine.start()
         self._webhooks = Webhooks(
-            self.settings, self.store, self._client, metrics=self.metrics, health=self.health
+            self.settings,
+            self.store,
+            self._client,
+            metrics=self.metrics,
+            health=self.health,
+            revoked=lambda owner: owner in self.keys.revoked,
         )
         await self._webhooks.start()
         self._loop(
@@ -185,7 +190,12 @@ class HubState:
 
     async def _load_keys(self) -> None:
         made = await self.store.list_api_keys()
-        self.keys.load({k.hash: k.owner for k in made if k.revoked_at is None})
+        before = self.keys.revoked
+        revoked = frozenset(k.owner for k in made if k.revoked_at is not None)
+        self.keys.load({k.hash: k.owner for k in made if k.revoked_at is None}, revoked)
+        if revoked - before:
+            # A revoked key's open streams end now, on every replica (each loads the keys).
+            self.streams.end_for(revoked - before)
 
     def _loop(self, name: str, step: Step, *, stuck_after: float) -> None:
         component = self.health.component(name, stuck_after=stuck_after)

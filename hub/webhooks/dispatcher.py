@@ -17,7 +17,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -56,7 +56,9 @@ class Webhooks:
         resolver: Resolver = resolve,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        revoked: Callable[[str], bool] = lambda owner: False,
     ) -> None:
+        self._revoked = revoked
         self.component = (health or Health()).component("webhooks", stuck_after=30.0)
         self._settings = settings
         self._metrics = metrics
@@ -114,6 +116,10 @@ class Webhooks:
         self._kick.set()  # a slot is free
 
     async def _send(self, job: WebhookJob) -> None:
+        if self._revoked(job.endpoint.owner):
+            # Nothing more for a key that was revoked: given up, never sent.
+            await self._settle(job, "the key that made this webhook is revoked", final=True)
+            return
         # An "acedata" endpoint is only ever given its task's end (see store.columns).
         body = await self._acedata_body(job) if job.endpoint.format == "acedata" else payload(job)
         message_id = f"evt_{job.event.id}"
@@ -165,10 +171,10 @@ class Webhooks:
         data = {"created": int(task.created_at), "data": images}
         return dumps({"success": True, "task_id": task_id, "trace_id": trace_id, "data": data})
 
-    async def _settle(self, job: WebhookJob, error: str | None) -> None:
+    async def _settle(self, job: WebhookJob, error: str | None, *, final: bool = False) -> None:
         attempt = job.attempts + 1
         retry_at = None
-        if error is not None and attempt < self._settings.webhook_max_attempts:
+        if error is not None and not final and attempt < self._settings.webhook_max_attempts:
             base = self._settings.webhook_retry_seconds
             retry_at = time.time() + backoff(attempt, base=base, cap=RETRY_CAP)
         failures = await self._store.settle_webhook(job, time.time(), error, retry_at)

@@ -111,6 +111,8 @@ async def stream(request: Request) -> Response:
         channel = await state.store.get_channel(channel_id)
         if channel is None:
             raise not_found("channel")
+        if channel.owner in state.keys.revoked:
+            raise Unauthorized("revoked", "the key this watch URL was issued to is revoked")
     else:
         channel = await _owned_channel(state, request)
     query = EventQuery(

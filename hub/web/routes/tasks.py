@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.enums import TERMINAL_EVENTS
-from hub.errors import not_found
+from hub.errors import Unauthorized, not_found
 from hub.shapes import TASK_IDS
 from hub.store.base import EventQuery, TaskRecord
 from hub.streams.sse import EventStream
@@ -75,6 +75,8 @@ async def stream(request: Request) -> Response:
         found = await state.store.get_task(task_id)
         if found is None:
             raise not_found("task")
+        if found.owner in state.keys.revoked:
+            raise Unauthorized("revoked", "the key this watch URL was issued to is revoked")
         task = found
     else:
         task = await _owned_task(state, request)
