@@ -119,13 +119,14 @@ class Hub(Target):
         return servers.Launch(
             argv=[str(VENV_BIN / "hub"), "serve", "--port", str(port)],
             # Rate limits off: the bench measures the path, not the limiter; and the idle
-            # row holds more connections than a hub allows by default.
+            # row holds more connections (and streams, on one key) than a hub allows by default.
             env={
                 "HUB_DATA_DIR": str(data_dir),
                 "HUB_API_KEYS": self.api_key,
                 "HUB_RATE_LIMIT_PER_KEY": "0",
                 "HUB_RATE_LIMIT_PER_CALLBACK": "0",
                 "HUB_MAX_CONNECTIONS": "100000",
+                "HUB_QUOTA_STREAMS": "0",
                 **env,
             },
             port=port,
