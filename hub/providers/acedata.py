@@ -47,6 +47,7 @@ TASKS_PATH = "/openai/tasks"
 class AceData:
     name = "acedata"
     supports_callback = True
+    max_n = 1
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         self._http = ProviderHTTP(config, client, {"Authorization": f"Bearer {config.api_key}"})
@@ -83,7 +84,7 @@ class AceData:
             return Outcome("pending", provider_task_id=task_id, detail=_detail(trace))
         return self._read(body, task_id if isinstance(task_id, str) else None, trace)
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         body = await self._http.json(
             "POST",
             TASKS_PATH,
@@ -126,6 +127,9 @@ class AceData:
             return _outcome(body, task_id, trace)
         except ValueError as exc:
             raise self._http.error(str(exc)) from None
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        return False
 
 
 async def _file(image: InputImage) -> tuple[str, bytes, str]:

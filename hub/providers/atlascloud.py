@@ -67,6 +67,7 @@ WARMUP_STATUSES = (400, 404)
 class AtlasCloud:
     name = "atlascloud"
     supports_callback = True
+    max_n = 1
 
     def __init__(
         self,
@@ -111,7 +112,7 @@ class AtlasCloud:
             return self._read(data, prediction_id)
         return Outcome("pending", prediction_id, detail={"status": status or "starting"})
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         path = f"/api/v1/model/prediction/{quote(provider_task_id, safe='')}"
         reply = await self._http.request("GET", path, limit=MAX_IMAGE_BYTES, accept=WARMUP_STATUSES)
         if reply.status in WARMUP_STATUSES:
@@ -210,6 +211,9 @@ class AtlasCloud:
         if key is None:
             raise CallbackRejected("the AtlasCloud webhook names an unknown signing key")
         return key
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        return False
 
 
 def _parse_jwks(jwks: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:

@@ -172,6 +172,8 @@ class Provider(Protocol):
     name: str
     # True if the provider POSTs results to a URL the hub gives it.
     supports_callback: bool
+    # The most images one call makes (``n``); a task asking for more is refused, 422.
+    max_n: int
 
     def wants_callback(self, public_url: str) -> bool:
         """Whether to hand this provider a callback URL built on ``public_url``."""
@@ -180,8 +182,14 @@ class Provider(Protocol):
         """Send the job. ``pending`` with the provider's task id, or already terminal for
         providers that answer synchronously. Raises ProviderError."""
 
-    async def poll(self, provider_task_id: str) -> Outcome:
-        """Ask the provider once how the task is doing. Raises ProviderError."""
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
+        """Ask the provider once how the task is doing. ``age``: seconds since the job was
+        accepted, for providers whose new jobs are briefly unknown to their status route (a
+        404 within the grace is pending, after it a failure). Raises ProviderError."""
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        """Ask the provider to stop the job, where it has a cancel route. False where it
+        has none (the hub then only stops waiting). Raises ProviderError."""
 
     async def parse_callback(
         self, headers: Mapping[str, str], body: bytes, secret: str | None

@@ -52,6 +52,7 @@ FAILED = frozenset({"error", "failed", "cancelled", "canceled"})
 class Eachlabs:
     name = "eachlabs"
     supports_callback = True
+    max_n = 1
 
     def __init__(
         self,
@@ -92,7 +93,7 @@ class Eachlabs:
             raise self._http.error(f"did not create the prediction: {message}")
         return Outcome("pending", provider_task_id=prediction_id, detail={"status": "created"})
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         body = await self._http.json("GET", f"/v1/prediction/{quote(provider_task_id, safe='')}")
         status = str(body.get("status", "")).lower()
         detail: dict[str, object] = {"status": status}
@@ -148,6 +149,9 @@ class Eachlabs:
             raise CallbackRejected("the Eachlabs webhook signature does not match")
         if abs(self._clock() - sent_at) > SIGNATURE_TOLERANCE:
             raise CallbackRejected("the Eachlabs webhook timestamp is too old (or in the future)")
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        return False
 
 
 def _succeeded(task: str | None, output: object, detail: Mapping[str, object]) -> Outcome:

@@ -48,6 +48,7 @@ _DETAIL_HEADERS = {
 class Segmind:
     name = "segmind"
     supports_callback = False
+    max_n = 1
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
         # The call lasts about a minute: ProviderHTTP applies config.request_timeout to it.
@@ -90,7 +91,7 @@ class Segmind:
             detail=detail,
         )
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         raise ProviderError(
             "segmind: the v1 API answers synchronously and has no status endpoint to poll",
             resend=Resend.NEVER,
@@ -103,3 +104,6 @@ class Segmind:
         raise CallbackRejected(
             "Segmind sends no callbacks for model inference", reason="unreadable"
         )
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        return False

@@ -30,6 +30,7 @@ class Scripted:
 
     name = "scripted"
     supports_callback = False
+    max_n = 1
 
     def __init__(self, submit: Outcome, polls: list[Outcome | ProviderError]) -> None:
         self._submit = submit
@@ -42,12 +43,15 @@ class Scripted:
     async def submit(self, request: EditRequest) -> Outcome:
         return self._submit
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         answer = self.polls[min(self.poll_calls, len(self.polls) - 1)]
         self.poll_calls += 1
         if isinstance(answer, ProviderError):
             raise answer
         return answer
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        return False
 
     async def parse_callback(
         self, headers: Mapping[str, str], body: bytes, secret: str | None
@@ -166,7 +170,7 @@ class Hanging(Scripted):
         super().__init__(PENDING, [])
         self.polling = False
 
-    async def poll(self, provider_task_id: str) -> Outcome:
+    async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         self.polling = True
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
