@@ -132,4 +132,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # Idempotency keys: one record per (owner, key), the reservation and then the answer.
+    """
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        token TEXT NOT NULL,
+        lease_until REAL,
+        task_id TEXT,
+        status INTEGER,
+        body BLOB,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+    """,
 )

@@ -35,7 +35,7 @@ from hub.providers.base import (
     ProviderError,
     Resend,
 )
-from hub.store.base import Blob, Delivery, NewEvent, Store, TaskRecord
+from hub.store.base import Blob, Delivery, IdempotencyClaim, NewEvent, Store, TaskRecord
 from hub.tasks.io import TaskIO, outcome_from_json, outcome_to_json
 from hub.tasks.limits import Limiter
 from hub.tasks.view import TaskView
@@ -125,9 +125,12 @@ class TaskEngine:
         channel_id: str | None,
         data: bytes,
         task_id: str | None = None,
+        claim: IdempotencyClaim | None = None,
     ) -> TaskRecord:
         """Write the task (queued) and wake the worker. ``task_id``: one made beforehand
-        with ``new_id`` (to set up what must exist before the task can end)."""
+        with ``new_id`` (to set up what must exist before the task can end). ``claim``: an
+        idempotency key this request holds, bound to the task in the same transaction
+        (``Conflict`` and no task if the claim was lost)."""
         now = time.time()
         task = TaskRecord(
             id=task_id or new_id(),
@@ -147,7 +150,7 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self.view.event(task))
+        await self._store.create_task(task, self.view.event(task), claim)
         self.wake()
         return task
 
