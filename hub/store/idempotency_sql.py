@@ -39,6 +39,7 @@ RELEASE = (
 
 PRUNE = "DELETE FROM idempotency_keys WHERE created_at < $1"
 
+BUSY = "requests with this Idempotency-Key keep coming and going; retry shortly"
 LOST = "another request with this Idempotency-Key took it over; nothing was created"
 
 

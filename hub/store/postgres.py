@@ -68,6 +68,7 @@ log = logging.getLogger("hub.store")
 
 MAX_BATCH = 512
 POOL_SIZE = 10
+RESERVE_TRIES = 5
 
 
 # Takes ids for $1 events (bumping the counter, which holds its lock until commit), inserts
@@ -556,7 +557,7 @@ class PostgresStore:
         self, new: IdempotencyRecord, now: float, expired_before: float
     ) -> IdempotencyRecord:
         async with self.pool.acquire() as connection:
-            while True:
+            for _ in range(RESERVE_TRIES):
                 # The upsert takes the row's lock: replicas reserving one key take turns.
                 await connection.fetch(
                     idem.RESERVE,
@@ -566,6 +567,7 @@ class PostgresStore:
                 row = await connection.fetchrow(idem.SELECT, new.owner, new.key)
                 if row is not None:  # else released in between: try again
                     return IdempotencyRecord(*row)
+        raise Conflict("idempotency_key_in_use", idem.BUSY, retry_after=1.0)
 
     async def finish_idempotency(
         self, owner: str, key: str, task_id: str, status: int, body: bytes

@@ -212,3 +212,18 @@ async def test_a_content_refusal_is_openais_400_moderation_blocked(hub):
             "code": "moderation_blocked",
         }
     }
+
+
+async def test_a_failed_edit_repeated_with_its_key_is_the_same_failure(hub, sdk, http):
+    await queue_faults(http, hub, "fail")
+    key = {"Idempotency-Key": "failed-once"}
+    answers = []
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError) as failed:
+            await sdk.images.edit(image=png_file(), prompt="p", extra_headers=key)
+        answers.append(failed.value.response)
+    assert answers[0].status_code == answers[1].status_code == 502
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert answers[1].content == answers[0].content
+    assert await task_count(hub) == 1
+    assert await faults_left(http, hub) == 2

@@ -51,6 +51,7 @@ from hub.webhooks import endpoints
 from hub.webhooks.shapes import WebhookUrl
 
 ROUTE = "POST /v1/images/edits"
+MAX_KEPT_ANSWER = 64 * 1024
 MAX_PARTS = 40
 # Answered or ignored as OpenAI's own fields: accepted so that clients work unchanged.
 IGNORED = {"model", "user", "moderation", "input_fidelity", "response_format", "partial_images"}
@@ -207,7 +208,9 @@ async def _keep(
     task_id: str,
     answer: openai_answer.Answer,
 ) -> Response:
-    if key is not None:
+    # A large answer (images as base64) is not copied into the key's record: a repeat
+    # finds the key bound to the ended task and answers from it, the same bytes.
+    if key is not None and len(answer.body) <= MAX_KEPT_ANSWER:
         await idempotency_keys(state).finish(owner, key, task_id, answer.status, answer.body)
     return call.respond(answer)
 
@@ -285,17 +288,20 @@ async def _ended(
     """The task once it has ended (its terminal event, or the store if it ended before
     anything was awaited here), or None if ``budget`` seconds went by first. The task
     itself is durable: a client that gives up waiting leaves it running."""
+    current = await state.store.get_task(task.id)
+    if current is not None and current.terminal:
+        return current  # however little time is left: an ended task is answered
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(budget):
             while True:
-                current = await state.store.get_task(task.id)
-                if current is not None and current.terminal:
-                    return current
                 try:
                     await subscription.wait(None)
                 except SubscriptionClosed:
                     raise Unavailable("server_error", "the hub is shutting down") from None
                 subscription.drain()
+                current = await state.store.get_task(task.id)
+                if current is not None and current.terminal:
+                    return current
     return None
 
 
