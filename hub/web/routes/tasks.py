@@ -71,12 +71,9 @@ def idempotency_keys(state: HubState) -> idempotency.IdempotencyKeys:
     return idempotency.IdempotencyKeys(state.store, state.settings)
 
 
-def replayed(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+def replayed(status: int, body: bytes) -> Response:
     """The answer an earlier request with the same Idempotency-Key was given."""
-    return json_response_bytes(body, status, {**(headers or {}), REPLAYED: "true"})
-
-
-def json_response_bytes(body: bytes, status: int, headers: dict[str, str]) -> Response:
+    headers = {REPLAYED: "true"}
     return Response(body, status, headers=headers, media_type="application/json")
 
 
