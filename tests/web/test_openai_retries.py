@@ -227,3 +227,22 @@ async def test_a_failed_edit_repeated_with_its_key_is_the_same_failure(hub, sdk,
     assert answers[1].content == answers[0].content
     assert await task_count(hub) == 1
     assert await faults_left(http, hub) == 2
+
+
+async def test_a_kept_answer_is_replayed_after_a_restart(make_settings, http):
+    settings = make_settings(sandbox=True, extra_env=FAST, openai_wait_seconds=2.0)
+    key = {"Idempotency-Key": "across-restarts"}
+    answers = []
+    for run in range(2):
+        async with live_hub(settings) as hub:
+            if run == 0:
+                await queue_faults(http, hub, "fail", 1)
+            async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=AUTH_KEY) as sdk:
+                with pytest.raises(openai.APIStatusError) as failed:
+                    await sdk.images.edit(image=png_file(), prompt="p", extra_headers=key)
+            answers.append(failed.value.response)
+            count = await task_count(hub)
+    assert answers[0].status_code == answers[1].status_code == 502
+    assert answers[1].headers["idempotent-replayed"] == "true"
+    assert answers[1].content == answers[0].content
+    assert count == 1
