@@ -129,3 +129,23 @@ class DeliveryPage(Struct, forbid_unknown_fields=True):
 
     deliveries: list[DeliverySummary]
     next_before: DeliveryId | None
+
+
+class RedeliverRequest(Struct, forbid_unknown_fields=True):
+    # Left out: the delivery's event goes to the channel's outbound webhooks.
+    url: Annotated[str, bounded(2048)] | None = None
+
+
+class RedeliveryAttempt(Struct, forbid_unknown_fields=True):
+    """One POST of a stored delivery: the receiver's status (null if it could not be
+    reached, ``error`` says why) and how long it took."""
+
+    url: Url
+    status: int | None
+    error: str | None
+    duration_ms: Annotated[float, Meta(ge=0)]
+
+
+class Redelivery(Struct, forbid_unknown_fields=True):
+    delivery_id: DeliveryId
+    attempts: list[RedeliveryAttempt]

@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/channels/{channel_id}/deliveries.ndjson", deliveries.export, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}", deliveries.show, methods=["GET"]),
         Route("/v1/deliveries/{delivery_id}/body", deliveries.body, methods=["GET"]),
+        Route("/v1/deliveries/{delivery_id}/redeliver", deliveries.redeliver, methods=["POST"]),
         Route("/v1/callback-urls", channels.create_callback_url, methods=["POST"]),
         Route("/v1/tasks", tasks.create, methods=["POST"]),
         Route("/v1/tasks", tasks.index, methods=["GET"]),

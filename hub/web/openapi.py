@@ -33,6 +33,9 @@ from hub.inbox.shapes import (
     DeliveryPage,
     DeliverySummary,
     NewChannel,
+    RedeliverRequest,
+    Redelivery,
+    RedeliveryAttempt,
     TaskAck,
 )
 from hub.inbox.shapes import Channel as ChannelShape
@@ -66,6 +69,7 @@ SHAPES = (
     CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
     TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
     ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
+    RedeliverRequest, RedeliveryAttempt, Redelivery,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
@@ -483,6 +487,17 @@ def _history() -> Schema:
                     **_errors(401, 404, 429),
                 },
                 params=delivery,
+            ),
+        },
+        "/v1/deliveries/{delivery_id}/redeliver": {
+            "post": _op(
+                "redeliver",
+                "The stored request POSTed again to url (its bytes, content type and "
+                "headers less hop-by-hop ones); without url, its event to the channel's "
+                "outbound webhooks. Each receiver's status and the time taken.",
+                {"200": _ok(_ref("Redelivery")), **_errors(400, 401, 404, 408, 413, 422, 429)},
+                params=delivery,
+                body={"required": False, "content": {JSON: {"schema": _ref("RedeliverRequest")}}},
             ),
         },
     }

@@ -12,11 +12,18 @@ from starlette.responses import Response, StreamingResponse
 
 from hub.errors import invalid, not_found
 from hub.formats import iso, loads
-from hub.inbox.shapes import DELIVERY_IDS, DeliveryPage, DeliverySummary
-from hub.store.base import DeliveryRecord, Store
+from hub.inbox import redeliver as resend
+from hub.inbox.shapes import (
+    DELIVERY_IDS,
+    DeliveryPage,
+    DeliverySummary,
+    RedeliverRequest,
+    Redelivery,
+)
+from hub.store.base import DeliveryRecord, EventQuery, Store
 from hub.web.query import integer, text
 from hub.web.routes.channels import MAX_TASK_ID, owned_channel
-from hub.web.routes.common import hub, json_response
+from hub.web.routes.common import hub, json_body, json_response
 from hub.web.state import HubState
 
 DEFAULT_LIMIT = 50
@@ -66,6 +73,45 @@ async def body(request: Request) -> Response:
         raise not_found("delivery")
     media = record.content_type or "application/octet-stream"
     return Response(data, 200, headers={**_BODY_HEADERS, "content-type": media})
+
+
+async def redeliver(request: Request) -> Response:
+    """``POST /v1/deliveries/{id}/redeliver``: the stored request again, to ``url``; without
+    one, its event to the channel's outbound webhooks. Each receiver's status and time."""
+    state = hub(request)
+    record = await owned_delivery(state, request)
+    ask = await json_body(request, RedeliverRequest, optional=True)
+    settings = state.settings
+    allow = settings.loopback_allowed
+    within = settings.webhook_timeout_seconds
+    if ask.url is not None:
+        url = await resend.checked_target(ask.url, allow_private=allow)
+        data = await state.store.delivery_body(record.id)
+        if data is None:
+            raise not_found("delivery")
+        headers = resend.replay_headers(record.headers)
+        attempt = await resend.send_request(
+            state.client, url, data, headers, within=within, allow_private=allow
+        )
+        return json_response(Redelivery(record.id, [attempt]))
+    endpoints = [
+        endpoint
+        for endpoint in await state.store.list_endpoints(record.owner)
+        if endpoint.channel_id == record.channel_id
+    ]
+    event = None
+    if record.event_id is not None:
+        query = EventQuery(channel_id=record.channel_id)
+        found = await state.store.events_after(query, record.event_id - 1, 1)
+        event = found[0] if found and found[0].id == record.event_id else None
+    if event is None:
+        raise invalid("url", "this delivery has no event left to send; give a url")
+    if not endpoints:
+        raise invalid("url", "the channel has no outbound webhooks; give a url")
+    attempts = await resend.to_webhooks(
+        state.client, endpoints, event, within=within, allow_private=allow
+    )
+    return json_response(Redelivery(record.id, list(attempts)))
 
 
 async def export(request: Request) -> Response:
