@@ -5,8 +5,8 @@ lost listener connection), migrations run once, claims that never overlap."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from hub.inbox.shapes import DELIVERY_IDS
-
 from hub.enums import TaskStatus
+from hub.inbox.shapes import DELIVERY_IDS
 from hub.store.base import Blob, Channel, Delivery, Event, EventQuery, NewEvent, TaskRecord
 from hub.store.postgres import _EMIT, PostgresStore
 from hub.store.postgres_schema import MIGRATIONS

@@ -6,7 +6,6 @@ import time
 import pytest
 
 from hub.inbox.shapes import DELIVERY_IDS
-
 from hub.store.base import Channel, Delivery, Event, EventQuery
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_schema import MIGRATIONS
