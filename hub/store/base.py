@@ -60,6 +60,38 @@ class Channel:
     label: str | None
     created_at: float
     expires_at: int
+    # Its own retention, shorter than HUB_RETENTION; None keeps the hub's.
+    retention_seconds: int | None = None
+    # JSON: the inbox's options (dedupe, verify, task_id_path), read by hub.inbox.
+    options: bytes = b"{}"
+
+    def __post_init__(self) -> None:
+        # SQLite hands a column default back as text.
+        if not isinstance(self.options, bytes):
+            value = self.options
+            object.__setattr__(
+                self, "options", value.encode() if isinstance(value, str) else bytes(value)
+            )
+
+
+# Events that tell every replica of a change to the inbox (no channel or task carries
+# them, so no stream and no webhook is sent them): a channel erased, a URL revoked.
+CHANNEL_DELETED = "channel.deleted"
+CALLBACK_URL_REVOKED = "callback_url.revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackUrlRecord:
+    """A callback URL issued for a channel: kept so it can be listed and revoked (its
+    token carries the id, never the other way round)."""
+
+    id: str
+    channel_id: str
+    created_at: float
+    expires_at: int
+    revoked_at: float | None = None
+    deliveries: int = 0  # stored deliveries that came to it
+    last_used_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +112,40 @@ class Delivery:
     # The callback.received event's payload; None keeps the delivery without publishing
     # (a task's provider callback, which the task's own events report).
     event_data: bytes | None
+    # A channel delivery's public id (``dlv_...``), which its history is read by; None for
+    # a task's provider callback, which is in no channel's history.
+    public_id: str | None = None
+    query: str = ""  # the raw query string, as sent
+    verified: bool = False  # the channel's verifier checked the sender's signature
+    url_id: str | None = None  # the callback URL it came to, where the URL has an id
+    # Windowed dedupe of a channel delivery: a key accepted on the channel before and
+    # valid until after this one's arrival makes it a duplicate. None: always stored
+    # (a channel with dedupe off; a task's callback, which is once per URL and bytes).
+    dedupe_key: bytes | None = None
+    dedupe_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A stored channel delivery as its history shows it; the body is read apart."""
+
+    id: str  # the public id
+    seq: int  # the store's order: newest has the highest
+    channel_id: str
+    owner: str
+    event_id: int | None
+    received_at: float
+    content_type: str
+    size: int
+    headers: bytes  # JSON list of [name, value] pairs, as received
+    query: str
+    ref: str | None
+    verified: bool
+    url_id: str | None
+
+    def __post_init__(self) -> None:
+        # SQLite hands the flag back as an integer.
+        object.__setattr__(self, "verified", bool(self.verified))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +191,40 @@ class Store(Protocol):
     async def add_delivery(self, delivery: Delivery) -> Event | None:
         """Store the delivery and its event in one transaction; return the event once
         committed, or None if the same bytes were already accepted on the same URL."""
+
+    async def list_deliveries(
+        self, channel_id: str, limit: int, before: int | None = None, ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        """The channel's deliveries, newest first: ``limit`` of them with ``seq`` below
+        ``before``, about provider task ``ref`` if given."""
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        """A channel delivery by its public id (None if its channel is gone)."""
+
+    async def delivery_body(self, delivery_id: str) -> bytes | None: ...
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        """Erase the channel and everything it holds (deliveries, events, dedupe keys,
+        callback URLs, webhooks); publish CHANNEL_DELETED. False if there was none."""
+
+    async def add_callback_url(self, record: CallbackUrlRecord) -> None: ...
+
+    async def get_callback_url(self, url_id: str) -> CallbackUrlRecord | None: ...
+
+    async def list_callback_urls(self, channel_id: str) -> list[CallbackUrlRecord]:
+        """Oldest first, each with its stored deliveries' count and newest time."""
+
+    async def revoke_callback_url(self, url_id: str, at: float) -> bool:
+        """Revoke it and publish CALLBACK_URL_REVOKED; False if it was not live."""
+
+    async def prune_channels(self, now: float) -> int:
+        """Apply channels' own retention; return how many events went."""
+
+    async def set_presence(self, replica: str, counts: Mapping[str, int], now: float) -> None:
+        """This replica's open streams per channel, as of ``now`` (others' rows stay)."""
+
+    async def subscribers(self, channel_id: str, since: float, skip: str) -> int:
+        """Open streams on the channel reported by replicas other than ``skip`` since."""
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> Sequence[Event]:
         """Events matching ``query`` with id > ``after``, in id order."""

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from hub.enums import EventType
 from hub.store.base import Delivery, Event, NewEvent, StoreUnavailable
+from hub.store.columns import DELIVERY_COLUMNS
 
 log = logging.getLogger("hub.store")
 
@@ -338,23 +339,28 @@ def _insert_deliveries(
     results: list[Any],
     ids: _Ids,
 ) -> None:
+    # Windowed dedupe first, in arrival order (so a twin later in the batch is the
+    # duplicate): a key is taken if it is new or the one it meets has lapsed.
+    fresh = []
+    for i, pending in deliveries:
+        d = pending.delivery
+        assert d is not None
+        if d.dedupe_key is not None:
+            taken = db.execute(CLAIM_KEY, (d.channel_id, d.dedupe_key, d.received_at,
+                                           d.dedupe_until)).rowcount  # fmt: skip
+            if taken != 1:
+                continue  # a duplicate: result stays None
+        fresh.append((i, pending))
+    deliveries = fresh
     first = ids.next_delivery
     rows = []
     for _, pending in deliveries:
         d = pending.delivery
         assert d is not None
-        rows.append((
-            ids.delivery(), d.channel_id, d.token_hash, d.body_sha256, d.received_at,
-            d.content_type, d.headers, d.body, d.task_id, d.ref,
-        ))  # fmt: skip
+        rows.append((ids.delivery(), *delivery_row(d)))
     # A retry of bytes already accepted on the same URL is ignored by the unique index;
     # which ids made it in tells the duplicates apart without a query per delivery.
-    db.executemany(
-        "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
-        " received_at, content_type, headers, body, task_id, ref)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    db.executemany(INSERT_DELIVERY, rows)
     cursor = db.execute(
         "SELECT id FROM deliveries WHERE id >= ? AND id < ?", (first, ids.next_delivery)
     )
@@ -377,6 +383,29 @@ def _insert_deliveries(
         pending.events.append(event)
         results[i] = event
     _insert_events(db, event_rows)
+
+
+# Every column of a delivery, its id first (the writer hands ids out itself).
+INSERT_DELIVERY = (
+    f"INSERT OR IGNORE INTO deliveries (id, {DELIVERY_COLUMNS})"  # noqa: S608
+    f" VALUES ({', '.join('?' * (DELIVERY_COLUMNS.count(',') + 2))})"
+)
+
+
+# Take a channel's dedupe key: one row changed if it was free (new, or lapsed).
+CLAIM_KEY = (
+    "INSERT INTO delivery_keys (channel_id, key, at, until) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (channel_id, key) DO UPDATE SET at = excluded.at, until = excluded.until"
+    " WHERE delivery_keys.until <= excluded.at"
+)
+
+
+def delivery_row(d: Delivery) -> tuple[Any, ...]:
+    """The values of DELIVERY_COLUMNS, in order."""
+    return (
+        d.channel_id, d.token_hash, d.body_sha256, d.received_at, d.content_type, d.headers,
+        d.body, d.task_id, d.ref, d.public_id, d.query, d.verified, d.url_id,
+    )  # fmt: skip
 
 
 def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Event, int | None]]) -> None:
