@@ -70,6 +70,34 @@ class AsyncClient:
         body = {k: v for k, v in (("label", label), ("ttl_seconds", ttl_seconds)) if v is not None}
         return await self._json("POST", "/v1/channels", json=body)
 
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/channels/{channel_id}")
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        """The key's newest channels, newest first."""
+        channels: list[dict[str, Any]] = (await self._json("GET", "/v1/channels"))["channels"]
+        return channels
+
+    async def delete_channel(self, channel_id: str) -> None:
+        """Erase a channel with its deliveries and events; its URLs stop working."""
+        response = await self._http.delete(f"/v1/channels/{channel_id}")
+        _raise_for(response)
+
+    async def list_tasks(self) -> list[dict[str, Any]]:
+        """The key's newest tasks, newest first."""
+        tasks: list[dict[str, Any]] = (await self._json("GET", "/v1/tasks"))["tasks"]
+        return tasks
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any]:
+        """A stored delivery: its headers (``[name, value]`` pairs), query, content type."""
+        return await self._json("GET", f"/v1/deliveries/{delivery_id}")
+
+    async def delivery_body(self, delivery_id: str) -> tuple[bytes, str | None]:
+        """A stored delivery's exact body bytes and their content type."""
+        response = await self._http.get(f"/v1/deliveries/{delivery_id}/body")
+        _raise_for(response)
+        return response.content, response.headers.get("content-type")
+
     async def submit(
         self,
         provider: str,
@@ -179,6 +207,24 @@ class Client:
     ) -> dict[str, Any]:
         return self._run(self._client.create_channel(label, ttl_seconds))
 
+    def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return self._run(self._client.get_channel(channel_id))
+
+    def list_channels(self) -> list[dict[str, Any]]:
+        return self._run(self._client.list_channels())
+
+    def delete_channel(self, channel_id: str) -> None:
+        self._run(self._client.delete_channel(channel_id))
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self._run(self._client.list_tasks())
+
+    def delivery(self, delivery_id: str) -> dict[str, Any]:
+        return self._run(self._client.delivery(delivery_id))
+
+    def delivery_body(self, delivery_id: str) -> tuple[bytes, str | None]:
+        return self._run(self._client.delivery_body(delivery_id))
+
     def submit(
         self, provider: str, prompt: str, images: list[str | Path | bytes], **options: Any
     ) -> dict[str, Any]:
@@ -233,7 +279,9 @@ def _raise_for(response: httpx.Response) -> None:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", response.text[:200]
+        # Not the hub's answer (a proxy's page, say): its first words, on one line.
+        text = " ".join(response.text[:200].split())
+        code, message = "http_error", text or response.reason_phrase
     raise HubError(response.status_code, code, message)
 
 
