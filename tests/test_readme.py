@@ -59,7 +59,7 @@ def script(runnable: list[Block]) -> str:
     the venv's interpreter, as the README says to."""
     parts = ["set -eu -o pipefail"]
     for block in runnable:
-        parts.append(f"echo '@@ README.md:{block.line}' >&2")
+        parts.append(f'echo "@@ README.md:{block.line} $SECONDS" >&2')
         if block.language == "sh":
             parts.append(block.text)
         else:
