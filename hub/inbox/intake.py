@@ -4,6 +4,7 @@ bytes, kept) and the ``callback.received`` event it publishes."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import orjson
 from msgspec import UNSET
 
 from hub.formats import dumps, iso
-from hub.inbox.shapes import CallbackEvent
+from hub.inbox.shapes import DELIVERY_IDS, CallbackEvent
 from hub.shapes import given
 from hub.store.base import Delivery
 
@@ -98,7 +99,14 @@ def find_ref(body: Any) -> str | None:
     return None
 
 
-def channel_delivery(arrival: Arrival, channel_id: str, max_event_body: int) -> Delivery:
+def channel_delivery(
+    arrival: Arrival,
+    channel_id: str,
+    max_event_body: int,
+    *,
+    verified: bool = False,
+    url_id: str | None = None,
+) -> Delivery:
     """A callback to a channel's URL, and the ``callback.received`` event it publishes."""
     content_type = arrival.content_type
     body = arrival.body
@@ -106,9 +114,12 @@ def channel_delivery(arrival: Arrival, channel_id: str, max_event_body: int) -> 
     ref = find_ref(parsed)
     # Too large to push to every subscriber: kept byte for byte in the store only.
     truncated = len(body) > max_event_body
+    public_id = DELIVERY_IDS.new()
     data = CallbackEvent(
         channel_id=channel_id,
+        delivery_id=public_id,
         task_id=given(ref),
+        verified=True if verified else UNSET,
         content_type=content_type,
         body=None if truncated else parsed,
         body_encoding=given(None if truncated else encoding),
@@ -119,7 +130,10 @@ def channel_delivery(arrival: Arrival, channel_id: str, max_event_body: int) -> 
         headers=_headers(arrival.headers),
         query=_query(arrival.query),
     )
-    return raw_delivery(arrival, channel_id, None, ref, msgspec.json.encode(data))
+    delivery = raw_delivery(arrival, channel_id, None, ref, msgspec.json.encode(data))
+    return dataclasses.replace(
+        delivery, public_id=public_id, query=arrival.query, verified=verified, url_id=url_id
+    )
 
 
 def raw_delivery(

@@ -7,10 +7,13 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hub.shapes import ChannelId, Count, Reference, Timestamp, Url, bounded
+from hub.shapes import ChannelId, Count, Ident, Reference, Timestamp, Url, bounded
 from hub.webhooks.shapes import Webhook, WebhookUrls
 
 MAX_LABEL = 200
+# A channel delivery's public id, which its history, body and redelivery are reached by.
+DELIVERY_IDS = Ident("dlv")
+DeliveryId = Annotated[str, Meta(pattern=DELIVERY_IDS.pattern)]
 # Its range, 1 to the serving hub's HUB_MAX_TTL_SECONDS, is checked with that setting at
 # hand (and after the channel a callback URL names is found: an unknown one is a 404
 # whatever the ttl), and written into the schema that hub serves.
@@ -80,7 +83,11 @@ class CallbackEvent(Struct, forbid_unknown_fields=True, kw_only=True):
     """What a channel's callback URL received: the data of a callback.received event."""
 
     channel_id: ChannelId
+    # Absent from callbacks stored by hubs before deliveries had public ids.
+    delivery_id: DeliveryId | UnsetType = UNSET
     task_id: ProviderTaskId | UnsetType = UNSET
+    # Set when the channel's verifier checked the sender's signature.
+    verified: Literal[True] | UnsetType = UNSET
     content_type: str
     body: Annotated[Any, Meta(description="Parsed JSON, a form as an object, else text or base64.")]
     body_encoding: Literal["base64"] | UnsetType = UNSET
@@ -97,3 +104,48 @@ class CallbackRecord(CallbackEvent, forbid_unknown_fields=True, kw_only=True):
     """The same, as GET /v1/channels/{id}/tasks/{task_id} answers it: with its event id."""
 
     event_id: EventId
+
+
+class DeliverySummary(Struct, forbid_unknown_fields=True, kw_only=True):
+    """One stored delivery to a channel's callback URLs, as its history lists it."""
+
+    id: DeliveryId
+    channel_id: ChannelId
+    # The callback.received event it became (None: it published none).
+    event_id: EventId | None
+    received_at: Timestamp
+    content_type: str
+    size: Count
+    headers: Annotated[
+        list[tuple[str, str]], Meta(description="[name, value] pairs, in the order received.")
+    ]
+    query: Annotated[str, Meta(description="The raw query string, as sent.")]
+    task_id: ProviderTaskId | None
+    verified: bool
+
+
+class DeliveryPage(Struct, forbid_unknown_fields=True):
+    """Newest first; pass ``next_before`` as ``before`` for the next page (null: no more)."""
+
+    deliveries: list[DeliverySummary]
+    next_before: DeliveryId | None
+
+
+class RedeliverRequest(Struct, forbid_unknown_fields=True):
+    # Left out: the delivery's event goes to the channel's outbound webhooks.
+    url: Annotated[str, bounded(2048)] | None = None
+
+
+class RedeliveryAttempt(Struct, forbid_unknown_fields=True):
+    """One POST of a stored delivery: the receiver's status (null if it could not be
+    reached, ``error`` says why) and how long it took."""
+
+    url: Url
+    status: int | None
+    error: str | None
+    duration_ms: Annotated[float, Meta(ge=0)]
+
+
+class Redelivery(Struct, forbid_unknown_fields=True):
+    delivery_id: DeliveryId
+    attempts: list[RedeliveryAttempt]

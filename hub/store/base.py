@@ -80,6 +80,35 @@ class Delivery:
     # The callback.received event's payload; None keeps the delivery without publishing
     # (a task's provider callback, which the task's own events report).
     event_data: bytes | None
+    # A channel delivery's public id (``dlv_...``), which its history is read by; None for
+    # a task's provider callback, which is in no channel's history.
+    public_id: str | None = None
+    query: str = ""  # the raw query string, as sent
+    verified: bool = False  # the channel's verifier checked the sender's signature
+    url_id: str | None = None  # the callback URL it came to, where the URL has an id
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A stored channel delivery as its history shows it; the body is read apart."""
+
+    id: str  # the public id
+    seq: int  # the store's order: newest has the highest
+    channel_id: str
+    owner: str
+    event_id: int | None
+    received_at: float
+    content_type: str
+    size: int
+    headers: bytes  # JSON list of [name, value] pairs, as received
+    query: str
+    ref: str | None
+    verified: bool
+    url_id: str | None
+
+    def __post_init__(self) -> None:
+        # SQLite hands the flag back as an integer.
+        object.__setattr__(self, "verified", bool(self.verified))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +154,17 @@ class Store(Protocol):
     async def add_delivery(self, delivery: Delivery) -> Event | None:
         """Store the delivery and its event in one transaction; return the event once
         committed, or None if the same bytes were already accepted on the same URL."""
+
+    async def list_deliveries(
+        self, channel_id: str, limit: int, before: int | None = None, ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        """The channel's deliveries, newest first: ``limit`` of them with ``seq`` below
+        ``before``, about provider task ``ref`` if given."""
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        """A channel delivery by its public id (None if its channel is gone)."""
+
+    async def delivery_body(self, delivery_id: str) -> bytes | None: ...
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> Sequence[Event]:
         """Events matching ``query`` with id > ``after``, in id order."""

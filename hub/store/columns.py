@@ -13,6 +13,19 @@ ENDPOINT_SELECT = (
     " (SELECT count(*) FROM outbox o WHERE o.endpoint_id = p.id AND o.next_at IS NOT NULL),"
     " p.format FROM endpoints p"
 )
+# A channel delivery as history shows it (DeliveryRecord's field order), without the body;
+# only those with a public id, whose channel still exists.
+DELIVERY_SELECT = (
+    "SELECT d.public_id, d.id, d.channel_id, c.owner,"
+    " (SELECT e.id FROM events e WHERE e.delivery_id = d.id),"
+    " d.received_at, d.content_type, length(d.body), d.headers, d.query, d.ref, d.verified,"
+    " d.url_id FROM deliveries d JOIN channels c ON c.id = d.channel_id"
+    " WHERE d.public_id IS NOT NULL"
+)
+DELIVERY_COLUMNS = (
+    "channel_id, token_hash, body_sha256, received_at, content_type, headers, body, task_id,"
+    " ref, public_id, query, verified, url_id"
+)
 EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"

@@ -38,6 +38,7 @@ from hub.store.base import (
     Blob,
     Channel,
     Delivery,
+    DeliveryRecord,
     Endpoint,
     Event,
     EventQuery,
@@ -47,6 +48,8 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    DELIVERY_COLUMNS,
+    DELIVERY_SELECT,
     ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
@@ -82,14 +85,14 @@ WITH counter AS (
 SELECT value, pg_notify('{CHANNEL}', value::text)::text FROM counter
 """  # noqa: S608 (CHANNEL is a constant)
 
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (channel_id, token_hash, body_sha256, received_at, content_type,
-                        headers, body, task_id, ref)
+_INSERT_DELIVERIES = f"""
+INSERT INTO deliveries ({DELIVERY_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[],
-                     $6::bytea[], $7::bytea[], $8::text[], $9::text[])
+                     $6::bytea[], $7::bytea[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::bool[], $13::text[])
 ON CONFLICT (token_hash, body_sha256) DO NOTHING
 RETURNING id, token_hash, body_sha256
-"""
+"""  # noqa: S608 (DELIVERY_COLUMNS is a constant)
 
 
 class _Undo(Exception):
@@ -490,6 +493,30 @@ class PostgresStore:
         sql = "SELECT provider, status, count(*) FROM tasks GROUP BY provider, status"
         return {(r[0], r[1]): r[2] for r in await self.pool.fetch(sql)}
 
+    async def list_deliveries(
+        self, channel_id: str, limit: int, before: int | None = None, ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        sql = f"{DELIVERY_SELECT} AND d.channel_id = $1"
+        params: list[Any] = [channel_id, limit]
+        if before is not None:
+            params.append(before)
+            sql += f" AND d.id < ${len(params)}"
+        if ref is not None:
+            params.append(ref)
+            sql += f" AND d.ref = ${len(params)}"
+        rows = await self.pool.fetch(f"{sql} ORDER BY d.id DESC LIMIT $2", *params)
+        return [DeliveryRecord(*row) for row in rows]
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        row = await self.pool.fetchrow(f"{DELIVERY_SELECT} AND d.public_id = $1", delivery_id)
+        return DeliveryRecord(*row) if row else None
+
+    async def delivery_body(self, delivery_id: str) -> bytes | None:
+        body = await self.pool.fetchval(
+            "SELECT body FROM deliveries WHERE public_id = $1", delivery_id
+        )
+        return bytes(body) if body is not None else None
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query, first=3)
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 {where} ORDER BY id LIMIT $2"  # noqa: S608
@@ -588,6 +615,10 @@ def _columns(deliveries: Sequence[Delivery]) -> list[list[Any]]:
         [d.body for d in deliveries],
         [d.task_id for d in deliveries],
         [d.ref for d in deliveries],
+        [d.public_id for d in deliveries],
+        [d.query for d in deliveries],
+        [d.verified for d in deliveries],
+        [d.url_id for d in deliveries],
     ]
 
 

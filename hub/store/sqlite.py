@@ -22,6 +22,7 @@ from hub.store.base import (
     Blob,
     Channel,
     Delivery,
+    DeliveryRecord,
     Endpoint,
     Event,
     EventQuery,
@@ -31,6 +32,7 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    DELIVERY_SELECT,
     ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
@@ -42,7 +44,7 @@ from hub.store.columns import (
     WEBHOOK_WANTS,
 )
 from hub.store.sqlite_schema import MIGRATIONS
-from hub.store.sqlite_writer import Tx, Writer
+from hub.store.sqlite_writer import INSERT_DELIVERY, Tx, Writer, delivery_row
 
 log = logging.getLogger("hub.store")
 
@@ -445,6 +447,28 @@ class SQLiteStore:
         sql = "SELECT provider, status, count(*) FROM tasks GROUP BY provider, status"
         return {(provider, status): n for provider, status, n in await self._rows(sql)}
 
+    async def list_deliveries(
+        self, channel_id: str, limit: int, before: int | None = None, ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        sql = f"{DELIVERY_SELECT} AND d.channel_id = ?"
+        params: list[Any] = [channel_id]
+        if before is not None:
+            sql += " AND d.id < ?"
+            params.append(before)
+        if ref is not None:
+            sql += " AND d.ref = ?"
+            params.append(ref)
+        rows = await self._rows(f"{sql} ORDER BY d.id DESC LIMIT ?", (*params, limit))
+        return [DeliveryRecord(*row) for row in rows]
+
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        row = await self._row(f"{DELIVERY_SELECT} AND d.public_id = ?", (delivery_id,))
+        return DeliveryRecord(*row) if row else None
+
+    async def delivery_body(self, delivery_id: str) -> bytes | None:
+        row = await self._row("SELECT body FROM deliveries WHERE public_id = ?", (delivery_id,))
+        return bytes(row[0]) if row else None
+
     async def events_after(self, query: EventQuery, after: int, limit: int) -> list[Event]:
         where, params = _where(query)
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? {where} ORDER BY id LIMIT ?"  # noqa: S608
@@ -494,15 +518,7 @@ class SQLiteStore:
 
 
 def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
-    cursor = db.execute(
-        "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
-        " received_at, content_type, headers, body, task_id, ref)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            tx.delivery_id(), d.channel_id, d.token_hash, d.body_sha256, d.received_at,
-            d.content_type, d.headers, d.body, d.task_id, d.ref,
-        ),
-    )  # fmt: skip
+    cursor = db.execute(INSERT_DELIVERY, (tx.delivery_id(), *delivery_row(d)))
     return cursor.rowcount == 1
 
 

@@ -132,4 +132,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # A channel's history: each delivery's public id, raw query, verification and URL;
+    # read newest first, by provider task id, and with the event it became.
+    """
+    ALTER TABLE deliveries ADD COLUMN public_id TEXT;
+    ALTER TABLE deliveries ADD COLUMN query TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN url_id TEXT;
+    CREATE UNIQUE INDEX deliveries_public ON deliveries (public_id) WHERE public_id IS NOT NULL;
+    CREATE INDEX deliveries_channel ON deliveries (channel_id, id) WHERE public_id IS NOT NULL;
+    CREATE INDEX deliveries_ref ON deliveries (channel_id, ref, id) WHERE public_id IS NOT NULL;
+    CREATE INDEX events_delivery ON events (delivery_id) WHERE delivery_id IS NOT NULL;
+    """,
 )

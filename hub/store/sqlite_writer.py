@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from hub.enums import EventType
 from hub.store.base import Delivery, Event, NewEvent, StoreUnavailable
+from hub.store.columns import DELIVERY_COLUMNS
 
 log = logging.getLogger("hub.store")
 
@@ -343,18 +344,10 @@ def _insert_deliveries(
     for _, pending in deliveries:
         d = pending.delivery
         assert d is not None
-        rows.append((
-            ids.delivery(), d.channel_id, d.token_hash, d.body_sha256, d.received_at,
-            d.content_type, d.headers, d.body, d.task_id, d.ref,
-        ))  # fmt: skip
+        rows.append((ids.delivery(), *delivery_row(d)))
     # A retry of bytes already accepted on the same URL is ignored by the unique index;
     # which ids made it in tells the duplicates apart without a query per delivery.
-    db.executemany(
-        "INSERT OR IGNORE INTO deliveries (id, channel_id, token_hash, body_sha256,"
-        " received_at, content_type, headers, body, task_id, ref)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    db.executemany(INSERT_DELIVERY, rows)
     cursor = db.execute(
         "SELECT id FROM deliveries WHERE id >= ? AND id < ?", (first, ids.next_delivery)
     )
@@ -377,6 +370,21 @@ def _insert_deliveries(
         pending.events.append(event)
         results[i] = event
     _insert_events(db, event_rows)
+
+
+# Every column of a delivery, its id first (the writer hands ids out itself).
+INSERT_DELIVERY = (
+    f"INSERT OR IGNORE INTO deliveries (id, {DELIVERY_COLUMNS})"  # noqa: S608
+    f" VALUES ({', '.join('?' * (DELIVERY_COLUMNS.count(',') + 2))})"
+)
+
+
+def delivery_row(d: Delivery) -> tuple[Any, ...]:
+    """The values of DELIVERY_COLUMNS, in order."""
+    return (
+        d.channel_id, d.token_hash, d.body_sha256, d.received_at, d.content_type, d.headers,
+        d.body, d.task_id, d.ref, d.public_id, d.query, d.verified, d.url_id,
+    )  # fmt: skip
 
 
 def _insert_events(db: sqlite3.Connection, rows: Sequence[tuple[Event, int | None]]) -> None:

@@ -29,7 +29,13 @@ from hub.inbox.shapes import (
     ChannelAck,
     ChannelList,
     ChannelRequest,
+    DeliveryId,
+    DeliveryPage,
+    DeliverySummary,
     NewChannel,
+    RedeliverRequest,
+    Redelivery,
+    RedeliveryAttempt,
     TaskAck,
 )
 from hub.inbox.shapes import Channel as ChannelShape
@@ -48,6 +54,7 @@ from hub.tasks.shapes import (
 from hub.web.query import MAX_INT
 from hub.web.routes.channels import MAX_TASK_ID, MAX_TYPES
 from hub.web.routes.common import hub, json_response
+from hub.web.routes.deliveries import MAX_LIMIT
 from hub.web.shapes import EditAccepted, Error, Health, ImagesResponse, OpenAIError
 from hub.webhooks.shapes import Webhook, WebhookList, WebhookRequest
 
@@ -61,7 +68,8 @@ SHAPES = (
     Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
     CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
     TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
-    ImagesResponse, EditAccepted, OpenAIError,
+    ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
+    RedeliverRequest, RedeliveryAttempt, Redelivery,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
@@ -234,6 +242,7 @@ def _paths(settings: Settings) -> Schema:
                 ],
             ),
         },
+        **_history(),
         "/v1/callback-urls": {
             "post": _op(
                 "createCallbackUrl",
@@ -414,6 +423,86 @@ def _schemas(settings: Settings) -> Schema:
     return schemas
 
 
+def _history() -> Schema:
+    """A channel's stored deliveries (hub.web.routes.deliveries)."""
+    delivery = [_param_ref("DeliveryId")]
+    return {
+        "/v1/channels/{channel_id}/deliveries": {
+            "get": _op(
+                "listDeliveries",
+                "The channel's stored deliveries, newest first, a page at a time.",
+                {"200": _ok(_ref("DeliveryPage")), **_errors(401, 404, 422, 429)},
+                params=[
+                    _param_ref("ChannelId"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                        "How many (default 50).",
+                    ),
+                    _query(
+                        "before",
+                        {"type": "string", "maxLength": 64},
+                        "A delivery id (a page's next_before): the page after it.",
+                    ),
+                    _query(
+                        "task_id",
+                        {"type": "string", "maxLength": MAX_TASK_ID},
+                        "Only the deliveries about this (provider) task id.",
+                    ),
+                ],
+            ),
+        },
+        "/v1/channels/{channel_id}/deliveries.ndjson": {
+            "get": _op(
+                "exportDeliveries",
+                "Every stored delivery, newest first, one JSON object a line with its "
+                "body in body_base64.",
+                {
+                    "200": {
+                        "description": "One DeliverySummary and body_base64 a line.",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 404, 429),
+                },
+                params=[_param_ref("ChannelId")],
+            ),
+        },
+        "/v1/deliveries/{delivery_id}": {
+            "get": _op(
+                "getDelivery",
+                "One stored delivery: headers, query, size, its event.",
+                {"200": _ok(_ref("DeliverySummary")), **_errors(401, 404, 429)},
+                params=delivery,
+            ),
+        },
+        "/v1/deliveries/{delivery_id}/body": {
+            "get": _op(
+                "getDeliveryBody",
+                "The exact bytes received, with the content type they came with.",
+                {
+                    "200": {
+                        "description": "The body as received.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    **_errors(401, 404, 429),
+                },
+                params=delivery,
+            ),
+        },
+        "/v1/deliveries/{delivery_id}/redeliver": {
+            "post": _op(
+                "redeliver",
+                "The stored request POSTed again to url (its bytes, content type and "
+                "headers less hop-by-hop ones); without url, its event to the channel's "
+                "outbound webhooks. Each receiver's status and the time taken.",
+                {"200": _ok(_ref("Redelivery")), **_errors(400, 401, 404, 408, 413, 422, 429)},
+                params=delivery,
+                body={"required": False, "content": {JSON: {"schema": _ref("RedeliverRequest")}}},
+            ),
+        },
+    }
+
+
 def _limit(schema: Schema, **bounds: int) -> None:
     """Bounds on the integer branch of a (possibly nullable) property."""
     for branch in schema.get("anyOf", [schema]):
@@ -432,6 +521,7 @@ def _parameters() -> Schema:
         "ChannelId": _path("channel_id", _schema(ids.ChannelId)),
         "TaskId": _path("task_id", _schema(ids.TaskId)),
         "WebhookId": _path("webhook_id", _schema(ids.WebhookId)),
+        "DeliveryId": _path("delivery_id", _schema(DeliveryId)),
         "LastEventIdHeader": {
             "name": "Last-Event-ID",
             "in": "header",

@@ -76,7 +76,7 @@ async def index(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     state = hub(request)
-    channel = await _owned_channel(state, request)
+    channel = await owned_channel(state, request)
     return json_response(_describe(state, channel))
 
 
@@ -114,7 +114,7 @@ async def stream(request: Request) -> Response:
         if channel.owner in state.keys.revoked:
             raise Unauthorized("revoked", "the key this watch URL was issued to is revoked")
     else:
-        channel = await _owned_channel(state, request)
+        channel = await owned_channel(state, request)
     query = EventQuery(
         channel_id=channel.id,
         ref=_optional_text(request, "task_id", MAX_TASK_ID),
@@ -138,7 +138,7 @@ async def stream(request: Request) -> Response:
 async def task_result(request: Request) -> Response:
     """The latest callback about a provider task id, waiting up to ``wait`` seconds for it."""
     state = hub(request)
-    channel = await _owned_channel(state, request)
+    channel = await owned_channel(state, request)
     task_id = text(request.path_params["task_id"], "task_id", MAX_TASK_ID)
     wait = 0
     if "wait" in request.query_params:
@@ -200,7 +200,8 @@ def _ttl(state: HubState, ttl: int) -> int:
     return ttl
 
 
-async def _owned_channel(state: HubState, request: Request) -> Channel:
+async def owned_channel(state: HubState, request: Request) -> Channel:
+    """The path's channel, if the request's key owns it (else 404)."""
     owner = state.owner(request)
     return await _channel_of(state, owner, request.path_params["channel_id"])
 
