@@ -87,7 +87,7 @@ def api_key(args: argparse.Namespace) -> str:
     return found
 
 
-def client_for(args: argparse.Namespace) -> AsyncClient:
+def client_for(args: argparse.Namespace, *, read_timeout: float | None = None) -> AsyncClient:
     from hub.client import AsyncClient
 
-    return AsyncClient(args.url, api_key(args))
+    return AsyncClient(args.url, api_key(args), read_timeout=read_timeout)

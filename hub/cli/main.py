@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hub import __version__
-from hub.cli import commands, keys, serve
+from hub.cli import commands, forward, keys, serve
 from hub.config.env import SettingsError
 
 
@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subcommands = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(subcommands)
     commands.add_commands(subcommands)
+    forward.add_commands(subcommands)
     keys.add_commands(subcommands)
     args = parser.parse_args(argv)
     try:

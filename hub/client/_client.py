@@ -44,12 +44,15 @@ class AsyncClient:
         api_key: str,
         *,
         timeout: float = 30.0,
+        read_timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``read_timeout``: how long a read may wait (None: forever). A stream that stays
+        silent longer (the hub sends a heartbeat every 15 s) is reconnected."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}", "user-agent": "hub-client"},
-            timeout=httpx.Timeout(timeout, read=None),
+            timeout=httpx.Timeout(timeout, read=read_timeout),
             transport=transport,
         )
 
@@ -87,6 +90,20 @@ class AsyncClient:
         """The key's newest tasks, newest first."""
         tasks: list[dict[str, Any]] = (await self._json("GET", "/v1/tasks"))["tasks"]
         return tasks
+
+    async def deliveries(
+        self,
+        channel_id: str,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        task_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of a channel's deliveries, newest first: ``{"deliveries", "next_before"}``
+        (pass ``next_before`` as ``before`` for the next page)."""
+        query = (("limit", limit), ("before", before), ("task_id", task_id))
+        params = {name: value for name, value in query if value is not None}
+        return await self._json("GET", f"/v1/channels/{channel_id}/deliveries", params=params)
 
     async def delivery(self, delivery_id: str) -> dict[str, Any]:
         """A stored delivery: its headers (``[name, value]`` pairs), query, content type."""
@@ -218,6 +235,9 @@ class Client:
 
     def list_tasks(self) -> list[dict[str, Any]]:
         return self._run(self._client.list_tasks())
+
+    def deliveries(self, channel_id: str, **query: Any) -> dict[str, Any]:
+        return self._run(self._client.deliveries(channel_id, **query))
 
     def delivery(self, delivery_id: str) -> dict[str, Any]:
         return self._run(self._client.delivery(delivery_id))
