@@ -6,7 +6,7 @@ import asyncio
 import base64
 import mimetypes
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,7 +159,7 @@ class AsyncClient:
         task_id: str | None = None,
         last_event_id: int | None = None,
         types: list[str] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Every event of a channel (forever) or of a task (until it ends), from after
         ``last_event_id`` (a channel without one starts live; a task from its start)."""
         if (channel_id is None) == (task_id is None):
