@@ -273,14 +273,20 @@ class Forwarder:
         from hub.client import HubError
 
         delay = RETRY_FIRST
+        told = False
         while True:
             try:
                 return await call()
-            except httpx.TransportError:
-                pass
+            except httpx.TransportError as exc:
+                problem = type(exc).__name__
             except HubError as exc:
                 if exc.status not in PASSING:
                     raise
+                problem = str(exc)
+            if not told:
+                self._out.write(f"the hub does not answer ({problem}); retrying until it does\n")
+                self._out.flush()
+                told = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 

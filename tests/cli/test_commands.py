@@ -173,3 +173,12 @@ async def test_an_unreachable_hub_is_one_line_not_a_traceback():
     assert code == 1 and err == (
         f"hub: cannot reach the hub at {url} (is it running? --url or HUB_URL name another)\n"
     )
+
+
+async def test_forward_refuses_a_channel_it_cannot_see_in_one_line(hub, tmp_path):
+    code, _, err = await hub_command(
+        "forward", "ch_000000000000000000000000", "--to", "http://127.0.0.1:9/hook",
+        "--url", hub.url, "--key", KEY, "--state", str(tmp_path / "state.json"),
+    )  # fmt: skip
+    assert code == 1 and err.startswith("hub: 404 not_found: ") and err.count("\n") == 1
+    assert not (tmp_path / "state.json").exists()
