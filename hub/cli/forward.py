@@ -125,6 +125,8 @@ def forward_headers(pairs: list[list[str]] | list[tuple[str, str]]) -> dict[str,
 async def forward_channel(args: argparse.Namespace, out: TextIO) -> int:
     import httpx
 
+    if not args.to.startswith(("http://", "https://")):
+        raise CommandError(f"--to {args.to}: give an http:// or https:// URL")
     state = State.load(args.state or Path(f".hub-forward-{args.channel_id}.json"), args.channel_id)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -241,7 +243,10 @@ class Forwarder:
         self._state.save(event.id)
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
-        """POST until the local server answers (any status is an answer)."""
+        """POST until the local server answers (any status is an answer). One it took but
+        never answered (it died, or took over LOCAL_TIMEOUT) is sent again too: a local
+        server restarting mid-request is the common case, and the repeat carries the same
+        delivery id header."""
         import httpx
 
         delay = RETRY_FIRST
