@@ -99,9 +99,7 @@ async def test_listings_and_a_deliverys_stored_request(hub, http):
         assert len(first["deliveries"]) == 2 and first["next_before"] is not None
         rest = await client.deliveries(channel["id"], limit=2, before=first["next_before"])
         newest_first = [*first["deliveries"], *rest["deliveries"]]
-        assert [["x-n", str(n)] in d["headers"] for n, d in zip((2, 1, 0), newest_first)] == [
-            True, True, True,
-        ]  # fmt: skip
+        assert [dict(d["headers"])["x-n"] for d in newest_first] == ["2", "1", "0"]
         oldest = newest_first[-1]["id"]
         assert (await client.delivery(oldest))["id"] == oldest
         body, media = await client.delivery_body(oldest)
