@@ -33,6 +33,13 @@ class Metrics:
         # Bound once: the callback path counts every request.
         self.stored = self.callbacks.labels("stored")
         self.duplicate = self.callbacks.labels("duplicate")
+        # Refused by a channel's verifier (also counted as 401 above).
+        self.signatures = Counter(
+            "hub_callback_signatures_rejected",
+            "Channel deliveries refused because their signature did not check, by scheme.",
+            ["scheme"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "hub_events_published",
             "Events published to this replica's streams, by type.",

@@ -40,11 +40,15 @@ class Claims:
     expires_at: int
     task_id: str | None = None
     blob_id: str | None = None
+    # A channel's callback URL issued with an id (listed, revocable); None for older ones.
+    url_id: str | None = None
 
     def digest(self) -> bytes:
         """What identifies the URL: the same for every token that grants the same, so
         limits and dedupe keyed on it cannot be dodged by presenting another token."""
-        fields = (self.channel_id, self.task_id, self.blob_id, self.expires_at)
+        fields: tuple[object, ...] = (self.channel_id, self.task_id, self.blob_id, self.expires_at)
+        if self.url_id is not None:
+            fields += (self.url_id,)
         return hashlib.sha256(repr(fields).encode()).digest()
 
 
@@ -62,7 +66,11 @@ class Signer:
 
     def issue(self, purpose: str, claims: Claims) -> str:
         payload: dict[str, Any] = {"e": claims.expires_at}
-        for key, value in (("c", claims.channel_id), ("t", claims.task_id), ("b", claims.blob_id)):
+        named = (
+            ("c", claims.channel_id), ("t", claims.task_id), ("b", claims.blob_id),
+            ("u", claims.url_id),
+        )  # fmt: skip
+        for key, value in named:
             if value is not None:
                 payload[key] = value
         token = self._serializers[purpose].dumps(payload)
@@ -82,7 +90,10 @@ class Signer:
     def _claims_uncached(self, purpose: str, token: str) -> Claims:
         try:
             payload = self._serializers[purpose].loads(token)
-            return Claims(payload.get("c"), int(payload["e"]), payload.get("t"), payload.get("b"))
+            return Claims(
+                payload.get("c"), int(payload["e"]), payload.get("t"), payload.get("b"),
+                payload.get("u"),
+            )  # fmt: skip
         except (BadSignature, KeyError, TypeError, ValueError):
             raise Unauthorized("invalid_token", "the token is not valid") from None
 

@@ -47,6 +47,8 @@ class Settings:
     # A callback body larger than this is kept byte for byte but left out of its event.
     max_event_body_bytes: int = setting(1024 * 1024, ge=0)
     retention_seconds: int = setting(7 * DAY, gt=0, duration=True, alias="HUB_RETENTION")
+    # A channel delivery matching one accepted this recently is a duplicate.
+    dedupe_window_seconds: int = setting(DAY, gt=0, duration=True, alias="HUB_DEDUPE_WINDOW")
     prune_interval_seconds: float = setting(3600.0, gt=0, duration=True)
     channel_ttl_seconds: int = setting(7 * DAY, gt=0, duration=True)
     max_ttl_seconds: int = setting(365 * DAY, gt=0, duration=True)

@@ -20,12 +20,17 @@ from hub.inbox.shapes import DELIVERY_IDS, CallbackEvent
 from hub.shapes import given
 from hub.store.base import Delivery
 
-# Where providers put their task id, most specific first.
+# Where providers put their task id, most specific first: only keys that name a task (a
+# bare "id" names whatever the body is about: an order, an event). A channel that wants
+# another key names it with task_id_path.
 _ID_KEYS = (
     "task_id", "taskId", "exec_id", "predictionID", "prediction_id", "request_id",
-    "session_id", "id",
+    "requestId", "session_id", "job_id", "jobId",
 )  # fmt: skip
 MAX_REF_LENGTH = 200
+# Where a sender names its delivery, first present wins: that id alone decides dedupe.
+SENDER_ID_HEADERS = (b"webhook-id", b"svix-id", b"x-github-delivery", b"idempotency-key")
+MAX_SENDER_ID = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,23 +85,44 @@ def parse(content_type: str, body: bytes) -> tuple[Any, Literal["base64"] | None
     return text, None
 
 
-def find_ref(body: Any) -> str | None:
-    """The provider task id a callback is about, if its body names one."""
+def find_ref(body: Any, path: str | None = None) -> str | None:
+    """The provider task id a callback is about, if its body names one (at ``path``, a
+    dotted path, if the channel gave one)."""
     if not isinstance(body, dict):
         return None
+    if path is not None:
+        value: Any = body
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        return _ref(value)
     candidates = [body]
     nested = body.get("data")
     if isinstance(nested, dict):
         candidates.append(nested)
     for candidate in candidates:
         for key in _ID_KEYS:
-            value = candidate.get(key)
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                continue
-            ref = str(value)
-            if 0 < len(ref) <= MAX_REF_LENGTH:
+            ref = _ref(candidate.get(key))
+            if ref is not None:
                 return ref
     return None
+
+
+def _ref(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    ref = str(value)
+    return ref if 0 < len(ref) <= MAX_REF_LENGTH else None
+
+
+def dedupe_key(arrival: Arrival) -> bytes:
+    """What makes two deliveries to a channel the same: the sender's delivery id where it
+    sends one, else the body and the query string together."""
+    for wanted in SENDER_ID_HEADERS:
+        for name, value in arrival.headers:
+            if name.lower() == wanted and value.strip():
+                return hashlib.sha256(b"id\0" + value.strip()[:MAX_SENDER_ID]).digest()
+    body = hashlib.sha256(arrival.body).digest()
+    return hashlib.sha256(b"body\0" + body + arrival.query.encode("latin-1")).digest()
 
 
 def channel_delivery(
@@ -106,12 +132,15 @@ def channel_delivery(
     *,
     verified: bool = False,
     url_id: str | None = None,
+    dedupe_window: float | None = None,
+    task_id_path: str | None = None,
 ) -> Delivery:
-    """A callback to a channel's URL, and the ``callback.received`` event it publishes."""
+    """A callback to a channel's URL, and the ``callback.received`` event it publishes;
+    deduped over ``dedupe_window`` seconds (None: never)."""
     content_type = arrival.content_type
     body = arrival.body
     parsed, encoding = parse(content_type, body)
-    ref = find_ref(parsed)
+    ref = find_ref(parsed, task_id_path)
     # Too large to push to every subscriber: kept byte for byte in the store only.
     truncated = len(body) > max_event_body
     public_id = DELIVERY_IDS.new()
@@ -131,8 +160,15 @@ def channel_delivery(
         query=_query(arrival.query),
     )
     delivery = raw_delivery(arrival, channel_id, None, ref, msgspec.json.encode(data))
+    key = None if dedupe_window is None else dedupe_key(arrival)
     return dataclasses.replace(
-        delivery, public_id=public_id, query=arrival.query, verified=verified, url_id=url_id
+        delivery,
+        public_id=public_id,
+        query=arrival.query,
+        verified=verified,
+        url_id=url_id,
+        dedupe_key=key,
+        dedupe_until=arrival.received_at + (dedupe_window or 0.0),
     )
 
 

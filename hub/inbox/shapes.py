@@ -7,13 +7,16 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from hub.shapes import ChannelId, Count, Ident, Reference, Timestamp, Url, bounded
+from hub.shapes import NO_NUL, ChannelId, Count, Ident, Reference, Timestamp, Url, bounded
 from hub.webhooks.shapes import Webhook, WebhookUrls
 
 MAX_LABEL = 200
 # A channel delivery's public id, which its history, body and redelivery are reached by.
 DELIVERY_IDS = Ident("dlv")
 DeliveryId = Annotated[str, Meta(pattern=DELIVERY_IDS.pattern)]
+# A callback URL's id, which lists it and revokes it.
+CALLBACK_URL_IDS = Ident("cbu")
+CallbackUrlId = Annotated[str, Meta(pattern=CALLBACK_URL_IDS.pattern)]
 # Its range, 1 to the serving hub's HUB_MAX_TTL_SECONDS, is checked with that setting at
 # hand (and after the channel a callback URL names is found: an unknown one is a 404
 # whatever the ttl), and written into the schema that hub serves.
@@ -25,13 +28,65 @@ Headers = Annotated[
 ]
 
 
+# A dotted path into a JSON body ("data.id"): where a channel reads its task id.
+TaskIdPath = Annotated[
+    str,
+    Meta(
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){0,7}$",
+        description="Dotted keys into the JSON body, e.g. data.id.",
+    ),
+]
+Secret = Annotated[str, Meta(min_length=1, max_length=512, pattern=NO_NUL)]
+HeaderName = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+]
+
+
+class Verifier(Struct, forbid_unknown_fields=True):
+    """Who may post to a channel: deliveries whose signature does not check are refused
+    (401 invalid_signature) and stored nowhere."""
+
+    scheme: Literal["standard-webhooks", "github", "stripe", "hmac-sha256"]
+    secret: Secret
+    # hmac-sha256 only: the header that carries it, how it is written, what precedes it.
+    header: HeaderName | None = None
+    encoding: Literal["hex", "base64"] | None = None
+    prefix: Annotated[str, Meta(max_length=64, pattern=NO_NUL)] | None = None
+
+
+class VerifierInfo(Struct, forbid_unknown_fields=True):
+    """A channel's verifier as it is shown: never its secret, only the last characters."""
+
+    scheme: str
+    secret_hint: Annotated[str, Meta(description="The secret's last 4 characters.")]
+    header: str | None = None
+    encoding: str | None = None
+    prefix: str | None = None
+
+
+class ChannelOptions(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What a channel keeps of its request, as the store holds it (JSON)."""
+
+    dedupe: bool = True
+    verify: Verifier | None = None
+    task_id_path: str | None = None
+
+
 class ChannelRequest(Struct, forbid_unknown_fields=True):
     label: Annotated[str, bounded(MAX_LABEL)] | None = None
     ttl_seconds: Ttl | None = None
     webhook_urls: WebhookUrls | None = None
+    # False: every delivery is stored, however often the same arrives.
+    dedupe: bool = True
+    retention_seconds: (
+        Annotated[int, Meta(description="Keep deliveries this long, at most HUB_RETENTION.")] | None
+    ) = None
+    verify: Verifier | None = None
+    task_id_path: TaskIdPath | None = None
 
 
-class Channel(Struct, forbid_unknown_fields=True):
+class Channel(Struct, forbid_unknown_fields=True, kw_only=True):
     """An inbox: a stream for you, and (when made) a callback URL for senders."""
 
     id: ChannelId
@@ -41,9 +96,15 @@ class Channel(Struct, forbid_unknown_fields=True):
     watch_url: Url
     created_at: Timestamp
     expires_at: Timestamp
+    dedupe: bool = True
+    retention_seconds: int | None = None
+    verify: VerifierInfo | None = None
+    task_id_path: str | None = None
+    # Open streams on it across every replica (GET /v1/channels/{id} only).
+    subscribers: Count | UnsetType = UNSET
 
 
-class NewChannel(Channel, forbid_unknown_fields=True):
+class NewChannel(Channel, forbid_unknown_fields=True, kw_only=True):
     callback_url: Url
     webhooks: list[Webhook] | UnsetType = UNSET
 
@@ -58,10 +119,28 @@ class CallbackUrlRequest(Struct, forbid_unknown_fields=True):
     ttl_seconds: Ttl | None = None
 
 
-class CallbackUrl(Struct, forbid_unknown_fields=True):
+class CallbackUrl(Struct, forbid_unknown_fields=True, kw_only=True):
+    # Absent for URLs issued before they had ids.
+    id: CallbackUrlId | UnsetType = UNSET
     channel_id: ChannelId
     callback_url: Url
     expires_at: Timestamp
+
+
+class CallbackUrlInfo(Struct, forbid_unknown_fields=True):
+    """A callback URL issued for a channel, as its list shows it (never the URL itself:
+    that is a credential, shown once when made)."""
+
+    id: CallbackUrlId
+    created_at: Timestamp
+    expires_at: Timestamp
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None
+    deliveries: Annotated[int, Meta(ge=0, description="Stored deliveries it received.")]
+
+
+class CallbackUrlList(Struct, forbid_unknown_fields=True):
+    callback_urls: list[CallbackUrlInfo]
 
 
 class ChannelAck(Struct, forbid_unknown_fields=True):

@@ -60,6 +60,38 @@ class Channel:
     label: str | None
     created_at: float
     expires_at: int
+    # Its own retention, shorter than HUB_RETENTION; None keeps the hub's.
+    retention_seconds: int | None = None
+    # JSON: the inbox's options (dedupe, verify, task_id_path), read by hub.inbox.
+    options: bytes = b"{}"
+
+    def __post_init__(self) -> None:
+        # SQLite hands a column default back as text.
+        if not isinstance(self.options, bytes):
+            value = self.options
+            object.__setattr__(
+                self, "options", value.encode() if isinstance(value, str) else bytes(value)
+            )
+
+
+# Events that tell every replica of a change to the inbox (no channel or task carries
+# them, so no stream and no webhook is sent them): a channel erased, a URL revoked.
+CHANNEL_DELETED = "channel.deleted"
+CALLBACK_URL_REVOKED = "callback_url.revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackUrlRecord:
+    """A callback URL issued for a channel: kept so it can be listed and revoked (its
+    token carries the id, never the other way round)."""
+
+    id: str
+    channel_id: str
+    created_at: float
+    expires_at: int
+    revoked_at: float | None = None
+    deliveries: int = 0  # stored deliveries that came to it
+    last_used_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +118,11 @@ class Delivery:
     query: str = ""  # the raw query string, as sent
     verified: bool = False  # the channel's verifier checked the sender's signature
     url_id: str | None = None  # the callback URL it came to, where the URL has an id
+    # Windowed dedupe of a channel delivery: a key accepted on the channel before and
+    # valid until after this one's arrival makes it a duplicate. None: always stored
+    # (a channel with dedupe off; a task's callback, which is once per URL and bytes).
+    dedupe_key: bytes | None = None
+    dedupe_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +202,29 @@ class Store(Protocol):
         """A channel delivery by its public id (None if its channel is gone)."""
 
     async def delivery_body(self, delivery_id: str) -> bytes | None: ...
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        """Erase the channel and everything it holds (deliveries, events, dedupe keys,
+        callback URLs, webhooks); publish CHANNEL_DELETED. False if there was none."""
+
+    async def add_callback_url(self, record: CallbackUrlRecord) -> None: ...
+
+    async def get_callback_url(self, url_id: str) -> CallbackUrlRecord | None: ...
+
+    async def list_callback_urls(self, channel_id: str) -> list[CallbackUrlRecord]:
+        """Oldest first, each with its stored deliveries' count and newest time."""
+
+    async def revoke_callback_url(self, url_id: str, at: float) -> bool:
+        """Revoke it and publish CALLBACK_URL_REVOKED; False if it was not live."""
+
+    async def prune_channels(self, now: float) -> int:
+        """Apply channels' own retention; return how many events went."""
+
+    async def set_presence(self, replica: str, counts: Mapping[str, int], now: float) -> None:
+        """This replica's open streams per channel, as of ``now`` (others' rows stay)."""
+
+    async def subscribers(self, channel_id: str, since: float, skip: str) -> int:
+        """Open streams on the channel reported by replicas other than ``skip`` since."""
 
     async def events_after(self, query: EventQuery, after: int, limit: int) -> Sequence[Event]:
         """Events matching ``query`` with id > ``after``, in id order."""

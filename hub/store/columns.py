@@ -22,6 +22,18 @@ DELIVERY_SELECT = (
     " d.url_id FROM deliveries d JOIN channels c ON c.id = d.channel_id"
     " WHERE d.public_id IS NOT NULL"
 )
+# What an erased channel takes with it, beyond its outbox entries; the channel row is
+# deleted first, so a callback racing the erase finds no channel.
+ERASED_WITH_CHANNEL = (
+    "events", "deliveries", "delivery_keys", "callback_urls", "endpoints", "presence",
+)  # fmt: skip
+CHANNEL_COLUMNS = "id, owner, label, created_at, expires_at, retention_seconds, options"
+CALLBACK_URL_SELECT = (
+    "SELECT u.id, u.channel_id, u.created_at, u.expires_at, u.revoked_at,"
+    " (SELECT count(*) FROM deliveries d WHERE d.url_id = u.id),"
+    " (SELECT max(d.received_at) FROM deliveries d WHERE d.url_id = u.id)"
+    " FROM callback_urls u"
+)
 DELIVERY_COLUMNS = (
     "channel_id, token_hash, body_sha256, received_at, content_type, headers, body, task_id,"
     " ref, public_id, query, verified, url_id"

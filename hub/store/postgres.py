@@ -33,9 +33,13 @@ import asyncpg
 
 from hub.background.loops import Health
 from hub.enums import EventType
+from hub.formats import dumps
 from hub.store.base import (
+    CALLBACK_URL_REVOKED,
+    CHANNEL_DELETED,
     ApiKey,
     Blob,
+    CallbackUrlRecord,
     Channel,
     Delivery,
     DeliveryRecord,
@@ -48,10 +52,13 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    CALLBACK_URL_SELECT,
+    CHANNEL_COLUMNS,
     DELIVERY_COLUMNS,
     DELIVERY_SELECT,
     ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
+    ERASED_WITH_CHANNEL,
     EVENT_COLUMNS,
     FAIR_DUE_WEBHOOKS,
     KEYS_SQL,
@@ -90,9 +97,19 @@ INSERT INTO deliveries ({DELIVERY_COLUMNS})
 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::float8[], $5::text[],
                      $6::bytea[], $7::bytea[], $8::text[], $9::text[], $10::text[],
                      $11::text[], $12::bool[], $13::text[])
-ON CONFLICT (token_hash, body_sha256) DO NOTHING
-RETURNING id, token_hash, body_sha256
+ON CONFLICT (token_hash, body_sha256) WHERE task_id IS NOT NULL DO NOTHING
+RETURNING id, public_id, token_hash, body_sha256
 """  # noqa: S608 (DELIVERY_COLUMNS is a constant)
+
+
+# Take channels' dedupe keys: the rows returned are those that were free (new, or lapsed).
+_CLAIM_KEYS = """
+INSERT INTO delivery_keys (channel_id, key, at, until)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::float8[], $4::float8[])
+ON CONFLICT (channel_id, key) DO UPDATE SET at = excluded.at, until = excluded.until
+WHERE delivery_keys.until <= excluded.at
+RETURNING channel_id, key
+"""
 
 
 class _Undo(Exception):
@@ -194,14 +211,21 @@ class PostgresStore:
             _answer(batch, results)
 
     async def _commit_deliveries(self, batch: list[_Pending]) -> list[Event | None]:
-        deliveries = [pending.delivery for pending in batch]
         async with self.pool.acquire() as connection, connection.transaction():
-            rows = await connection.fetch(_INSERT_DELIVERIES, *_columns(deliveries))
-            stored = {(bytes(r["token_hash"]), bytes(r["body_sha256"])): r["id"] for r in rows}
+            deliveries = await _claim_keys(connection, [pending.delivery for pending in batch])
+            rows = await connection.fetch(
+                _INSERT_DELIVERIES, *_columns([d for d in deliveries if d is not None])
+            )
+            stored = {
+                r["public_id"] or (bytes(r["token_hash"]), bytes(r["body_sha256"])): r["id"]
+                for r in rows
+            }
             kept: list[tuple[int, Delivery, int]] = []
             for index, d in enumerate(deliveries):
-                # Twice the same bytes in one batch: the first one is the delivery.
-                delivery_id = stored.pop((d.token_hash, d.body_sha256), None)
+                if d is None:
+                    continue  # a duplicate within its channel's window
+                # Twice the same bytes of a task's callback in one batch: the first counts.
+                delivery_id = stored.pop(d.public_id or (d.token_hash, d.body_sha256), None)
                 if delivery_id is not None and d.event_data is not None:
                     kept.append((index, d, delivery_id))
             new = [
@@ -223,10 +247,119 @@ class PostgresStore:
 
     async def create_channel(self, channel: Channel) -> None:
         await self.pool.execute(
-            "INSERT INTO channels (id, owner, label, created_at, expires_at)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at,
+            f"INSERT INTO channels ({CHANNEL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",  # noqa: S608
+            *dataclasses.astuple(channel),
+        )
+
+    # -- the inbox: erase, callback URLs, own retention, presence ---------------------------
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            done = await connection.execute("DELETE FROM channels WHERE id = $1", channel_id)
+            if done != "DELETE 1":
+                return False
+            await connection.execute(
+                "DELETE FROM outbox WHERE endpoint_id IN"
+                " (SELECT id FROM endpoints WHERE channel_id = $1)",
+                channel_id,
+            )
+            await connection.execute(
+                "DELETE FROM outbox WHERE event_id IN"
+                " (SELECT id FROM events WHERE channel_id = $1)",
+                channel_id,
+            )
+            for table in ERASED_WITH_CHANNEL:
+                await connection.execute(
+                    f"DELETE FROM {table} WHERE channel_id = $1",  # noqa: S608
+                    channel_id,
+                )
+            events = await _emit(
+                connection, [NewEvent(CHANNEL_DELETED, dumps({"channel_id": channel_id}))]
+            )
+        self.feed.committed(events)
+        return True
+
+    async def add_callback_url(self, record: CallbackUrlRecord) -> None:
+        await self.pool.execute(
+            "INSERT INTO callback_urls (id, channel_id, created_at, expires_at)"
+            " VALUES ($1, $2, $3, $4)",
+            record.id, record.channel_id, record.created_at, record.expires_at,
         )  # fmt: skip
+
+    async def get_callback_url(self, url_id: str) -> CallbackUrlRecord | None:
+        row = await self.pool.fetchrow(f"{CALLBACK_URL_SELECT} WHERE u.id = $1", url_id)
+        return CallbackUrlRecord(*row) if row else None
+
+    async def list_callback_urls(self, channel_id: str) -> list[CallbackUrlRecord]:
+        sql = f"{CALLBACK_URL_SELECT} WHERE u.channel_id = $1 ORDER BY u.created_at, u.id"
+        return [CallbackUrlRecord(*row) for row in await self.pool.fetch(sql, channel_id)]
+
+    async def revoke_callback_url(self, url_id: str, at: float) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            done = await connection.execute(
+                "UPDATE callback_urls SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                at, url_id,
+            )  # fmt: skip
+            if done != "UPDATE 1":
+                return False
+            events = await _emit(
+                connection, [NewEvent(CALLBACK_URL_REVOKED, dumps({"url_id": url_id}))]
+            )
+        self.feed.committed(events)
+        return True
+
+    async def prune_channels(self, now: float) -> int:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "UPDATE channels c SET pruned_through = GREATEST(c.pruned_through, p.newest)"
+                " FROM (SELECT e.channel_id, max(e.id) AS newest FROM events e"
+                "       JOIN channels k ON k.id = e.channel_id"
+                "       WHERE k.retention_seconds IS NOT NULL"
+                "       AND e.created_at < $1 - k.retention_seconds GROUP BY e.channel_id) p"
+                " WHERE c.id = p.channel_id",
+                now,
+            )
+            done = await connection.execute(
+                "DELETE FROM events e USING channels c WHERE c.id = e.channel_id"
+                " AND c.retention_seconds IS NOT NULL AND e.created_at < $1 - c.retention_seconds",
+                now,
+            )
+            await connection.execute(
+                "DELETE FROM deliveries d USING channels c WHERE c.id = d.channel_id"
+                " AND c.retention_seconds IS NOT NULL"
+                " AND d.received_at < $1 - c.retention_seconds",
+                now,
+            )
+            await connection.execute(
+                "DELETE FROM delivery_keys k USING channels c WHERE c.id = k.channel_id"
+                " AND c.retention_seconds IS NOT NULL AND k.at < $1 - c.retention_seconds",
+                now,
+            )
+            await connection.execute("DELETE FROM delivery_keys WHERE until < $1", now)
+        return int(done.split()[-1])
+
+    async def set_presence(self, replica: str, counts: Mapping[str, int], now: float) -> None:
+        live = {channel_id: n for channel_id, n in counts.items() if n}
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "DELETE FROM presence WHERE replica = $1 AND NOT channel_id = ANY($2::text[])",
+                replica, list(live),
+            )  # fmt: skip
+            await connection.execute(
+                "INSERT INTO presence (replica, channel_id, subscribers, at)"
+                " SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::float8[])"
+                " ON CONFLICT (replica, channel_id) DO UPDATE"
+                " SET subscribers = excluded.subscribers, at = excluded.at",
+                replica, list(live), list(live.values()), [now] * len(live),
+            )  # fmt: skip
+
+    async def subscribers(self, channel_id: str, since: float, skip: str) -> int:
+        value = await self.pool.fetchval(
+            "SELECT coalesce(sum(subscribers), 0) FROM presence"
+            " WHERE channel_id = $1 AND at >= $2 AND replica <> $3",
+            channel_id, since, skip,
+        )  # fmt: skip
+        return int(value or 0)
 
     async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
         async with self.pool.acquire() as connection, connection.transaction():
@@ -325,6 +458,8 @@ class PostgresStore:
                 " (SELECT value FROM meta WHERE key = 'pruned_through')"
             )
             await connection.execute("DELETE FROM deliveries WHERE received_at < $1", before)
+            # A delivery gone, its dedupe key goes too: the same again is new.
+            await connection.execute("DELETE FROM delivery_keys WHERE at < $1", before)
             await connection.execute("DELETE FROM blobs WHERE created_at < $1", before)
         return int(done.split()[-1])
 
@@ -471,14 +606,14 @@ class PostgresStore:
 
     async def get_channel(self, channel_id: str) -> Channel | None:
         row = await self.pool.fetchrow(
-            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE id = $1",
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = $1",  # noqa: S608
             channel_id,
         )
         return Channel(*row) if row else None
 
     async def list_channels(self, owner: str, limit: int) -> list[Channel]:
         rows = await self.pool.fetch(
-            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE owner = $1"
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE owner = $1"  # noqa: S608
             " ORDER BY created_at DESC LIMIT $2",
             owner,
             limit,
@@ -619,6 +754,33 @@ def _columns(deliveries: Sequence[Delivery]) -> list[list[Any]]:
         [d.query for d in deliveries],
         [d.verified for d in deliveries],
         [d.url_id for d in deliveries],
+    ]
+
+
+async def _claim_keys(connection: Connection, deliveries: list[Delivery]) -> list[Delivery | None]:
+    """The batch with each duplicate (its channel's dedupe key taken and live) as None."""
+    firsts: dict[tuple[str, bytes], Delivery] = {}
+    for d in deliveries:
+        if d.dedupe_key is not None and d.channel_id is not None:
+            # A twin later in the batch is the duplicate (one statement may not touch a
+            # row twice).
+            firsts.setdefault((d.channel_id, d.dedupe_key), d)
+    if not firsts:
+        return list(deliveries)
+    # In key order, so replicas claiming overlapping keys lock them in the same order.
+    keyed = sorted(firsts.items(), key=lambda item: item[0])
+    rows = await connection.fetch(
+        _CLAIM_KEYS,
+        [channel_id for (channel_id, _), _ in keyed],
+        [key for (_, key), _ in keyed],
+        [d.received_at for _, d in keyed],
+        [d.dedupe_until for _, d in keyed],
+    )
+    taken = {(r["channel_id"], bytes(r["key"])) for r in rows}
+    winners = {id(firsts[key]) for key in taken}
+    return [
+        d if d.dedupe_key is None or d.channel_id is None or id(d) in winners else None
+        for d in deliveries
     ]
 
 

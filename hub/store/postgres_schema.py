@@ -158,6 +158,41 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_ref ON deliveries (channel_id, ref, id) WHERE public_id IS NOT NULL;
     CREATE INDEX events_delivery ON events (delivery_id) WHERE delivery_id IS NOT NULL;
     """,
+    # An inbox's own settings, windowed dedupe keyed per channel (task callbacks keep
+    # exactly-once on their URL and bytes), callback URLs that can be listed and revoked,
+    # and the streams each replica holds open per channel.
+    """
+    ALTER TABLE channels ADD COLUMN retention_seconds bigint;
+    ALTER TABLE channels ADD COLUMN options bytea NOT NULL DEFAULT '\\x7b7d';
+    DROP INDEX deliveries_dedupe;
+    CREATE UNIQUE INDEX deliveries_task_once ON deliveries (token_hash, body_sha256)
+        WHERE task_id IS NOT NULL;
+    CREATE TABLE delivery_keys (
+        channel_id text NOT NULL,
+        key bytea NOT NULL,
+        at double precision NOT NULL,
+        until double precision NOT NULL,
+        PRIMARY KEY (channel_id, key)
+    );
+    CREATE INDEX delivery_keys_until ON delivery_keys (until);
+    CREATE TABLE callback_urls (
+        id text PRIMARY KEY,
+        channel_id text NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at bigint NOT NULL,
+        revoked_at double precision
+    );
+    CREATE INDEX callback_urls_channel ON callback_urls (channel_id, created_at);
+    CREATE INDEX deliveries_url ON deliveries (url_id, received_at) WHERE url_id IS NOT NULL;
+    CREATE TABLE presence (
+        replica text NOT NULL,
+        channel_id text NOT NULL,
+        subscribers bigint NOT NULL,
+        at double precision NOT NULL,
+        PRIMARY KEY (replica, channel_id)
+    );
+    CREATE INDEX presence_channel ON presence (channel_id);
+    """,
 )
 
 

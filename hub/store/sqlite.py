@@ -17,9 +17,13 @@ from typing import Any
 
 import aiosqlite
 
+from hub.formats import dumps
 from hub.store.base import (
+    CALLBACK_URL_REVOKED,
+    CHANNEL_DELETED,
     ApiKey,
     Blob,
+    CallbackUrlRecord,
     Channel,
     Delivery,
     DeliveryRecord,
@@ -32,9 +36,12 @@ from hub.store.base import (
     WebhookJob,
 )
 from hub.store.columns import (
+    CALLBACK_URL_SELECT,
+    CHANNEL_COLUMNS,
     DELIVERY_SELECT,
     ENDPOINT_IN_FLIGHT,
     ENDPOINT_SELECT,
+    ERASED_WITH_CHANNEL,
     EVENT_COLUMNS,
     FAIR_DUE_WEBHOOKS,
     KEYS_SQL,
@@ -119,9 +126,8 @@ class SQLiteStore:
     async def create_channel(self, channel: Channel) -> None:
         def op(db: sqlite3.Connection, tx: Tx) -> None:
             db.execute(
-                "INSERT INTO channels (id, owner, label, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at),
+                f"INSERT INTO channels ({CHANNEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                dataclasses.astuple(channel),
             )
 
         await self._write().run(op)
@@ -155,11 +161,118 @@ class SQLiteStore:
                 " (SELECT value FROM meta WHERE key = 'pruned_through')"
             )
             db.execute("DELETE FROM deliveries WHERE received_at < ?", cutoff)
+            # A delivery gone, its dedupe key goes too: the same again is new.
+            db.execute("DELETE FROM delivery_keys WHERE at < ?", cutoff)
             db.execute("DELETE FROM blobs WHERE created_at < ?", cutoff)
             return deleted
 
         deleted: int = await self._write().run(op)
         return deleted
+
+    # -- the inbox: erase, callback URLs, own retention, presence ---------------------------
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            if db.execute("DELETE FROM channels WHERE id = ?", (channel_id,)).rowcount != 1:
+                return False
+            one = (channel_id,)
+            db.execute(
+                "DELETE FROM outbox WHERE endpoint_id IN"
+                " (SELECT id FROM endpoints WHERE channel_id = ?)",
+                one,
+            )
+            db.execute(
+                "DELETE FROM outbox WHERE event_id IN (SELECT id FROM events WHERE channel_id = ?)",
+                one,
+            )
+            for table in ERASED_WITH_CHANNEL:
+                db.execute(f"DELETE FROM {table} WHERE channel_id = ?", one)  # noqa: S608
+            tx.emit(NewEvent(CHANNEL_DELETED, dumps({"channel_id": channel_id})))
+            return True
+
+        deleted: bool = await self._write().run(op)
+        return deleted
+
+    async def add_callback_url(self, record: CallbackUrlRecord) -> None:
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute(
+                "INSERT INTO callback_urls (id, channel_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (record.id, record.channel_id, record.created_at, record.expires_at),
+            )
+
+        await self._write().run(op)
+
+    async def get_callback_url(self, url_id: str) -> CallbackUrlRecord | None:
+        row = await self._row(f"{CALLBACK_URL_SELECT} WHERE u.id = ?", (url_id,))
+        return CallbackUrlRecord(*row) if row else None
+
+    async def list_callback_urls(self, channel_id: str) -> list[CallbackUrlRecord]:
+        sql = f"{CALLBACK_URL_SELECT} WHERE u.channel_id = ? ORDER BY u.created_at, u.id"
+        return [CallbackUrlRecord(*row) for row in await self._rows(sql, (channel_id,))]
+
+    async def revoke_callback_url(self, url_id: str, at: float) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            sql = "UPDATE callback_urls SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+            if db.execute(sql, (at, url_id)).rowcount != 1:
+                return False
+            tx.emit(NewEvent(CALLBACK_URL_REVOKED, dumps({"url_id": url_id})))
+            return True
+
+        revoked: bool = await self._write().run(op)
+        return revoked
+
+    async def prune_channels(self, now: float) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
+            # Each channel with its own retention: its cutoff is now less that.
+            own = "(SELECT ? - c.retention_seconds FROM channels c WHERE c.id = {t}.channel_id)"
+            events = own.format(t="events")
+            db.execute(
+                "UPDATE channels SET pruned_through = MAX(pruned_through, coalesce(("
+                " SELECT MAX(e.id) FROM events e WHERE e.channel_id = channels.id"
+                " AND e.created_at < ? - channels.retention_seconds), 0))"
+                " WHERE retention_seconds IS NOT NULL",
+                (now,),
+            )
+            deleted = db.execute(
+                f"DELETE FROM events WHERE channel_id IN"  # noqa: S608
+                f" (SELECT id FROM channels WHERE retention_seconds IS NOT NULL)"
+                f" AND created_at < {events}",
+                (now,),
+            ).rowcount
+            db.execute(
+                f"DELETE FROM deliveries WHERE channel_id IN"  # noqa: S608
+                f" (SELECT id FROM channels WHERE retention_seconds IS NOT NULL)"
+                f" AND received_at < {own.format(t='deliveries')}",
+                (now,),
+            )
+            keys = own.format(t="delivery_keys")
+            db.execute(
+                f"DELETE FROM delivery_keys WHERE until < ? OR at < {keys}",  # noqa: S608
+                (now, now),
+            )
+            return int(deleted)
+
+        deleted: int = await self._write().run(op)
+        return deleted
+
+    async def set_presence(self, replica: str, counts: Mapping[str, int], now: float) -> None:
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute("DELETE FROM presence WHERE replica = ?", (replica,))
+            db.executemany(
+                "INSERT INTO presence (replica, channel_id, subscribers, at) VALUES (?, ?, ?, ?)",
+                [(replica, channel_id, n, now) for channel_id, n in counts.items() if n],
+            )
+
+        await self._write().run(op)
+
+    async def subscribers(self, channel_id: str, since: float, skip: str) -> int:
+        row = await self._row(
+            "SELECT coalesce(sum(subscribers), 0) FROM presence"
+            " WHERE channel_id = ? AND at >= ? AND replica != ?",
+            (channel_id, since, skip),
+        )
+        return int(row[0]) if row else 0
 
     async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
         def op(db: sqlite3.Connection, tx: Tx) -> Event:
@@ -428,13 +541,13 @@ class SQLiteStore:
         return rows[0] if rows else None
 
     async def get_channel(self, channel_id: str) -> Channel | None:
-        sql = "SELECT id, owner, label, created_at, expires_at FROM channels WHERE id = ?"
+        sql = f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE id = ?"  # noqa: S608
         row = await self._row(sql, (channel_id,))
         return Channel(*row) if row else None
 
     async def list_channels(self, owner: str, limit: int) -> list[Channel]:
         sql = (
-            "SELECT id, owner, label, created_at, expires_at FROM channels WHERE owner = ?"
+            f"SELECT {CHANNEL_COLUMNS} FROM channels WHERE owner = ?"  # noqa: S608
             " ORDER BY created_at DESC LIMIT ?"
         )
         return [Channel(*row) for row in await self._rows(sql, (owner, limit))]

@@ -144,4 +144,39 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_ref ON deliveries (channel_id, ref, id) WHERE public_id IS NOT NULL;
     CREATE INDEX events_delivery ON events (delivery_id) WHERE delivery_id IS NOT NULL;
     """,
+    # An inbox's own settings, windowed dedupe keyed per channel (task callbacks keep
+    # exactly-once on their URL and bytes), callback URLs that can be listed and revoked,
+    # and the streams each replica holds open per channel.
+    """
+    ALTER TABLE channels ADD COLUMN retention_seconds INTEGER;
+    ALTER TABLE channels ADD COLUMN options BLOB NOT NULL DEFAULT '{}';
+    DROP INDEX deliveries_dedupe;
+    CREATE UNIQUE INDEX deliveries_task_once ON deliveries (token_hash, body_sha256)
+        WHERE task_id IS NOT NULL;
+    CREATE TABLE delivery_keys (
+        channel_id TEXT NOT NULL,
+        key BLOB NOT NULL,
+        at REAL NOT NULL,
+        until REAL NOT NULL,
+        PRIMARY KEY (channel_id, key)
+    );
+    CREATE INDEX delivery_keys_until ON delivery_keys (until);
+    CREATE TABLE callback_urls (
+        id TEXT PRIMARY KEY,
+        channel_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX callback_urls_channel ON callback_urls (channel_id, created_at);
+    CREATE INDEX deliveries_url ON deliveries (url_id, received_at) WHERE url_id IS NOT NULL;
+    CREATE TABLE presence (
+        replica TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        subscribers INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (replica, channel_id)
+    );
+    CREATE INDEX presence_channel ON presence (channel_id);
+    """,
 )

@@ -339,6 +339,19 @@ def _insert_deliveries(
     results: list[Any],
     ids: _Ids,
 ) -> None:
+    # Windowed dedupe first, in arrival order (so a twin later in the batch is the
+    # duplicate): a key is taken if it is new or the one it meets has lapsed.
+    fresh = []
+    for i, pending in deliveries:
+        d = pending.delivery
+        assert d is not None
+        if d.dedupe_key is not None:
+            taken = db.execute(CLAIM_KEY, (d.channel_id, d.dedupe_key, d.received_at,
+                                           d.dedupe_until)).rowcount  # fmt: skip
+            if taken != 1:
+                continue  # a duplicate: result stays None
+        fresh.append((i, pending))
+    deliveries = fresh
     first = ids.next_delivery
     rows = []
     for _, pending in deliveries:
@@ -376,6 +389,14 @@ def _insert_deliveries(
 INSERT_DELIVERY = (
     f"INSERT OR IGNORE INTO deliveries (id, {DELIVERY_COLUMNS})"  # noqa: S608
     f" VALUES ({', '.join('?' * (DELIVERY_COLUMNS.count(',') + 2))})"
+)
+
+
+# Take a channel's dedupe key: one row changed if it was free (new, or lapsed).
+CLAIM_KEY = (
+    "INSERT INTO delivery_keys (channel_id, key, at, until) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (channel_id, key) DO UPDATE SET at = excluded.at, until = excluded.until"
+    " WHERE delivery_keys.until <= excluded.at"
 )
 
 

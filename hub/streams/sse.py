@@ -79,6 +79,23 @@ class Streams:
             if stream.owner in owners:
                 stream.end()
 
+    def end_channel(self, channel_id: str) -> None:
+        """End the open streams of an erased channel."""
+        for stream in list(self.open):
+            if stream.channel_id == channel_id:
+                stream.end()
+
+    def on_channel(self, channel_id: str) -> int:
+        """How many streams are open on the channel here."""
+        return sum(1 for stream in self.open if stream.channel_id == channel_id)
+
+    def by_channel(self) -> dict[str, int]:
+        counts: collections.Counter[str] = collections.Counter()
+        for stream in self.open:
+            if stream.channel_id is not None:
+                counts[stream.channel_id] += 1
+        return dict(counts)
+
     async def tick(self) -> float:
         """One round of the clock; the time until the next."""
         now = asyncio.get_running_loop().time()
@@ -114,6 +131,7 @@ class EventStream(Response):
         # Another wire format (smee's); None for an event it leaves out.
         self._render = render
         self.owner = owner
+        self.channel_id = query.channel_id
         self._send: Send | None = None
         self._subscription: Subscription | None = None
         self._disconnected = False

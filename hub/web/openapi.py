@@ -25,6 +25,9 @@ from hub.inbox.shapes import (
     CallbackEvent,
     CallbackRecord,
     CallbackUrl,
+    CallbackUrlId,
+    CallbackUrlInfo,
+    CallbackUrlList,
     CallbackUrlRequest,
     ChannelAck,
     ChannelList,
@@ -37,6 +40,8 @@ from hub.inbox.shapes import (
     Redelivery,
     RedeliveryAttempt,
     TaskAck,
+    Verifier,
+    VerifierInfo,
 )
 from hub.inbox.shapes import Channel as ChannelShape
 from hub.providers.base import BACKGROUNDS, OUTPUT_FORMATS, QUALITIES, SIZES
@@ -69,7 +74,8 @@ SHAPES = (
     CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
     TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
     ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
-    RedeliverRequest, RedeliveryAttempt, Redelivery,
+    RedeliverRequest, RedeliveryAttempt, Redelivery, CallbackUrlInfo, CallbackUrlList,
+    VerifierInfo, Verifier,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
@@ -191,8 +197,15 @@ def _paths(settings: Settings) -> Schema:
         "/v1/channels/{channel_id}": {
             "get": _op(
                 "getChannel",
-                "A channel, with a fresh watch_url.",
+                "A channel, with a fresh watch_url and its open streams (subscribers).",
                 {"200": _ok(_ref("Channel")), **_errors(401, 404, 429)},
+                params=[_param_ref("ChannelId")],
+            ),
+            "delete": _op(
+                "deleteChannel",
+                "Erase the channel: its deliveries, events and callback URLs go, its streams "
+                "end, its URLs answer 410 gone.",
+                {"204": {"description": "Erased."}, **_errors(401, 404, 429)},
                 params=[_param_ref("ChannelId")],
             ),
         },
@@ -489,6 +502,23 @@ def _history() -> Schema:
                 params=delivery,
             ),
         },
+        "/v1/channels/{channel_id}/callback-urls": {
+            "get": _op(
+                "listCallbackUrls",
+                "The channel's callback URLs (ids, never the URLs), oldest first.",
+                {"200": _ok(_ref("CallbackUrlList")), **_errors(401, 404, 429)},
+                params=[_param_ref("ChannelId")],
+            ),
+        },
+        "/v1/callback-urls/{url_id}": {
+            "delete": _op(
+                "revokeCallbackUrl",
+                "Revoke one callback URL: it answers 401 revoked from then on, on every "
+                "replica; the channel's other URLs keep working.",
+                {"204": {"description": "Revoked."}, **_errors(401, 404, 429)},
+                params=[_param_ref("CallbackUrlId")],
+            ),
+        },
         "/v1/deliveries/{delivery_id}/redeliver": {
             "post": _op(
                 "redeliver",
@@ -522,6 +552,7 @@ def _parameters() -> Schema:
         "TaskId": _path("task_id", _schema(ids.TaskId)),
         "WebhookId": _path("webhook_id", _schema(ids.WebhookId)),
         "DeliveryId": _path("delivery_id", _schema(DeliveryId)),
+        "CallbackUrlId": _path("url_id", _schema(CallbackUrlId)),
         "LastEventIdHeader": {
             "name": "Last-Event-ID",
             "in": "header",

@@ -19,6 +19,8 @@ from hub.access.ratelimit import RateLimit
 from hub.access.tokens import Signer
 from hub.background.loops import Health, Step, forever
 from hub.config.settings import Settings
+from hub.inbox.lookup import Lookups
+from hub.inbox.presence import Presence
 from hub.metrics import Metrics
 from hub.net import bounded
 from hub.providers import PROVIDERS
@@ -58,6 +60,7 @@ class HubState:
         # Set when the store stopped for good (an fsync failed): the process must end.
         self.failed: BaseException | None = None
         self._exit: Callable[[], None] | None = None
+        self.lookups = Lookups(self.store)
         self.quotas = Quotas(settings, self.store, lambda owner: self.streams.count(owner))
         self.streams = Streams(
             StreamConfig(
@@ -67,6 +70,7 @@ class HubState:
                 send_timeout=settings.send_timeout_seconds,
             )
         )
+        self.presence = Presence(self.store, self.streams, shared=settings.postgres)
         self.provider_configs = provider_configs(settings)
         self.sandbox: Sandbox | None = None
         if settings.sandbox:
@@ -136,6 +140,8 @@ class HubState:
         )
         self._loop("keys", self._refresh_keys, stuck_after=KEY_REFRESH_SECONDS * 15)
         self._loop("streams", self.streams.tick, stuck_after=30.0)
+        if self.presence.shared:
+            self._loop("presence", self.presence.beat, stuck_after=self.presence.every * 6 + 30)
 
     def on_exit(self, exit: Callable[[], None]) -> None:
         """How to end the process (the server's own way), for a failure nothing survives."""
@@ -177,6 +183,8 @@ class HubState:
 
     def _committed(self, events: Sequence[Event]) -> None:
         """New events, in id order: to the streams now, and to webhooks soon."""
+        for channel_id in self.lookups.observe(events):
+            self.streams.end_channel(channel_id)  # erased, on this replica or another
         self.broker.publish(events)
         self.metrics.published(event.type for event in events)
         if self._webhooks is not None:
@@ -210,6 +218,7 @@ class HubState:
     async def _prune(self) -> float:
         before = time.time() - self.settings.retention_seconds
         deleted = await self.store.prune(before)
+        deleted += await self.store.prune_channels(time.time())
         if deleted:
             log.info("retention pruned %d events", deleted)
         return self.settings.prune_interval_seconds

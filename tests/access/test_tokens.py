@@ -95,7 +95,10 @@ def variants(token: str, count: int) -> list[str]:
     """Other spellings of ``token`` that a lenient base64 decoder reads the same (or
     nearly): a non-ASCII character slipped into the signature, padding added, the last
     character of a segment changed in the bits base64 does not use, a stray character."""
-    payload, _, signature = token.partition(".")
+    # A compressed payload is marked with a leading dot, kept on every variant.
+    mark = "." if token.startswith(".") else ""
+    payload, _, signature = token.removeprefix(".").partition(".")
+    payload = mark + payload
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     found: list[str] = []
     for i in range(len(signature) + 1):

@@ -307,7 +307,29 @@ CASES = [
     get("channel-id-uppercase", "/v1/channels/ch_" + "A" * 24, 404),
     get("channel-id-with-suffix", CH + "%00", 404),
     get("channel-trailing-slash", CH + "/", 404),
-    case("channel-delete", "DELETE", CH, 405),
+    case("channel-put", "PUT", CH, 405),
+    # --- A channel's history, its deliveries, its callback URLs.
+    get("deliveries-limit-0", CH + "/deliveries?limit=0", 422),
+    get("deliveries-limit-huge", CH + "/deliveries?limit=" + "9" * 30, 422),
+    get("deliveries-before-junk", CH + "/deliveries?before=%00", 422),
+    get("deliveries-task-id-201", CH + "/deliveries?task_id=" + "x" * 201, 422),
+    key("deliveries-of-another-tenant", CH + "/deliveries", 404, OTHER[1]),
+    key("deliveries-export-of-another", CH + "/deliveries.ndjson", 404, OTHER[1]),
+    get("delivery-unknown", "/v1/deliveries/dlv_" + "0" * 24, 404),
+    get("delivery-10kb", "/v1/deliveries/dlv_" + LONG, 404),
+    key("delivery-of-another-tenant", "/v1/deliveries/<delivery>", 404, OTHER[1]),
+    key("delivery-body-of-another", "/v1/deliveries/<delivery>/body", 404, OTHER[1]),
+    case("redeliver-url-number", "POST", "/v1/deliveries/<delivery>/redeliver", 422,
+         js({"url": 5})),
+    case("redeliver-url-ftp", "POST", "/v1/deliveries/<delivery>/redeliver", 422,
+         js({"url": "ftp://x/y"})),
+    case("redeliver-json-truncated", "POST", "/v1/deliveries/<delivery>/redeliver", 400,
+         b'{"url": '),
+    key("callback-urls-of-another", CH + "/callback-urls", 404, OTHER[1]),
+    case("callback-url-revoke-unknown", "DELETE", "/v1/callback-urls/cbu_" + "0" * 24, 404),
+    case("callback-url-revoke-junk", "DELETE", "/v1/callback-urls/..", 404),
+    case("channel-delete-unknown", "DELETE", "/v1/channels/ch_" + "0" * 24, 404),
+    case("channel-delete-not-an-id", "DELETE", "/v1/channels/..", 404),
     # --- GET /v1/channels/{channel_id}/events: ids, filters, watch tokens.
     *stream_cases("channel-stream", CH + "/events"),
     get("channel-stream-task-id-201-chars", CH + "/events?task_id=" + "x" * 201, 422),
@@ -600,7 +622,10 @@ async def make_objects(client: httpx.AsyncClient, signer: Signer) -> dict[str, s
     task = (await client.post("/v1/tasks", json=TASK, headers=AUTH)).json()
     blob_id = upload.json()["id"]
     later, before = int(time.time()) + 3600, int(time.time()) - 1
+    await client.post(channel["callback_url"], json={"n": 1})
+    page = await client.get(f"/v1/channels/{channel['id']}/deliveries", headers=AUTH)
     return {
+        "delivery": page.json()["deliveries"][0]["id"],
         "channel": channel["id"],
         "task": task["id"],
         "blob": blob_id,

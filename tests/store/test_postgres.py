@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 
 from hub.enums import TaskStatus
+from hub.inbox.shapes import DELIVERY_IDS
 from hub.store.base import Blob, Channel, Delivery, Event, EventQuery, NewEvent, TaskRecord
 from hub.store.postgres import _EMIT, PostgresStore
 from hub.store.postgres_schema import MIGRATIONS
@@ -66,6 +68,9 @@ def delivery(i: int, token: bytes = b"token", channel_id: str = "ch") -> Deliver
         task_id=None,
         ref=None,
         event_data=b'{"i": %d}' % i,
+        public_id=DELIVERY_IDS.new(),
+        dedupe_key=hashlib.sha256(body).digest(),
+        dedupe_until=time.time() + 86400,
     )
 
 
@@ -88,14 +93,15 @@ async def test_a_delivery_is_published_on_every_replica(pair):
     assert b.published[0].channel_id == "ch"
 
 
-async def test_same_bytes_on_same_url_are_stored_once_across_replicas(pair):
+async def test_same_key_on_same_channel_is_stored_once_across_replicas(pair):
     a, b = pair
     first = await a.store.add_delivery(delivery(7))
     assert first is not None
     assert await b.store.add_delivery(delivery(7)) is None
     both = await asyncio.gather(*(r.store.add_delivery(delivery(8)) for r in pair))
     assert sum(event is not None for event in both) == 1
-    assert await a.store.add_delivery(delivery(7, token=b"other")) is not None
+    assert await a.store.add_delivery(delivery(7, token=b"other")) is None
+    assert await a.store.add_delivery(delivery(7, channel_id="other")) is not None
 
 
 async def test_concurrent_writers_on_two_replicas_never_publish_an_id_out_of_order(pair):
@@ -221,7 +227,8 @@ async def test_two_replicas_claiming_at_once_never_take_the_same_task(pair):
 async def test_task_transitions_happen_once_and_a_retried_callback_changes_nothing(pair):
     a, b = pair
     await a.store.create_task(task("t1"), NewEvent("task.queued", b"{}", task_id="t1"))
-    callback = delivery(1)
+    # A task's callback, as the intake makes one: once per URL and bytes, no public id.
+    callback = dataclasses.replace(delivery(1), task_id="t1", public_id=None, dedupe_key=None)
     submitted = NewEvent("task.submitted", b"{}", task_id="t1")
     results = await asyncio.gather(
         a.store.update_task("t1", frozenset({"queued"}), {"status": "submitted"}, [submitted]),

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from hub.inbox.shapes import DELIVERY_IDS
 from hub.store.base import Channel, Delivery, Event, EventQuery
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_schema import MIGRATIONS
@@ -29,6 +30,11 @@ def delivery(
         task_id=None,
         ref=ref,
         event_data=b'{"n":1}',
+        public_id=DELIVERY_IDS.new(),
+        # As the intake keys a channel delivery without a sender's id: its bytes (and an
+        # empty query), within a day.
+        dedupe_key=hashlib.sha256(body).digest(),
+        dedupe_until=(time.time() if at is None else at) + 86400,
     )
 
 
@@ -50,12 +56,16 @@ async def test_delivery_becomes_an_event_published_after_commit(store):
     assert [(e.id, e.type, e.data) for e in stored] == [(1, "callback.received", b'{"n":1}')]
 
 
-async def test_same_bytes_on_same_url_is_stored_once(store):
+async def test_same_key_on_same_channel_is_stored_once(store):
     assert await store.add_delivery(delivery(b"same")) is not None
     assert await store.add_delivery(delivery(b"same")) is None
-    # The same bytes on another URL is another delivery.
-    assert await store.add_delivery(delivery(b"same", token=b"t2")) is not None
-    assert len(store.published) == 2
+    # The same on another URL of the channel too; on another channel it is another.
+    assert await store.add_delivery(delivery(b"same", token=b"t2")) is None
+    assert await store.add_delivery(delivery(b"same", channel="ch_b")) is not None
+    # Once its window has passed, the same key is a new delivery.
+    later = time.time() + 2 * 86400
+    assert await store.add_delivery(delivery(b"same", at=later)) is not None
+    assert len(store.published) == 3
 
 
 async def test_concurrent_deliveries_share_commits_and_keep_id_order(store):

@@ -213,6 +213,51 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
 
 
+async def test_a_channel_made_elsewhere_gets_a_url_after_a_reload_and_is_deleted(
+    page: Page, hub: LiveHub, http: httpx.AsyncClient
+) -> None:
+    # Made with curl, not in this page; one delivery before the page ever opens.
+    made = await http.post(f"{hub.url}/v1/channels", json={"label": "from curl"}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    first = made.json()
+    channel_id = first["id"]
+    sent = await http.post(first["callback_url"] + "?n=0", json={"n": 0})
+    assert sent.status_code == 200, sent.text
+    await _sign_in(page, KEY)
+    await page.reload()
+    card = page.locator(f"li.channel[data-channel-id='{channel_id}']")
+    # The newest deliveries come from the history route; the body is read when opened.
+    older = card.locator("li.delivery")
+    await expect(older).to_have_count(1, timeout=SOON)
+    await expect(older.locator("pre.body")).to_contain_text('"n": 0')
+
+    # A callback URL for it, minted after the reload.
+    await card.get_by_role("button", name="New callback URL").click()
+    shown = card.get_by_label("Callback URL")
+    await expect(shown).to_have_value(re.compile("^" + re.escape(f"{hub.url}/callbacks/")))
+    minted = await shown.input_value()
+    assert minted != first["callback_url"]
+    await expect(card.locator(".stream-state")).to_have_text("live", timeout=SOON)
+    response = await http.post(minted, json={"n": 1}, headers={"x-from": "minted"})
+    assert response.status_code == 200, response.text
+    await expect(card.locator("li.delivery")).to_have_count(2)
+    await expect(card.locator("li.delivery").first.locator("pre.body")).to_contain_text('"n": 1')
+    # This page's own stream is one of its subscribers.
+    await expect(card.locator(".presence")).to_have_text(" · 1 watching", timeout=SOON)
+
+    # Deleted from the page: gone from the page, the API, and its URLs.
+    await card.get_by_role("button", name="Delete channel").click()
+    await card.get_by_role("button", name=re.compile("^Really delete")).click()
+    await expect(card).to_have_count(0)
+    assert (await http.get(f"{hub.url}/v1/channels/{channel_id}", headers=AUTH)).status_code == 404
+    for url in (minted, first["callback_url"]):
+        gone = await http.post(url, json={"n": 2})
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "gone"
+    await page.reload()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await expect(page.locator(f"li.channel[data-channel-id='{channel_id}']")).to_have_count(0)
+
+
 SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
     b"<script>document.title = 'ran in the hub origin';</script></svg>"

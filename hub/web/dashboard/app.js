@@ -12,6 +12,7 @@
   // with the lists every few seconds).
   const MAX_STREAMS = 20;
   const MAX_DELIVERIES = 50;
+  const PRESENCE_CHANNELS = 5;
   const MAX_BODY_CHARS = 64 * 1024;
   const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out"];
   const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
@@ -25,7 +26,8 @@
   let polling = false;
   const channels = new Map();
   const tasks = new Map();
-  // Callback URLs are only given out when a channel is made; keep the ones made here.
+  // Callback URLs are shown only when made (on creating a channel, or minted for one):
+  // keep the ones made in this tab.
   const callbackUrls = new Map();
   // Delivery panels the person opened or closed themselves, which new arrivals leave alone.
   const touched = new WeakSet();
@@ -245,6 +247,7 @@
         }
       }
       updateStreams();
+      refreshPresence(gen);
       $("board-error").textContent = errors.join(" ");
       const live = [...channels.values(), ...tasks.values()].filter((e) => e.source).length;
       $("live-status").textContent =
@@ -259,6 +262,17 @@
   }
 
   // ---- channels -----------------------------------------------------------------------
+
+  // Open streams on the newest few channels, across every replica (this page's included).
+  async function refreshPresence(gen) {
+    const newest = [...channels.values()].sort((a, b) => byNewest(a.data, b.data)).slice(0, PRESENCE_CHANNELS);
+    await Promise.allSettled(newest.map(async (entry) => {
+      const data = await getJson(`v1/channels/${encodeURIComponent(entry.data.id)}`);
+      if (gen !== generation || channels.get(entry.data.id) !== entry) return;
+      entry.subscribers = data.subscribers;
+      updateChannelNode(entry);
+    }));
+  }
 
   function renderChannels(list) {
     const seen = new Set();
@@ -292,6 +306,11 @@
     entry.meta = el("p", { class: "meta" });
     entry.streamState = el("span", { class: "stream-state" });
     entry.callbackRow = el("div", { class: "copy-row", hidden: true });
+    entry.mintButton = el("button", { type: "button", class: "mint", text: "New callback URL" });
+    entry.mintButton.addEventListener("click", () => mintCallbackUrl(entry));
+    entry.deleteButton = el("button", { type: "button", class: "danger", text: "Delete channel" });
+    entry.deleteButton.addEventListener("click", () => deleteChannel(entry));
+    entry.actionStatus = el("span", { class: "note", role: "status" });
     entry.count = el("span", { class: "count" });
     entry.empty = el("p", { class: "note", text: "No deliveries yet." });
     entry.list = el("ol", { class: "deliveries", "aria-label": `Deliveries to ${id}, newest first` });
@@ -303,6 +322,7 @@
         { "aria-labelledby": titleId },
         el("header", { class: "card-head" }, entry.title, entry.streamState),
         entry.meta,
+        el("div", { class: "actions" }, entry.mintButton, entry.deleteButton, entry.actionStatus),
         entry.callbackRow,
         el("h4", {}, "Deliveries ", entry.count),
         entry.empty,
@@ -320,9 +340,22 @@
       timeEl(data.created_at, true),
       " · expires ",
       timeEl(data.expires_at, true),
+      typeof entry.subscribers === "number"
+        ? el("span", { class: "presence", text: ` · ${entry.subscribers} watching` })
+        : null,
+      data.verify ? el("span", { class: "verifier", text: ` · verifies ${data.verify.scheme}` }) : null,
+      data.task_id_path ? el("span", { text: ` · task id at ${data.task_id_path}` }) : null,
     );
+    showCallbackUrl(entry);
+  }
+
+  // The callback URL last made for the channel in this tab (a URL is a credential: the hub
+  // shows it once, when made, so after a reload a new one is minted on request).
+  function showCallbackUrl(entry) {
+    const data = entry.data;
     const callbackUrl = callbackUrls.get(data.id);
-    if (callbackUrl && entry.callbackRow.hidden) {
+    if (callbackUrl && entry.callbackRow.dataset.url !== callbackUrl) {
+      entry.callbackRow.dataset.url = callbackUrl;
       const inputId = `channel-${data.id}-callback`;
       const input = el("input", { id: inputId, type: "text", readonly: true, spellcheck: "false" });
       input.value = callbackUrl;
@@ -339,11 +372,85 @@
     }
   }
 
-  function openChannelStream(entry) {
+  async function mintCallbackUrl(entry) {
+    entry.mintButton.disabled = true;
+    entry.actionStatus.textContent = "";
+    try {
+      const response = await request("v1/callback-urls", {
+        method: "POST",
+        body: JSON.stringify({ channel_id: entry.data.id }),
+      });
+      const made = await response.json();
+      callbackUrls.set(entry.data.id, made.callback_url);
+      showCallbackUrl(entry);
+      const input = entry.callbackRow.querySelector("input");
+      if (input) {
+        input.focus();
+        input.select();
+      }
+    } catch (err) {
+      if (err instanceof Stale) return;
+      if (err.status === 401) signOut(`Signed out: ${err.message}`);
+      else entry.actionStatus.textContent = `Could not make a callback URL: ${err.message}`;
+    } finally {
+      entry.mintButton.disabled = false;
+    }
+  }
+
+  // Two clicks: the first asks, the second erases (deliveries, events and URLs go).
+  async function deleteChannel(entry) {
+    if (entry.deleteButton.dataset.armed !== "yes") {
+      entry.deleteButton.dataset.armed = "yes";
+      entry.deleteButton.textContent = "Really delete? Its deliveries and URLs go too";
+      return;
+    }
+    entry.deleteButton.disabled = true;
+    try {
+      await request(`v1/channels/${encodeURIComponent(entry.data.id)}`, { method: "DELETE" });
+      closeStream(entry);
+      channels.delete(entry.data.id);
+      callbackUrls.delete(entry.data.id);
+      entry.node.remove();
+      $("channels-empty").hidden = channels.size > 0;
+      if ($("created-channel-id").textContent === entry.data.id) $("created-channel").hidden = true;
+      $("live-status").textContent = `Deleted channel ${entry.data.id}.`;
+    } catch (err) {
+      if (err instanceof Stale) return;
+      if (err.status === 401) signOut(`Signed out: ${err.message}`);
+      else entry.actionStatus.textContent = `Could not delete: ${err.message}`;
+      entry.deleteButton.disabled = false;
+    }
+  }
+
+  // The newest deliveries come from the history route, once; the stream then carries on
+  // from the newest of them (no replay of the whole history).
+  async function openChannelStream(entry) {
+    if (entry.opening) return;
+    if (!entry.historyLoaded) {
+      entry.historyLoaded = true;
+      entry.opening = true;
+      try {
+        const page = await getJson(
+          `v1/channels/${encodeURIComponent(entry.data.id)}/deliveries?limit=${MAX_DELIVERIES}`,
+        );
+        const list = Array.isArray(page.deliveries) ? page.deliveries : [];
+        for (const delivery of list.slice().reverse()) showDelivery(entry, delivery.event_id, fromHistory(delivery));
+        entry.deliveries = list.length;
+        if (page.next_before) entry.more = true;
+        updateCount(entry);
+      } catch (err) {
+        entry.historyLoaded = false;
+        entry.opening = false;
+        if (!(err instanceof Stale)) entry.actionStatus.textContent = `Could not load history: ${err.message}`;
+        return;
+      }
+      entry.opening = false;
+      if (!channels.has(entry.data.id) || entry.source) return;
+    }
     const url = new URL(local(entry.data.watch_url));
     url.searchParams.set("types", "callback.received");
-    // From the start of the kept history the first time, then from the last one shown
-    // (the browser's own reconnects send Last-Event-ID, which the hub prefers).
+    // After the newest one shown (the browser's own reconnects send Last-Event-ID, which
+    // the hub prefers).
     url.searchParams.set("last_event_id", String(entry.lastEventId));
     const source = new EventSource(url.href);
     source.addEventListener("callback.received", (event) => onDelivery(entry, event));
@@ -351,18 +458,56 @@
     entry.source = source;
   }
 
+  // A history entry in the shape of a callback.received event (its body read on request).
+  function fromHistory(delivery) {
+    const headers = {};
+    for (const [name, value] of delivery.headers || []) {
+      const key = String(name).toLowerCase();
+      headers[key] = key in headers ? `${headers[key]}, ${value}` : String(value);
+    }
+    const query = {};
+    for (const [name, value] of new URLSearchParams(delivery.query || "")) {
+      if (name in query) query[name] = [].concat(query[name], value);
+      else query[name] = value;
+    }
+    return {
+      delivery_id: delivery.id,
+      task_id: delivery.task_id,
+      verified: delivery.verified,
+      content_type: delivery.content_type,
+      size: delivery.size,
+      at: delivery.received_at,
+      headers,
+      rawHeaders: delivery.headers || [],
+      query,
+      body_pending: true,
+    };
+  }
+
+  function updateCount(entry) {
+    entry.count.textContent =
+      entry.deliveries > MAX_DELIVERIES || entry.more
+        ? `(newest ${MAX_DELIVERIES})`
+        : `(${entry.deliveries})`;
+    entry.empty.hidden = entry.deliveries > 0;
+  }
+
   function onDelivery(entry, event) {
     const id = Number(event.lastEventId);
-    if (Number.isFinite(id) && id > 0) {
-      if (id <= entry.lastEventId) return;
-      entry.lastEventId = id;
-    }
+    if (Number.isFinite(id) && id > 0 && id <= entry.lastEventId) return;
     let data;
     try {
       data = JSON.parse(event.data);
     } catch (err) {
       return;
     }
+    showDelivery(entry, id, data);
+    entry.deliveries += 1;
+    updateCount(entry);
+  }
+
+  function showDelivery(entry, id, data) {
+    if (Number.isFinite(id) && id > entry.lastEventId) entry.lastEventId = id;
     const node = deliveryNode(id, data);
     const previous = entry.list.firstElementChild;
     entry.list.prepend(node);
@@ -375,12 +520,6 @@
       if (old && !touched.has(old)) old.open = false;
     }
     while (entry.list.children.length > MAX_DELIVERIES) entry.list.lastElementChild.remove();
-    entry.deliveries += 1;
-    entry.count.textContent =
-      entry.deliveries > MAX_DELIVERIES
-        ? `(newest ${MAX_DELIVERIES} of ${entry.deliveries})`
-        : `(${entry.deliveries})`;
-    entry.empty.hidden = true;
   }
 
   function deliveryNode(id, data) {
@@ -393,20 +532,159 @@
       el("span", { class: "ctype", text: contentType }),
       " ",
       el("span", { class: "size", text: formatSize(data.size) }),
+      // Only a key that names a task (or the channel's task_id_path) gives one.
       data.task_id ? el("span", { class: "ref", text: ` task ${data.task_id}` }) : null,
+      data.verified ? el("span", { class: "verified", text: " verified" }) : null,
     );
     const details = el("details", {}, summary);
     summary.addEventListener("click", () => touched.add(details));
     const parts = el("div", { class: "delivery-parts" });
+    if (data.delivery_id) parts.append(deliveryActions(data));
     if (data.headers && typeof data.headers === "object") {
       parts.append(el("h5", { text: "Headers" }), pairsTable(data.headers, "Header"));
     }
     if (data.query && typeof data.query === "object" && Object.keys(data.query).length > 0) {
       parts.append(el("h5", { text: "Query" }), pairsTable(data.query, "Parameter"));
     }
-    parts.append(...bodyParts(data));
+    if (data.body_pending) {
+      // From history: the body is read from the hub when the panel is opened.
+      const holder = el("div", { class: "body-holder" }, el("h5", { text: "Body" }),
+        el("p", { class: "note", text: "Loading…" }));
+      parts.append(holder);
+      const load = async () => {
+        if (!details.open || holder.dataset.loaded) return;
+        holder.dataset.loaded = "yes";
+        try {
+          const bytes = await deliveryBytes(data.delivery_id);
+          holder.replaceChildren(...bodyParts({ ...data, ...parsedBody(data.content_type, bytes) }));
+        } catch (err) {
+          if (!(err instanceof Stale)) holder.replaceChildren(el("p", { class: "error", text: err.message }));
+        }
+      };
+      details.addEventListener("toggle", load);
+    } else {
+      parts.append(...bodyParts(data));
+    }
     details.append(parts);
     return el("li", { class: "delivery", "data-event-id": Number.isFinite(id) ? id : null }, details);
+  }
+
+  async function deliveryBytes(deliveryId) {
+    const response = await request(`v1/deliveries/${encodeURIComponent(deliveryId)}/body`, {});
+    return new Uint8Array(await response.arrayBuffer());
+  }
+
+  // The body as a callback.received event would show it: JSON, a form, text or base64.
+  function parsedBody(contentType, bytes) {
+    const size = bytes.length;
+    if (size > MAX_BODY_CHARS * 4) return { body_truncated: true, size };
+    let text;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch (err) {
+      return { body: base64(bytes), body_encoding: "base64", size };
+    }
+    const media = String(contentType || "").split(";")[0].trim().toLowerCase();
+    if (media === "application/json" || media.endsWith("+json")) {
+      try {
+        return { body: JSON.parse(text), size };
+      } catch (err) {
+        return { body: text, size };
+      }
+    }
+    if (isForm(contentType)) {
+      const form = {};
+      for (const [name, value] of new URLSearchParams(text)) {
+        form[name] = name in form ? [].concat(form[name], value) : value;
+      }
+      return { body: form, size };
+    }
+    return { body: text, size };
+  }
+
+  function base64(bytes) {
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary);
+  }
+
+  function shellQuote(text) {
+    return `'${String(text).replace(/'/g, "'\\''")}'`;
+  }
+
+  const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"]);
+
+  // The stored request as a curl command: its headers and its exact bytes (as text when
+  // they are text, else decoded from base64), aimed at $URL.
+  async function curlCommand(data) {
+    const bytes = await deliveryBytes(data.delivery_id);
+    const pairs = data.rawHeaders || Object.entries(data.headers || {});
+    const lines = ["curl -X POST \"$URL\""];
+    for (const [name, value] of pairs) {
+      if (HOP_BY_HOP.has(String(name).toLowerCase())) continue;
+      lines.push(`  -H ${shellQuote(`${name}: ${value}`)}`);
+    }
+    let text = null;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch (err) {
+      text = null;
+    }
+    if (text !== null && !text.includes("\0")) {
+      lines.push(`  --data-binary ${shellQuote(text)}`);
+      return lines.join(" \\\n");
+    }
+    return `printf %s ${shellQuote(base64(bytes))} | base64 -d | ${lines.join(" \\\n")} \\\n  --data-binary @-`;
+  }
+
+  function deliveryActions(data) {
+    const status = el("span", { class: "note", role: "status" });
+    const curl = el("button", { type: "button", text: "Copy as cURL" });
+    curl.addEventListener("click", async () => {
+      try {
+        const command = await curlCommand(data);
+        try {
+          await navigator.clipboard.writeText(command);
+          status.textContent = "Copied (set URL first).";
+        } catch (err) {
+          status.replaceChildren(el("pre", { class: "curl", tabindex: "0" }, el("code", { text: command })));
+        }
+      } catch (err) {
+        if (!(err instanceof Stale)) status.textContent = err.message;
+      }
+    });
+    const inputId = `redeliver-${data.delivery_id}`;
+    const target = el("input", { id: inputId, type: "url", placeholder: "https://… (empty: the channel's webhooks)", spellcheck: "false" });
+    const send = el("button", { type: "button", text: "Redeliver" });
+    send.addEventListener("click", async () => {
+      send.disabled = true;
+      status.textContent = "Sending…";
+      try {
+        const url = target.value.trim();
+        const response = await request(`v1/deliveries/${encodeURIComponent(data.delivery_id)}/redeliver`, {
+          method: "POST",
+          body: JSON.stringify(url ? { url } : {}),
+        });
+        const answer = await response.json();
+        status.textContent = (answer.attempts || [])
+          .map((a) => `${a.url}: ${a.status === null ? a.error : `HTTP ${a.status}`} in ${a.duration_ms} ms`)
+          .join("; ");
+      } catch (err) {
+        if (!(err instanceof Stale)) status.textContent = `Not redelivered: ${err.message}`;
+      } finally {
+        send.disabled = false;
+      }
+    });
+    return el(
+      "div",
+      { class: "delivery-actions" },
+      curl,
+      el("label", { for: inputId, text: "Redeliver to" }),
+      target,
+      send,
+      status,
+    );
   }
 
   function isForm(contentType) {

@@ -8,10 +8,11 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.access.tokens import CALLBACK
+from hub.access.tokens import CALLBACK, Claims
 from hub.bodies.read import read_body
-from hub.errors import HubError, Malformed, Unauthorized, Unavailable, not_found
-from hub.inbox import intake
+from hub.errors import Gone, HubError, Malformed, Unauthorized, Unavailable, not_found
+from hub.inbox import intake, verify
+from hub.inbox.lookup import Inbox
 from hub.inbox.shapes import ChannelAck, TaskAck
 from hub.providers.base import CallbackRejected
 from hub.web.routes.common import hub, json_response
@@ -38,6 +39,8 @@ async def receive(request: Request) -> Response:
     # what the token grants, so another spelling of it shares the bucket.
     url_digest = claims.digest()
     state.callback_limit.check(url_digest)
+    # An erased channel or a revoked URL is refused before its body is read.
+    inbox = None if claims.task_id is not None else await _open_inbox(state, claims)
     settings = state.settings
     body = await read_body(request, settings.max_callback_bytes, settings.body_timeout_seconds)
     arrival = intake.Arrival(
@@ -49,8 +52,28 @@ async def receive(request: Request) -> Response:
     )
     if claims.task_id is not None:
         return await _task_callback(state, request, arrival, claims.task_id)
-    assert claims.channel_id is not None
-    delivery = intake.channel_delivery(arrival, claims.channel_id, settings.max_event_body_bytes)
+    assert claims.channel_id is not None and inbox is not None
+    options = inbox.options
+    verified = False
+    if options.verify is not None:
+        try:
+            verify.verify(options.verify, request.headers, body)
+        except verify.SignatureMismatch as exc:
+            # Refused before anything is kept: counted, and said why (never the secret).
+            state.metrics.signatures.labels(options.verify.scheme).inc()
+            raise Unauthorized(
+                "invalid_signature", f"the signature does not check: {exc}"
+            ) from None
+        verified = True
+    delivery = intake.channel_delivery(
+        arrival,
+        claims.channel_id,
+        settings.max_event_body_bytes,
+        verified=verified,
+        url_id=claims.url_id,
+        dedupe_window=settings.dedupe_window_seconds if options.dedupe else None,
+        task_id_path=options.task_id_path,
+    )
     # Answered only once committed: a 200 means the bytes are on disk.
     event = await state.store.add_delivery(delivery)
     if event is None:
@@ -58,6 +81,20 @@ async def receive(request: Request) -> Response:
         return json_response(ChannelAck(ok=True, duplicate=True))
     state.metrics.stored.inc()
     return json_response(ChannelAck(ok=True, duplicate=False, event_id=event.id))
+
+
+async def _open_inbox(state: HubState, claims: Claims) -> Inbox:
+    """The channel a URL names, if it still takes deliveries: 410 once erased, 401 once
+    the URL or the key that made the channel is revoked."""
+    assert claims.channel_id is not None
+    inbox = await state.lookups.channel(claims.channel_id)
+    if inbox is None:
+        raise Gone("gone", "the channel was deleted")
+    if inbox.channel.owner in state.keys.revoked:
+        raise Unauthorized("revoked", "the key this callback URL was issued to is revoked")
+    if claims.url_id is not None and await state.lookups.url_revoked(claims.url_id):
+        raise Unauthorized("revoked", "this callback URL was revoked")
+    return inbox
 
 
 async def _task_callback(

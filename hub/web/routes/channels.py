@@ -14,16 +14,21 @@ from hub.access.tokens import CALLBACK, Claims
 from hub.enums import EventType
 from hub.errors import Gone, Unauthorized, invalid, not_found
 from hub.formats import iso, loads
+from hub.inbox import lookup, verify
 from hub.inbox.shapes import (
+    CALLBACK_URL_IDS,
     CallbackUrl,
+    CallbackUrlInfo,
+    CallbackUrlList,
     CallbackUrlRequest,
     ChannelList,
+    ChannelOptions,
     ChannelRequest,
     NewChannel,
 )
 from hub.inbox.shapes import Channel as ChannelShape
 from hub.shapes import CHANNEL_IDS, given
-from hub.store.base import Channel, Event, EventQuery
+from hub.store.base import CallbackUrlRecord, Channel, Event, EventQuery
 from hub.streams import smee
 from hub.streams.broker import SubscriptionClosed
 from hub.streams.sse import EventStream
@@ -47,6 +52,19 @@ async def create(request: Request) -> Response:
     ttl = state.settings.channel_ttl_seconds
     if body.ttl_seconds is not None:
         ttl = _ttl(state, body.ttl_seconds)
+    retention = None
+    if body.retention_seconds is not None:
+        retention = body.retention_seconds
+        if not 1 <= retention <= state.settings.retention_seconds:
+            raise invalid(
+                "retention_seconds",
+                f"must be between 1 and HUB_RETENTION ({state.settings.retention_seconds})",
+            )
+    options = ChannelOptions(
+        dedupe=body.dedupe,
+        verify=None if body.verify is None else verify.checked(body.verify),
+        task_id_path=body.task_id_path,
+    )
     await state.quotas.check(owner, channels=1, webhooks=len(hook_urls))
     now = time.time()
     channel = Channel(
@@ -55,12 +73,15 @@ async def create(request: Request) -> Response:
         label=body.label,
         created_at=now,
         expires_at=int(now) + ttl,
+        retention_seconds=retention,
+        options=msgspec.json.encode(options),
     )
     await state.store.create_channel(channel)
     added = await endpoints.add(state.store, owner, hook_urls, channel_id=channel.id)
+    _, callback_url = await _new_callback_url(state, channel, channel.expires_at)
     made = NewChannel(
         **msgspec.structs.asdict(_describe(state, channel)),
-        callback_url=_callback_url(state, channel, channel.expires_at),
+        callback_url=callback_url,
         webhooks=given([webhooks.describe(state, endpoint) for endpoint in added] or None),
     )
     return json_response(made, 201)
@@ -77,7 +98,44 @@ async def index(request: Request) -> Response:
 async def show(request: Request) -> Response:
     state = hub(request)
     channel = await owned_channel(state, request)
-    return json_response(_describe(state, channel))
+    described = _describe(state, channel)
+    described.subscribers = await state.presence.subscribers(channel.id)
+    return json_response(described)
+
+
+async def delete(request: Request) -> Response:
+    """Erase the channel: its deliveries, events and URLs go, its streams end, and its
+    URLs answer 410 from then on."""
+    state = hub(request)
+    channel = await owned_channel(state, request)
+    await state.store.delete_channel(channel.id)
+    return Response(status_code=204)
+
+
+async def list_callback_urls(request: Request) -> Response:
+    state = hub(request)
+    channel = await owned_channel(state, request)
+    records = await state.store.list_callback_urls(channel.id)
+    return json_response(CallbackUrlList([_url_info(record) for record in records]))
+
+
+async def revoke_callback_url(request: Request) -> Response:
+    """From now on the URL answers 401 revoked, on every replica; the channel's other URLs
+    keep working."""
+    state = hub(request)
+    owner = state.owner(request)
+    url_id = request.path_params["url_id"]
+    record = (
+        await state.store.get_callback_url(url_id) if CALLBACK_URL_IDS.matches(url_id) else None
+    )
+    if record is not None:
+        channel = await state.store.get_channel(record.channel_id)
+        if channel is None or channel.owner != owner:
+            record = None
+    if record is None:
+        raise not_found("callback URL")
+    await state.store.revoke_callback_url(url_id, time.time())
+    return Response(status_code=204)
 
 
 async def create_callback_url(request: Request) -> Response:
@@ -92,10 +150,9 @@ async def create_callback_url(request: Request) -> Response:
     if body.ttl_seconds is not None:
         # A URL never outlives its channel.
         expires_at = min(expires_at, now + _ttl(state, body.ttl_seconds))
+    url_id, callback_url = await _new_callback_url(state, channel, expires_at)
     answer = CallbackUrl(
-        channel_id=channel.id,
-        callback_url=_callback_url(state, channel, expires_at),
-        expires_at=iso(expires_at),
+        id=url_id, channel_id=channel.id, callback_url=callback_url, expires_at=iso(expires_at)
     )
     return json_response(answer, 201)
 
@@ -214,13 +271,28 @@ async def _channel_of(state: HubState, owner: str, channel_id: str) -> Channel:
     return channel
 
 
-def _callback_url(state: HubState, channel: Channel, expires_at: int) -> str:
-    token = state.signer.issue(CALLBACK, Claims(channel.id, expires_at))
-    return f"{state.settings.public_url}/callbacks/{token}"
+async def _new_callback_url(state: HubState, channel: Channel, expires_at: int) -> tuple[str, str]:
+    """A callback URL with an id, kept so that it can be listed and revoked."""
+    record = CallbackUrlRecord(CALLBACK_URL_IDS.new(), channel.id, time.time(), expires_at)
+    await state.store.add_callback_url(record)
+    token = state.signer.issue(CALLBACK, Claims(channel.id, expires_at, url_id=record.id))
+    return record.id, f"{state.settings.public_url}/callbacks/{token}"
+
+
+def _url_info(record: CallbackUrlRecord) -> CallbackUrlInfo:
+    return CallbackUrlInfo(
+        id=record.id,
+        created_at=iso(record.created_at),
+        expires_at=iso(record.expires_at),
+        revoked_at=None if record.revoked_at is None else iso(record.revoked_at),
+        last_used_at=None if record.last_used_at is None else iso(record.last_used_at),
+        deliveries=record.deliveries,
+    )
 
 
 def _describe(state: HubState, channel: Channel) -> ChannelShape:
     stream_url = f"{state.settings.public_url}/v1/channels/{channel.id}/events"
+    options = lookup.options(channel)
     return ChannelShape(
         id=channel.id,
         label=channel.label,
@@ -230,4 +302,8 @@ def _describe(state: HubState, channel: Channel) -> ChannelShape:
         ),
         created_at=iso(channel.created_at),
         expires_at=iso(channel.expires_at),
+        dedupe=options.dedupe,
+        retention_seconds=channel.retention_seconds,
+        verify=None if options.verify is None else verify.describe(options.verify),
+        task_id_path=options.task_id_path,
     )
