@@ -182,3 +182,18 @@ async def test_forward_refuses_a_channel_it_cannot_see_in_one_line(hub, tmp_path
     )  # fmt: skip
     assert code == 1 and err.startswith("hub: 404 not_found: ") and err.count("\n") == 1
     assert not (tmp_path / "state.json").exists()
+
+
+async def test_channel_delete_erases_it(hub, http):
+    _, out, _ = await hub_command("channel", "create", "--url", hub.url, "--key", KEY)
+    channel = orjson.loads(out)
+    code, out, err = await hub_command("channel", "delete", channel["id"], "--url", hub.url,
+                                       "--key", KEY)  # fmt: skip
+    assert code == 0, err
+    assert out == f"deleted {channel['id']}\n"
+    assert (await http.post(channel["callback_url"], json={"late": True})).status_code == 410
+    _, out, _ = await hub_command("channel", "list", "--url", hub.url, "--key", KEY)
+    assert channel["id"] not in out
+    code, _, err = await hub_command("channel", "delete", channel["id"], "--url", hub.url,
+                                     "--key", KEY)  # fmt: skip
+    assert code == 1 and err.startswith("hub: 404 ") and err.count("\n") == 1
