@@ -121,3 +121,32 @@ async def test_a_local_server_that_is_down_is_retried_and_a_restart_resumes(hub,
             await http.post(channel["callback_url"], json={"n": 4})
             await until(lambda: len(local.received) >= 5, timeout=20)
     assert [r.body for r in local.received] == [b'{"n":%d}' % n for n in range(5)]
+
+
+async def test_a_signed_body_still_verifies_at_the_local_server(hub, http, tmp_path):
+    """What smee-client breaks (it re-serializes what it forwards): the sender's signature
+    over the exact bytes still checks downstream, with the reference Standard Webhooks code
+    (whose verify also parses the body as JSON)."""
+    import base64
+    import datetime
+
+    from standardwebhooks import Webhook
+
+    secret = "whsec_" + base64.b64encode(b"a local secret, 24 bytes").decode()
+    body = '{ "type":"order.paid",\n  "data": {"id": "ord_1", "note": "café"} }'.encode()
+    stamp = datetime.datetime.now(tz=datetime.UTC)
+    headers = {
+        "webhook-id": "msg_forward_1",
+        "webhook-timestamp": str(int(stamp.timestamp())),
+        "webhook-signature": Webhook(secret).sign("msg_forward_1", stamp, body.decode()),
+        "content-type": "application/json",
+    }
+    channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
+    async with receiver() as local:
+        async with forwarding(hub.url, channel["id"], local.url, tmp_path / "s.json"):
+            sent = await http.post(channel["callback_url"], content=body, headers=headers)
+            assert sent.status_code == 200
+            await until(lambda: len(local.received) == 1, timeout=20)
+    [got] = local.received
+    assert got.body == body
+    Webhook(secret).verify(got.body, got.headers)  # raises if the signature does not check
