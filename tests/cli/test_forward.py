@@ -142,11 +142,11 @@ async def test_a_signed_body_still_verifies_at_the_local_server(hub, http, tmp_p
         "content-type": "application/json",
     }
     channel = (await http.post(f"{hub.url}/v1/channels", headers=AUTH)).json()
-    async with receiver() as local:
-        async with forwarding(hub.url, channel["id"], local.url, tmp_path / "s.json"):
-            sent = await http.post(channel["callback_url"], content=body, headers=headers)
-            assert sent.status_code == 200
-            await until(lambda: len(local.received) == 1, timeout=20)
+    state = tmp_path / "s.json"
+    async with receiver() as local, forwarding(hub.url, channel["id"], local.url, state):
+        sent = await http.post(channel["callback_url"], content=body, headers=headers)
+        assert sent.status_code == 200
+        await until(lambda: len(local.received) == 1, timeout=20)
     [got] = local.received
     assert got.body == body
     Webhook(secret).verify(got.body, got.headers)  # raises if the signature does not check
