@@ -1,5 +1,5 @@
 """``hub forward CHANNEL --to URL``: each delivery a channel receives, POSTed again to a
-local server as it came (its body bytes, content type and headers), like
+local server as it came (its body bytes, content type, headers and query string), like
 ``stripe listen --forward-to`` for any sender.
 
 Built to run for weeks: it follows the channel's stream with the API key (no expiring watch
@@ -122,6 +122,16 @@ def forward_headers(pairs: list[list[str]] | list[tuple[str, str]]) -> dict[str,
     return headers
 
 
+def with_query(url: str, query: str) -> str:
+    """The local URL with the delivery's own query string after its own (senders put
+    things there: ``?event=order.paid``)."""
+    if not query:
+        return url
+    base, _, fragment = url.partition("#")
+    joined = f"{base}&{query}" if "?" in base else f"{base}?{query}"
+    return f"{joined}#{fragment}" if fragment else joined
+
+
 async def forward_channel(args: argparse.Namespace, out: TextIO) -> int:
     import httpx
 
@@ -237,12 +247,13 @@ class Forwarder:
                 self._line(event.id, delivery_id, "skipped: deleted from the hub")
             else:
                 headers = {**forward_headers(delivery["headers"]), DELIVERY_HEADER: delivery_id}
-                status, seconds = await self._post(body, headers)
+                url = with_query(self._url, str(delivery.get("query") or ""))
+                status, seconds = await self._post(url, body, headers)
                 self._line(event.id, delivery_id, f"{status} in {seconds * 1000:.0f} ms")
         # Only once the local server has answered: a kill before this resends it.
         self._state.save(event.id)
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
         """POST until the local server answers (any status is an answer). One it took but
         never answered (it died, or took over LOCAL_TIMEOUT) is sent again too: a local
         server restarting mid-request is the common case, and the repeat carries the same
@@ -255,7 +266,7 @@ class Forwarder:
             started = time.perf_counter()
             self._posting = True
             try:
-                response = await self._local.post(self._url, content=body, headers=headers)
+                response = await self._local.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:
                 if self._stopping.is_set():
                     raise _Stopped from None

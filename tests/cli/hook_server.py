@@ -1,6 +1,6 @@
 """A local webhook receiver run as its own process, for `hub forward`'s process test:
 ``python -m tests.cli.hook_server PORT FILE`` appends one JSON line per request (its
-delivery id header and body) to FILE, synced to disk, before it answers 200."""
+path, delivery id header, content type and body) to FILE, synced to disk, before it answers 200."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class Hook(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         line = {
+            "path": self.path,
             "delivery_id": self.headers.get("x-hub-delivery-id"),
             "content_type": self.headers.get("content-type"),
             "body": body.decode("latin-1"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli.connect import CommandError
-from hub.cli.forward import DELIVERY_HEADER, Forwarder, State, forward_headers
+from hub.cli.forward import DELIVERY_HEADER, Forwarder, State, forward_headers, with_query
 from hub.client import AsyncClient
 from tests.helpers import AUTH, KEY, live_hub, receiver, until
 
@@ -29,6 +29,15 @@ def test_headers_lose_what_belongs_to_one_hop_and_keep_the_rest():
         "x-signature": "sha256=ab",
         "accept": "a, b",
     }
+
+
+def test_the_deliverys_query_follows_the_local_urls_own():
+    assert with_query("http://localhost:3000/hook", "") == "http://localhost:3000/hook"
+    assert (
+        with_query("http://localhost:3000/hook", "event=a") == "http://localhost:3000/hook?event=a"
+    )
+    assert with_query("http://h/hook?k=1", "event=a&b") == "http://h/hook?k=1&event=a&b"
+    assert with_query("http://h/hook#top", "e=1") == "http://h/hook?e=1#top"
 
 
 def test_the_state_file_is_kept_per_channel(tmp_path):

@@ -78,7 +78,7 @@ async def test_every_delivery_reaches_the_local_server_once_across_restarts(tmp_
         nonlocal sent
         for _ in range(count):
             answer = await http.post(
-                channel["callback_url"], content=b"n=%d&x=a+b" % sent,
+                channel["callback_url"] + f"?seq={sent}", content=b"n=%d&x=a+b" % sent,
                 headers={"content-type": "application/x-www-form-urlencoded"},
             )  # fmt: skip
             assert answer.status_code == 200, answer.text
@@ -135,6 +135,7 @@ async def test_every_delivery_reaches_the_local_server_once_across_restarts(tmp_
     got = received(record)
     bodies = [line["body"] for line in got]
     assert bodies == [f"n={n}&x=a+b" for n in range(sent)], forward.output()
+    assert [line["path"] for line in got] == [f"/hook?seq={n}" for n in range(sent)]
     assert len({line["delivery_id"] for line in got}) == sent
     assert {line["content_type"] for line in got} == {"application/x-www-form-urlencoded"}
     assert forward.output().count(" -> 200 in ") >= 1
