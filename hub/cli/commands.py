@@ -1,35 +1,42 @@
-"""The ``hub`` command's client side: ``channel create``, ``watch``, ``submit`` talk to a
+"""The ``hub`` command's client side: ``channel``, ``watch``, ``submit``, ``tasks`` talk to a
 running hub over HTTP (``--url``, ``--key``), through ``hub.client``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hub.cli.connect import CommandError, client_for, sync
+from hub.cli.connect import add_connection as _connection
 from hub.enums import TaskStatus
 
 if TYPE_CHECKING:
     from hub.client import AsyncClient, Event
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 SPINNER = "|/-\\"
 
 
 def add_commands(commands: Any) -> None:
     """Register the client commands on the ``hub`` parser's subcommands."""
-    channel = commands.add_parser("channel", help="make a channel on a running hub")
+    channel = commands.add_parser("channel", help="the channels on a running hub")
     channel_commands = channel.add_subparsers(dest="action", required=True)
     create = channel_commands.add_parser("create", help="a new channel: its URLs, as JSON")
     _connection(create)
     create.add_argument("--label")
     create.add_argument("--ttl", type=int, help="lifetime in seconds")
     create.set_defaults(run=sync(channel_create))
+    listing = channel_commands.add_parser("list", help="the key's channels, newest first")
+    _connection(listing)
+    listing.set_defaults(run=sync(channel_list))
+    delete = channel_commands.add_parser(
+        "delete", help="erase a channel, its deliveries and events; its URLs stop working"
+    )
+    _connection(delete)
+    delete.add_argument("channel_id")
+    delete.set_defaults(run=sync(channel_delete))
 
     watch = commands.add_parser("watch", help="follow a channel's events, live")
     _connection(watch)
@@ -51,41 +58,9 @@ def add_commands(commands: Any) -> None:
     )
     submit.set_defaults(run=sync(submit_task))
 
-
-def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("HUB_URL", DEFAULT_URL))
-    parser.add_argument("--key", help="the API key (default: HUB_API_KEY, or the data dir's)")
-
-
-def sync(
-    command: Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]],
-) -> Callable[[argparse.Namespace], int]:
-    """A command run to its end on its own event loop, its errors as one line."""
-
-    def run(args: argparse.Namespace) -> int:
-        from hub.client import HubError
-
-        try:
-            return asyncio.run(command(args, sys.stdout))
-        except HubError as exc:
-            print(f"hub: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
-
-    return run
-
-
-def _client(args: argparse.Namespace) -> AsyncClient:
-    from hub.client import AsyncClient
-    from hub.config import datadir
-    from hub.config.settings import Settings
-
-    key = args.key or os.environ.get("HUB_API_KEY")
-    if not key:
-        path = Settings.from_env().data_dir / datadir.API_KEY_FILE
-        key = path.read_text().strip() if path.exists() else ""
-    return AsyncClient(args.url, key)
+    tasks = commands.add_parser("tasks", help="the key's tasks, newest first")
+    _connection(tasks)
+    tasks.set_defaults(run=sync(task_list))
 
 
 # -- over HTTP -----------------------------------------------------------------------------
@@ -94,14 +69,53 @@ def _client(args: argparse.Namespace) -> AsyncClient:
 async def channel_create(args: argparse.Namespace, out: TextIO) -> int:
     import orjson
 
-    async with _client(args) as client:
+    async with client_for(args) as client:
         channel = await client.create_channel(args.label, args.ttl)
     out.write(orjson.dumps(channel, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
 
+async def channel_list(args: argparse.Namespace, out: TextIO) -> int:
+    async with client_for(args) as client:
+        channels = await client.list_channels()
+    for channel in channels:
+        made = _when(channel.get("created_at"))
+        expires = _when(channel.get("expires_at"))
+        out.write(f"{channel['id']}  {made}  expires {expires}  {channel.get('label') or ''}\n")
+    if not channels:
+        out.write("no channels (make one with `hub channel create`)\n")
+    return 0
+
+
+async def channel_delete(args: argparse.Namespace, out: TextIO) -> int:
+    async with client_for(args) as client:
+        await client.delete_channel(args.channel_id)
+    out.write(f"deleted {args.channel_id}\n")
+    return 0
+
+
+async def task_list(args: argparse.Namespace, out: TextIO) -> int:
+    async with client_for(args) as client:
+        tasks = await client.list_tasks()
+    for task in tasks:
+        made = _when(task.get("created_at"))
+        out.write(f"{task['id']}  {task['status']:<9}  {task['provider']:<10}  {made}\n")
+    if not tasks:
+        out.write("no tasks (start one with `hub submit`)\n")
+    return 0
+
+
+def _when(timestamp: object) -> str:
+    """An RFC 3339 timestamp to the minute, as the other listings show time."""
+    text = str(timestamp or "")
+    return text[:16].replace("T", " ") if text else "-"
+
+
 async def watch_channel(args: argparse.Namespace, out: TextIO) -> int:
-    async with _client(args) as client:
+    async with client_for(args) as client:
+        # Asked first: an unknown channel or an unreachable hub is said at once, where the
+        # stream itself would keep reconnecting.
+        await client.get_channel(args.channel_id)
         out.write(f"watching {args.channel_id} (Ctrl-C to stop)\n")
         out.flush()
         async for event in client.events(channel_id=args.channel_id, last_event_id=args.after):
@@ -130,9 +144,10 @@ def describe(event: Event) -> str:
 
 
 async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
+    _check_images(args.image)
     options = {"size": args.size} if args.size else {}
     started = time.monotonic()
-    async with _client(args) as client:
+    async with client_for(args) as client:
         task = await client.submit(
             args.provider, args.prompt, args.image, idempotency_key=args.idempotency_key,
             **options,
@@ -156,6 +171,21 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
             path.write_bytes(await client.download(output["url"]))
             out.write(f"saved {path}\n")
     return 0
+
+
+def _check_images(images: list[str]) -> None:
+    """A local image that cannot be read is said before anything is sent."""
+    for image in images:
+        if image.startswith(("http://", "https://", "data:", "blob_")):
+            continue
+        path = Path(image)
+        if not path.is_file():
+            raise CommandError(f"cannot read image {image}: no such file")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise CommandError(f"cannot read image {image}: {exc.strerror}") from None
 
 
 async def _follow(client: AsyncClient, task_id: str, progress: _Progress) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import secrets
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from hub.cli.commands import sync
+from hub.cli.connect import CommandError, sync
 
 if TYPE_CHECKING:
     from hub.config.settings import Settings
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
 
 def add_commands(commands: Any) -> None:
     keys = commands.add_parser("keys", help="API keys kept in the hub's store")
+    keys.add_argument(
+        "--data-dir", type=Path, help="the hub's data dir (HUB_DATA_DIR, default ./hub-data)"
+    )
     key_commands = keys.add_subparsers(dest="action", required=True)
     key_create = key_commands.add_parser("create", help="a new key, shown once")
     key_create.add_argument("--label")
@@ -26,6 +31,26 @@ def add_commands(commands: Any) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=sync(keys_revoke))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The running hub's settings, refusing a store nobody named: run from elsewhere,
+    ``hub keys`` would otherwise make a new, empty one there, which no hub reads."""
+    from hub.config.settings import Settings
+
+    settings = Settings.from_env()
+    if args.data_dir is not None:
+        settings = settings.replace(data_dir=args.data_dir)
+        if not os.environ.get("HUB_DATABASE_URL"):
+            settings = settings.replace(database_url="")  # recomputed from the data dir
+        return settings
+    named = os.environ.get("HUB_DATA_DIR") or os.environ.get("HUB_DATABASE_URL")
+    if not named and not (settings.data_dir / "hub.db").exists():
+        raise CommandError(
+            f"no hub store in {settings.data_dir.resolve()}: run where the hub keeps its"
+            " data, or name it with --data-dir or HUB_DATA_DIR (or HUB_DATABASE_URL)"
+        )
+    return settings
 
 
 async def _open_store(settings: Settings) -> Store:
@@ -40,13 +65,12 @@ async def _open_store(settings: Settings) -> Store:
 
 async def keys_create(args: argparse.Namespace, out: TextIO) -> int:
     from hub.access.keys import tenant
-    from hub.config.settings import Settings
     from hub.store.base import ApiKey
 
     key = "hub_" + secrets.token_urlsafe(24)
     digest = hashlib.sha256(key.encode()).digest()
     record = ApiKey("key_" + secrets.token_hex(6), tenant(digest), digest, args.label, time.time())
-    store = await _open_store(Settings.from_env())
+    store = await _open_store(_settings(args))
     try:
         await store.add_api_key(record)
     finally:
@@ -56,9 +80,7 @@ async def keys_create(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def keys_list(args: argparse.Namespace, out: TextIO) -> int:
-    from hub.config.settings import Settings
-
-    store = await _open_store(Settings.from_env())
+    store = await _open_store(_settings(args))
     try:
         keys = await store.list_api_keys()
     finally:
@@ -73,9 +95,7 @@ async def keys_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
-    from hub.config.settings import Settings
-
-    store = await _open_store(Settings.from_env())
+    store = await _open_store(_settings(args))
     try:
         revoked = await store.revoke_api_key(args.key_id, time.time())
     finally:

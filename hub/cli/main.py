@@ -1,6 +1,6 @@
 """The ``hub`` command. ``hub serve`` runs the hub (``hub.cli.serve``); the client commands
-(``channel``, ``watch``, ``submit``) are in ``hub.cli.commands``, ``keys`` in
-``hub.cli.keys``.
+(``channel``, ``watch``, ``submit``, ``tasks``) are in ``hub.cli.commands``, ``forward`` in
+``hub.cli.forward``, ``keys`` in ``hub.cli.keys``.
 
 Building the parser imports nothing heavy: each command imports what it runs on when it
 runs, so ``hub keys list --help`` answers at once.
@@ -12,15 +12,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hub.cli import commands, keys, serve
+from hub import __version__
+from hub.cli import commands, forward, keys, serve
 from hub.config.env import SettingsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hub", description="The hub: callbacks in, SSE out.")
+    parser.add_argument("--version", action="version", version=f"hub {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(subcommands)
     commands.add_commands(subcommands)
+    forward.add_commands(subcommands)
     keys.add_commands(subcommands)
     args = parser.parse_args(argv)
     try:

@@ -7,7 +7,7 @@ import base64
 import mimetypes
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,14 +51,17 @@ class AsyncClient:
         api_key: str,
         *,
         timeout: float = 30.0,
+        read_timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         retries: int = RETRIES,
     ) -> None:
+        """``read_timeout``: how long a read may wait (None: forever). A stream that stays
+        silent longer (the hub sends a heartbeat every 15 s) is reconnected."""
         self._retries = retries
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}", "user-agent": "hub-client"},
-            timeout=httpx.Timeout(timeout, read=None),
+            timeout=httpx.Timeout(timeout, read=read_timeout),
             transport=transport,
         )
 
@@ -78,6 +81,48 @@ class AsyncClient:
     ) -> dict[str, Any]:
         body = {k: v for k, v in (("label", label), ("ttl_seconds", ttl_seconds)) if v is not None}
         return await self._json("POST", "/v1/channels", json=body)
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/channels/{channel_id}")
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        """The key's newest channels, newest first."""
+        channels: list[dict[str, Any]] = (await self._json("GET", "/v1/channels"))["channels"]
+        return channels
+
+    async def delete_channel(self, channel_id: str) -> None:
+        """Erase a channel with its deliveries and events; its URLs stop working."""
+        response = await self._http.delete(f"/v1/channels/{channel_id}")
+        _raise_for(response)
+
+    async def list_tasks(self) -> list[dict[str, Any]]:
+        """The key's newest tasks, newest first."""
+        tasks: list[dict[str, Any]] = (await self._json("GET", "/v1/tasks"))["tasks"]
+        return tasks
+
+    async def deliveries(
+        self,
+        channel_id: str,
+        *,
+        limit: int | None = None,
+        before: str | None = None,
+        task_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of a channel's deliveries, newest first: ``{"deliveries", "next_before"}``
+        (pass ``next_before`` as ``before`` for the next page)."""
+        query = (("limit", limit), ("before", before), ("task_id", task_id))
+        params = {name: value for name, value in query if value is not None}
+        return await self._json("GET", f"/v1/channels/{channel_id}/deliveries", params=params)
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any]:
+        """A stored delivery: its headers (``[name, value]`` pairs), query, content type."""
+        return await self._json("GET", f"/v1/deliveries/{delivery_id}")
+
+    async def delivery_body(self, delivery_id: str) -> tuple[bytes, str | None]:
+        """A stored delivery's exact body bytes and their content type."""
+        response = await self._http.get(f"/v1/deliveries/{delivery_id}/body")
+        _raise_for(response)
+        return response.content, response.headers.get("content-type")
 
     async def submit(
         self,
@@ -130,7 +175,7 @@ class AsyncClient:
         task_id: str | None = None,
         last_event_id: int | None = None,
         types: list[str] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Every event of a channel (forever) or of a task (until it ends), from after
         ``last_event_id`` (a channel without one starts live; a task from its start)."""
         if (channel_id is None) == (task_id is None):
@@ -216,6 +261,27 @@ class Client:
     ) -> dict[str, Any]:
         return self._run(self._client.create_channel(label, ttl_seconds))
 
+    def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return self._run(self._client.get_channel(channel_id))
+
+    def list_channels(self) -> list[dict[str, Any]]:
+        return self._run(self._client.list_channels())
+
+    def delete_channel(self, channel_id: str) -> None:
+        self._run(self._client.delete_channel(channel_id))
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self._run(self._client.list_tasks())
+
+    def deliveries(self, channel_id: str, **query: Any) -> dict[str, Any]:
+        return self._run(self._client.deliveries(channel_id, **query))
+
+    def delivery(self, delivery_id: str) -> dict[str, Any]:
+        return self._run(self._client.delivery(delivery_id))
+
+    def delivery_body(self, delivery_id: str) -> tuple[bytes, str | None]:
+        return self._run(self._client.delivery_body(delivery_id))
+
     def submit(
         self,
         provider: str,
@@ -287,7 +353,9 @@ def _raise_for(response: httpx.Response) -> None:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", response.text[:200]
+        # Not the hub's answer (a proxy's page, say): its first words, on one line.
+        text = " ".join(response.text[:200].split())
+        code, message = "http_error", text or response.reason_phrase
     raise HubError(response.status_code, code, message)
 
 

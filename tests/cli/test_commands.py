@@ -9,6 +9,7 @@ import sys
 import orjson
 import pytest
 
+from hub.client import AsyncClient
 from tests.helpers import KEY, live_hub, make_png, open_image, query_store, until
 
 # Every test here runs the CLI as a process.
@@ -147,3 +148,68 @@ async def test_a_key_made_with_the_cli_works_until_revoked(make_settings, http):
         assert other.status_code == 404
         assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 0
         await until(lambda: answers(401), timeout=10, every=0.2)
+
+
+async def test_channel_list_shows_the_keys_channels(hub):
+    code, out, _ = await hub_command("channel", "create", "--url", hub.url, "--key", KEY,
+                                     "--label", "listed")  # fmt: skip
+    made = orjson.loads(out)
+    code, out, err = await hub_command("channel", "list", "--url", hub.url, "--key", KEY)
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith(made["id"])]
+    assert line.endswith("  listed") and " expires " in line
+
+
+async def test_tasks_lists_the_keys_tasks(hub, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    async with AsyncClient(hub.url, KEY) as client:
+        task = await client.submit("acedata", "make it blue", [photo])
+    code, out, err = await hub_command("tasks", "--url", hub.url, env={"HUB_API_KEY": KEY})
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith(task["id"])]
+    assert line.split()[1] in {"queued", "submitted", "succeeded"}
+    assert line.split()[2] == "acedata"
+
+
+async def test_http_errors_show_the_hubs_code_and_message_in_one_line(hub):
+    code, out, err = await hub_command("watch", "ch_000000000000000000000000", "--url", hub.url,
+                                       "--key", KEY)  # fmt: skip
+    assert code == 1 and out == ""
+    assert err.startswith("hub: 404 not_found: ") and err.count("\n") == 1
+    code, _, err = await hub_command("channel", "list", "--url", hub.url, "--key", "wrong")
+    assert code == 1 and err.startswith("hub: 401 ") and err.count("\n") == 1
+
+
+async def test_an_unreachable_hub_is_one_line_not_a_traceback():
+    from tests.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await hub_command("tasks", "--url", url, "--key", KEY)
+    assert code == 1 and err == (
+        f"hub: cannot reach the hub at {url} (is it running? --url or HUB_URL name another)\n"
+    )
+
+
+async def test_forward_refuses_a_channel_it_cannot_see_in_one_line(hub, tmp_path):
+    code, _, err = await hub_command(
+        "forward", "ch_000000000000000000000000", "--to", "http://127.0.0.1:9/hook",
+        "--url", hub.url, "--key", KEY, "--state", str(tmp_path / "state.json"),
+    )  # fmt: skip
+    assert code == 1 and err.startswith("hub: 404 not_found: ") and err.count("\n") == 1
+    assert not (tmp_path / "state.json").exists()
+
+
+async def test_channel_delete_erases_it(hub, http):
+    _, out, _ = await hub_command("channel", "create", "--url", hub.url, "--key", KEY)
+    channel = orjson.loads(out)
+    code, out, err = await hub_command("channel", "delete", channel["id"], "--url", hub.url,
+                                       "--key", KEY)  # fmt: skip
+    assert code == 0, err
+    assert out == f"deleted {channel['id']}\n"
+    assert (await http.post(channel["callback_url"], json={"late": True})).status_code == 410
+    _, out, _ = await hub_command("channel", "list", "--url", hub.url, "--key", KEY)
+    assert channel["id"] not in out
+    code, _, err = await hub_command("channel", "delete", channel["id"], "--url", hub.url,
+                                     "--key", KEY)  # fmt: skip
+    assert code == 1 and err.startswith("hub: 404 ") and err.count("\n") == 1

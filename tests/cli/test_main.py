@@ -94,3 +94,74 @@ def test_every_command_refuses_bad_settings_in_one_line(monkeypatch, capsys):
     monkeypatch.setenv("HUB_HEARTBEAT_SECONDS", "0")
     assert main(["keys", "list"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_version(capsys):
+    from hub import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"hub {__version__}\n"
+
+
+@pytest.mark.parametrize("action", [["create"], ["list"], ["revoke", "key_0"]])
+def test_keys_refuse_a_store_nobody_named(tmp_path, monkeypatch, capsys, action):
+    """Run from a directory that holds no hub, `hub keys` would make an empty store there."""
+    monkeypatch.delenv("HUB_DATA_DIR")
+    monkeypatch.delenv("HUB_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["keys", *action]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hub: no hub store in ")
+    assert "HUB_DATA_DIR" in err and "--data-dir" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_use_the_data_dir_they_are_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HUB_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert main(["keys", "--data-dir", "elsewhere", "create", "--label", "x"]) == 0
+    assert (tmp_path / "elsewhere" / "hub.db").exists()
+    assert main(["keys", "--data-dir", "elsewhere", "list"]) == 0
+    assert "  active  " in capsys.readouterr().out
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_no_key_is_one_line_naming_where_a_key_comes_from(monkeypatch, capsys):
+    monkeypatch.delenv("HUB_API_KEY", raising=False)
+    assert main(["channel", "list"]) == 1
+    err = one_line_error(capsys)
+    assert "--key" in err and "HUB_API_KEY" in err and "api-key" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["channel", "list"], ["channel", "delete", "ch_x"], ["tasks"], ["watch", "ch_x"],
+     ["channel", "create"]],
+)  # fmt: skip
+def test_an_unreachable_hub_is_one_line(capsys, command):
+    from tests.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main([*command, "--url", url, "--key", "k"]) == 1
+    assert one_line_error(capsys) == (
+        f"hub: cannot reach the hub at {url} (is it running? --url or HUB_URL name another)\n"
+    )
+
+
+def test_a_missing_image_is_one_line_and_nothing_is_sent(tmp_path, capsys):
+    from tests.processes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens: it must not get that far
+    args = ["submit", "--url", url, "--key", "k", "--provider", "acedata", "--prompt", "p"]
+    assert main([*args, "--image", str(tmp_path / "nope.png")]) == 1
+    assert (
+        one_line_error(capsys) == f"hub: cannot read image {tmp_path / 'nope.png'}: no such file\n"
+    )

@@ -81,3 +81,36 @@ async def test_the_sync_client_does_the_same(hub):
 
     done = await asyncio.to_thread(run)
     assert done["status"] == "succeeded"
+
+
+async def test_listings_and_a_deliverys_stored_request(hub, http):
+    async with AsyncClient(hub.url, KEY) as client:
+        channel = await client.create_channel(label="listed")
+        assert channel["id"] in [c["id"] for c in await client.list_channels()]
+        task = await client.submit("acedata", "p", [make_png()])
+        assert task["id"] in [t["id"] for t in await client.list_tasks()]
+        for n in range(3):
+            body = b"n=%d&raw=\xff" % n
+            sent = await http.post(channel["callback_url"], content=body,
+                                   headers={"content-type": "application/x-www-form-urlencoded",
+                                            "x-n": str(n)})  # fmt: skip
+            assert sent.status_code == 200
+        first = await client.deliveries(channel["id"], limit=2)
+        assert len(first["deliveries"]) == 2 and first["next_before"] is not None
+        rest = await client.deliveries(channel["id"], limit=2, before=first["next_before"])
+        newest_first = [*first["deliveries"], *rest["deliveries"]]
+        assert [dict(d["headers"])["x-n"] for d in newest_first] == ["2", "1", "0"]
+        oldest = newest_first[-1]["id"]
+        assert (await client.delivery(oldest))["id"] == oldest
+        body, media = await client.delivery_body(oldest)
+    assert body == b"n=0&raw=\xff" and media == "application/x-www-form-urlencoded"
+
+
+async def test_the_sync_client_lists_too(hub):
+    def use() -> None:  # blocking calls, in a thread: the hub runs on this test's loop
+        with Client(hub.url, KEY) as client:
+            channel = client.create_channel(label="sync")
+            assert channel["id"] in [c["id"] for c in client.list_channels()]
+            assert client.deliveries(channel["id"]) == {"deliveries": [], "next_before": None}
+
+    await asyncio.to_thread(use)
