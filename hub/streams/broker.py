@@ -10,6 +10,12 @@ first: events carry callback bodies of up to a megabyte, and a thousand of those
 for one reader that stopped reading would pin a gigabyte. The bytes a stream has drained
 but not yet written count too, until it says they are written: a reader stuck in a write
 holds them as surely as its queue does.
+
+A subscription may have a ``sink``: a stream that writes to its connection itself (see
+``hub.streams.sse``). Then a push goes straight to the sink, in the publisher's own pass over
+the subscribers, with no queue, no task wake and no await, while the connection takes
+writes; once the connection's flow control pauses it, events queue under the same bounds,
+and the sink is given them when the connection resumes (``flush``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from hub.store.base import Event, EventQuery
 
@@ -27,6 +34,23 @@ DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 
 class SubscriptionClosed(Exception):
     pass
+
+
+class Sink(Protocol):
+    """What a subscription hands events to directly (a stream on its own connection)."""
+
+    # True while the connection's write buffer is above its high-water mark.
+    write_paused: bool
+
+    def deliver(self, event: Event) -> None:
+        """Write the event's frame now (it may end the stream)."""
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the client."""
+        ...
+
+    def subscription_closed(self) -> None:
+        """The subscription was closed (shutdown, overflow): end the stream."""
 
 
 class Subscription:
@@ -40,6 +64,7 @@ class Subscription:
         "maxsize",
         "overflowed",
         "query",
+        "sink",
     )
 
     def __init__(
@@ -56,12 +81,19 @@ class Subscription:
         self._queued_bytes = 0
         self._writing_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self.sink: Sink | None = None
 
     def push(self, event: Event) -> None:
         if self.closed:
             return
+        sink = self.sink
+        if sink is not None and not sink.write_paused and not self._events:
+            sink.deliver(event)
+            return
         size = len(event.data)
         held = self._queued_bytes + self._writing_bytes
+        if sink is not None:
+            held += sink.buffered()
         # One event larger than the whole budget still goes to a reader holding nothing.
         if len(self._events) >= self.maxsize or (held and held + size > self.max_bytes):
             self.overflowed = True
@@ -74,6 +106,30 @@ class Subscription:
     def close(self) -> None:
         self.closed = True
         self._wake()
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.subscription_closed()
+
+    def attach(self, sink: Sink) -> None:
+        """From now on, events go to ``sink`` (those queued first)."""
+        self._writing_bytes = 0
+        self.sink = sink
+        self.flush()
+
+    def flush(self) -> None:
+        """Give queued events to the sink, for as long as its connection takes them."""
+        events = self._events
+        taken = 0
+        while taken < len(events):
+            sink = self.sink
+            if sink is None or sink.write_paused:
+                break
+            event = events[taken]
+            taken += 1
+            self._queued_bytes -= len(event.data)
+            sink.deliver(event)
+        del events[:taken]
 
     def nudge(self) -> None:
         """Wake the waiter with no event: ``wait`` returns False, as on a timeout."""
@@ -137,22 +193,35 @@ class Broker:
     async def subscribe(
         self, query: EventQuery, maxsize: int | None = None, max_bytes: int | None = None
     ) -> AsyncIterator[Subscription]:
+        subscription = self.open(query, maxsize, max_bytes)
+        try:
+            yield subscription
+        finally:
+            self.discard(subscription)
+
+    def open(
+        self, query: EventQuery, maxsize: int | None = None, max_bytes: int | None = None
+    ) -> Subscription:
+        """A subscription that lasts until ``discard``: for a stream that outlives the
+        coroutine that opened it."""
         subscription = Subscription(
             query, maxsize or self._queue_size, max_bytes or self._queue_bytes
         )
         if self._closed:
             subscription.close()
-        index, key = self._index(query)
+        index, key = self._index(subscription.query)
         index.setdefault(key, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            subscription.close()
-            subscribers = index.get(key)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del index[key]
+        return subscription
+
+    def discard(self, subscription: Subscription) -> None:
+        """Close it and forget it (again is harmless)."""
+        subscription.close()
+        index, key = self._index(subscription.query)
+        subscribers = index.get(key)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del index[key]
 
     def _index(self, query: EventQuery) -> tuple[dict[str, set[Subscription]], str]:
         if query.channel_id is not None:
@@ -181,6 +250,7 @@ class Broker:
         """End every stream now and refuse new ones: the server is shutting down."""
         self._closed = True
         for index in (self._by_channel, self._by_task):
-            for subscribers in index.values():
-                for subscription in subscribers:
+            # Copies: closing a stream that writes its own connection forgets it at once.
+            for subscribers in list(index.values()):
+                for subscription in list(subscribers):
                     subscription.close()
