@@ -171,6 +171,11 @@ class Baseline(Hub):
         self.checkout = checkout
         self.rev = rev
 
+    def launch(self, instance: int) -> servers.Launch:
+        data_dir = self.workdir / f"{self.name}-data-{instance}"
+        # Its own code only: a PYTHONPATH naming this checkout would shadow the commit's.
+        return self.hub_launch(self.port, data_dir, f"{self.name}.log", {"PYTHONPATH": ""})
+
     def describe(self) -> str:
         return f"commit {self.rev}, {super().describe()}"
 

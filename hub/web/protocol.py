@@ -215,6 +215,12 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._stream_keep_alive = cycle.keep_alive
         if self.flow.write_paused:
             stream.paused()
+        # What the request held (its scope, headers, the cycle and its event) is not needed
+        # for the stream's life; thousands of idle streams each held a few KB of it.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = cast(Any, None)
+        self.headers = []
+        self.url = b""
         return self.transport, self._stream_chunked
 
     def release(self, *, abort: bool) -> None:
