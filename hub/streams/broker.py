@@ -30,6 +30,8 @@ from hub.store.base import Event, EventQuery
 # Each queued event also holds its SSE frame once framed, so the memory a full queue pins
 # is about twice this.
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+# Queued events given to a resumed connection per write.
+FLUSH_BYTES = 64 * 1024
 
 
 class SubscriptionClosed(Exception):
@@ -42,8 +44,13 @@ class Sink(Protocol):
     # True while the connection's write buffer is above its high-water mark.
     write_paused: bool
 
-    def deliver(self, event: Event) -> None:
-        """Write the event's frame now (it may end the stream)."""
+    def deliver(self, event: Event) -> bool:
+        """Take the event's frame, to be written by ``send_pending`` (it may end the
+        stream); True if it holds nothing else yet."""
+        ...
+
+    def send_pending(self) -> None:
+        """Write what ``deliver`` took, in one write."""
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the client."""
@@ -83,13 +90,14 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self.sink: Sink | None = None
 
-    def push(self, event: Event) -> None:
+    def push(self, event: Event) -> bool:
+        """Queue the event, or give it to the sink; True if the sink now has writes
+        pending (its ``send_pending`` is due)."""
         if self.closed:
-            return
+            return False
         sink = self.sink
         if sink is not None and not sink.write_paused and not self._events:
-            sink.deliver(event)
-            return
+            return sink.deliver(event)
         size = len(event.data)
         held = self._queued_bytes + self._writing_bytes
         if sink is not None:
@@ -98,10 +106,11 @@ class Subscription:
         if len(self._events) >= self.maxsize or (held and held + size > self.max_bytes):
             self.overflowed = True
             self.close()
-            return
+            return False
         self._events.append(event)
         self._queued_bytes += size
         self._wake()
+        return False
 
     def close(self) -> None:
         self.closed = True
@@ -121,14 +130,18 @@ class Subscription:
         """Give queued events to the sink, for as long as its connection takes them."""
         events = self._events
         taken = 0
-        while taken < len(events):
+        sink = self.sink
+        # Up to the high-water mark's worth at a time: the connection pauses in the write.
+        while sink is not None and not sink.write_paused and taken < len(events):
+            batch = 0
+            while taken < len(events) and batch < FLUSH_BYTES:
+                event = events[taken]
+                taken += 1
+                self._queued_bytes -= len(event.data)
+                batch += len(event.data)
+                sink.deliver(event)
+            sink.send_pending()
             sink = self.sink
-            if sink is None or sink.write_paused:
-                break
-            event = events[taken]
-            taken += 1
-            self._queued_bytes -= len(event.data)
-            sink.deliver(event)
         del events[:taken]
 
     def nudge(self) -> None:
@@ -231,6 +244,9 @@ class Broker:
         raise ValueError("a subscription watches one channel or one task")
 
     def publish(self, events: Sequence[Event]) -> None:
+        # Streams that write their own connection take every frame of the batch first, then
+        # write them in one go: one write per subscriber per publish, not per event.
+        pending: list[Sink] = []
         for event in events:
             for index, key in (
                 (self._by_channel, event.channel_id),
@@ -243,8 +259,10 @@ class Broker:
                     continue
                 # A copy: a push may close a subscriber, whose cleanup edits the set.
                 for subscription in tuple(subscribers):
-                    if subscription.query.matches(event):
-                        subscription.push(event)
+                    if subscription.query.matches(event) and subscription.push(event):
+                        pending.append(subscription.sink)  # type: ignore[arg-type]
+        for sink in pending:
+            sink.send_pending()
 
     def close(self) -> None:
         """End every stream now and refuse new ones: the server is shutting down."""

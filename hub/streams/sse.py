@@ -168,6 +168,7 @@ class EventStream(Response):
         self.write_paused = False
         self._paused_since = 0.0
         self._request_id: str | None = None
+        self._pending: list[bytes] = []  # frames taken from a publish, not yet written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         carrier = scope.get("extensions", {}).get(CARRIER)
@@ -278,23 +279,33 @@ class EventStream(Response):
 
     # -- writing its own connection (the broker calls these, and the connection) ----------
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, event: Event) -> bool:
         last = self._last
         if last is not None and event.id <= last:
-            return
+            return False
         if self._render is None:
             data = events.chunked(event) if self._chunked else events.frame(event)
         else:
             frame = self._render(event)
             if frame is None:
                 self._last = event.id
-                return
+                return False
             data = events.chunk(frame) if self._chunked else frame
-        self._transport.write(data)
         self._last = event.id
-        self._active = True
+        pending = self._pending
+        pending.append(data)
         if self._is_last is not None and self._is_last(event):
             self._finish(abort=False)
+            return False
+        return len(pending) == 1
+
+    def send_pending(self) -> None:
+        pending = self._pending
+        if not pending or self._transport is None:
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        self._active = True
 
     def buffered(self) -> int:
         transport = self._transport
@@ -334,6 +345,9 @@ class EventStream(Response):
             subscription.sink = None
             self._broker.discard(subscription)
         self._leave()
+        if not abort:
+            self.send_pending()
+        self._pending.clear()
         carrier, self._carrier, self._transport = self._carrier, None, None
         if carrier is not None:
             carrier.release(abort=abort)
