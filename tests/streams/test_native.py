@@ -118,9 +118,13 @@ async def test_a_connection_that_stops_taking_writes_is_cut_off(make_settings, h
         heartbeat_seconds=60, send_timeout_seconds=0.5, subscriber_queue_size=10_000
     )
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
     handler.addFilter(logs._WithRequestId())
-    handler.emit = records.append  # type: ignore[method-assign]
     sse_log = logging.getLogger("hub.streams.sse")
     sse_log.addHandler(handler)
     sse_log.setLevel(logging.INFO)
