@@ -1,6 +1,7 @@
 """The bench's own pieces: arguments, plans, the report's goals, source addresses."""
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from bench import report, rows, run
 from bench.sse_client import Client, ClientConfig
 from bench.targets import Nchan
+from tests.helpers import until
 
 
 def test_arguments_and_plans(tmp_path: Path) -> None:
@@ -87,14 +89,22 @@ def test_goals_are_judged_on_same_run_ratios() -> None:
 
 async def test_the_client_binds_its_source_addresses() -> None:
     seen: list[str] = []
+    served: list[asyncio.Future[None]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        done = asyncio.get_running_loop().create_future()
+        served.append(done)
         seen.append(writer.get_extra_info("peername")[0])
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\n\r\nretry: 1\n\n")
-        await writer.drain()
-        await reader.read()
-        writer.close()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\nretry: 1\n\n")
+            await writer.drain()
+            await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            done.set_result(None)
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -103,4 +113,6 @@ async def test_the_client_binds_its_source_addresses() -> None:
         await client.open_all()
         assert len(client.connections) == 4, client.failures
         client.close_all()
+        await until(lambda: len(served) == 4)
+        await asyncio.gather(*served)
     assert sorted(seen) == ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"]

@@ -5,6 +5,7 @@ stream and keep-alive after it. Raw sockets against a real server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -37,6 +38,12 @@ async def open_stream(
     return reader, writer, head
 
 
+async def shut(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 def carried(hub, channel_id: str) -> int:
     """Subscriptions of the channel that a stream's connection takes events from."""
     subscribers = hub.state.broker._by_channel.get(channel_id, ())
@@ -66,7 +73,7 @@ async def test_frames_go_out_as_chunks_and_the_end_leaves_the_connection_usable(
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     again = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert again.startswith(b"HTTP/1.1 200")
-    writer.close()
+    await shut(writer)
 
 
 async def test_live_streams_hold_no_task_each(live, http):
@@ -79,7 +86,7 @@ async def test_live_streams_hold_no_task_each(live, http):
     for reader, _, _ in streams:
         await asyncio.wait_for(reader.readuntil(b"id: 1\n"), 10)
     for _, writer, _ in streams:
-        writer.close()
+        await shut(writer)
     # A client that hangs up is forgotten at once.
     await until(lambda: carried(live, channel["id"]) == 0 and not live.state.streams.open)
 
@@ -99,7 +106,7 @@ async def test_a_replay_then_live_with_no_gap(live, http):
         b"id: 3",
         b"id: 4",
     ]
-    writer.close()
+    await shut(writer)
 
 
 async def test_a_heartbeat_is_a_chunk_of_its_own(make_settings, http):
@@ -110,7 +117,7 @@ async def test_a_heartbeat_is_a_chunk_of_its_own(make_settings, http):
         data = b""
         while b"4\r\n: \n\n\r\n" not in data:
             data += await asyncio.wait_for(reader.read(4096), 10)
-        writer.close()
+        await shut(writer)
 
 
 async def test_a_connection_that_stops_taking_writes_is_cut_off(make_settings, http):
@@ -140,4 +147,4 @@ async def test_a_connection_that_stops_taking_writes_is_cut_off(make_settings, h
         sse_log.removeHandler(handler)
         [cut] = [r for r in records if "stopped reading" in r.getMessage()]
         assert getattr(cut, "request_id", None) == "stream-7"  # the stream's own request's
-        writer.close()
+        await shut(writer)
