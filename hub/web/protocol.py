@@ -100,6 +100,7 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._stream_chunked = True
         self._stream_keep_alive = False
         self._lost = False
+        self._message_done = False  # the current request's body has been read to its end
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -166,6 +167,11 @@ class _BoundedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._message_done = False
+
+    def on_message_complete(self) -> None:
+        self._message_done = True
+        super().on_message_complete()
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self.BOUNDS.max_header_bytes:
@@ -212,7 +218,9 @@ class _BoundedProtocol(HttpToolsProtocol):
         cycle.response_complete = True
         self._stream = stream
         self._stream_chunked = bool(cycle.chunked_encoding)
-        self._stream_keep_alive = cycle.keep_alive
+        # A request whose body is still coming cannot be followed by another: the bytes
+        # dropped while the stream had the connection were part of it.
+        self._stream_keep_alive = cycle.keep_alive and self._message_done
         if self.flow.write_paused:
             stream.paused()
         # What the request held (its scope, headers, the cycle and its event) is not needed
