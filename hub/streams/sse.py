@@ -286,7 +286,13 @@ class EventStream(Response):
         if self._render is None:
             data = events.chunked(event) if self._chunked else events.frame(event)
         else:
-            frame = self._render(event)
+            try:
+                frame = self._render(event)
+            except Exception:
+                # In the publisher's pass: one stream's bad frame must not stop the others.
+                log.exception("a stream could not render event %d; it ends", event.id)
+                self._finish(abort=False)
+                return False
             if frame is None:
                 self._last = event.id
                 return False
