@@ -1,27 +1,22 @@
 """Medians over rounds, ratios measured within each round, the targets, and the table.
 
-A column per target that took part in the run: hub-pg (the hub on PostgreSQL) only with
-``--postgres``. The targets ("hub meets it?") are judged on the SQLite hub, as before."""
+A column per target that took part in the run: baseline (the hub at another commit) only
+with ``--baseline``, hub-pg (the hub on PostgreSQL) only with ``--postgres``. Then issue 16's
+goals, each judged on this run's figures: a ratio is the median of the ratios measured
+within each round, so two builds are always compared minutes apart, not runs apart."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-TARGETS = ("hub", "hub-pg", "bare", "nchan")
-TITLES = {"hub": "hub", "hub-pg": "hub-pg", "bare": "bare", "nchan": "Nchan"}
+TARGETS = ("hub", "baseline", "hub-pg", "bare", "nchan")
+TITLES = {"hub": "hub", "baseline": "baseline", "hub-pg": "hub-pg", "bare": "bare",
+          "nchan": "Nchan"}  # fmt: skip
 
 # rounds[i][row][target] = figures of that row for that target in round i
 Rounds = list[dict[str, dict[str, dict[str, Any]]]]
-
-
-@dataclass(frozen=True)
-class Goal:
-    text: str
-    met: Callable[[float], bool]
-    on_ratio: bool  # tested on the line's first ratio, else on the hub's figure
 
 
 @dataclass(frozen=True)
@@ -31,38 +26,76 @@ class Line:
     key: str
     digits: int = 0
     ratios: tuple[tuple[str, str], ...] = ()  # each shown where both targets ran
-    goal: Goal | None = None
     cpu: bool = False  # the row's CPU columns go on this line
 
 
 PG = ("hub-pg", "hub")
+BASE = ("hub", "baseline")
 
 LINES = (
     Line("intake: callbacks/s, 1 KB, wrk -t2 -c50", "intake", "requests_per_s",
-         ratios=(("hub", "bare"), ("hub-pg", "bare"), PG),
-         goal=Goal(">= 0.5 x bare", lambda r: r >= 0.5, True), cpu=True),
-    Line("  the same: wrk p99 ms", "intake", "latency_p99_ms", 1, ratios=(PG,)),
+         ratios=(("hub", "bare"), BASE, ("hub-pg", "bare"), PG), cpu=True),
+    Line("  the same: wrk p99 ms", "intake", "latency_p99_ms", 1, ratios=(BASE, PG)),
     Line("fan-out, 100 subscribers: deliveries/s", "fanout", "deliveries_per_s",
-         ratios=(("hub", "nchan"), PG),
-         goal=Goal(">= 0.25 x Nchan", lambda r: r >= 0.25, True), cpu=True),
-    Line("  the same: publishes/s", "fanout", "publishes_per_s", ratios=(PG,)),
-    Line("latency @200/s, 100 subscribers: p50 ms", "latency_100", "p50_ms", 2, ratios=(PG,),
-         cpu=True),
-    Line("  the same: p99 ms", "latency_100", "p99_ms", 2, ratios=(PG,),
-         goal=Goal("p99 <= 2.5 ms", lambda v: v <= 2.5, False)),
+         ratios=(("hub", "nchan"), BASE, PG), cpu=True),
+    Line("  the same: publishes/s", "fanout", "publishes_per_s", ratios=(BASE, PG)),
+    Line("latency @200/s, 100 subscribers: p50 ms", "latency_100", "p50_ms", 2,
+         ratios=(("hub", "nchan"), BASE, PG), cpu=True),
+    Line("  the same: p99 ms", "latency_100", "p99_ms", 2, ratios=(("hub", "nchan"), BASE, PG)),
+    Line("  the same: servers' CPU s", "latency_100", "server_cpu_s", 2,
+         ratios=(("hub", "nchan"), BASE, PG)),
     Line("latency @200/s, 1,000 subscribers: p50 ms", "latency_1000", "p50_ms", 2,
-         ratios=(PG,), cpu=True),
-    Line("  the same: p99 ms", "latency_1000", "p99_ms", 2, ratios=(PG,),
-         goal=Goal("p99 <= 30 ms", lambda v: v <= 30, False)),
-    Line("idle: SSE connections held", "idle", "held",
-         goal=Goal("10,000 held", lambda v: v >= 10_000, False), cpu=True),
+         ratios=(BASE, ("hub", "nchan"), PG), cpu=True),
+    Line("  the same: p99 ms", "latency_1000", "p99_ms", 2, ratios=(BASE, ("hub", "nchan"), PG)),
+    Line("idle: SSE connections held", "idle", "held", cpu=True),
     Line("  the same: server KB per connection", "idle", "kb_per_connection", 1,
-         ratios=(("hub", "nchan"),), goal=Goal("<= 2 x Nchan", lambda r: r <= 2.0, True)),
-    Line("  the same: seconds to open the 10,000", "idle", "connect_seconds", 1),
+         ratios=(("hub", "nchan"), BASE)),
+    Line("  the same: seconds to open them", "idle", "connect_seconds", 1, ratios=(BASE,)),
     Line("  the same: one event reaches all, ms", "idle", "all_received_ms", 1,
-         goal=Goal("<= 1000 ms", lambda v: v <= 1000, False)),
+         ratios=(("hub", "nchan"), BASE)),
     Line("catch-up: 10,000 events behind, ms", "catch_up", "seconds", 1,
-         goal=Goal("<= 1000 ms", lambda v: v <= 1000, False), cpu=True),
+         ratios=(BASE, ("hub", "nchan")), cpu=True),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One line of issue 16's goal table: a ratio between two targets (or the hub's own
+    figure, when ``bottom`` is None) tested against a bound."""
+
+    text: str
+    row: str
+    key: str
+    top: str
+    bottom: str | None
+    bound: float
+    at_most: bool  # else at least
+    needs: str = ""  # what the run must include for it to be measured
+
+
+GOALS = (
+    Goal("latency @200/s, 100 subscribers: p50 <= 1.5 x Nchan's", "latency_100", "p50_ms",
+         "hub", "nchan", 1.5, True),
+    Goal("latency @200/s, 100 subscribers: p99 <= 2 x Nchan's", "latency_100", "p99_ms",
+         "hub", "nchan", 2.0, True),
+    Goal("latency @200/s, 100 subscribers: hub server CPU <= 1.5 x Nchan's", "latency_100",
+         "server_cpu_s", "hub", "nchan", 1.5, True),
+    Goal("latency @200/s, 1,000 subscribers: p99 <= 0.15 x the baseline's", "latency_1000",
+         "p99_ms", "hub", "baseline", 0.15, True, "--baseline"),
+    Goal("latency @200/s, 1,000 subscribers: p99 <= 30 ms (on BENCHMARKS.md's machine)",
+         "latency_1000", "p99_ms", "hub", None, 30.0, True),
+    Goal("durable intake, 1 KB unique bodies: SQLite >= 1.0 x bare", "intake",
+         "requests_per_s", "hub", "bare", 1.0, False),
+    Goal("durable intake, 1 KB unique bodies: two replicas on PostgreSQL >= 0.8 x bare",
+         "intake", "requests_per_s", "hub-pg", "bare", 0.8, False, "--postgres"),
+    Goal("idle streams: KB per connection <= 1.0 x Nchan's", "idle", "kb_per_connection",
+         "hub", "nchan", 1.0, True),
+    Goal("idle streams: 50,000 held by one process", "idle", "held", "hub", None, 50_000.0,
+         False, "--idle 50000"),
+    Goal("idle streams: one event reaches all of them in <= 1 s", "idle", "all_received_ms",
+         "hub", None, 1000.0, True),
+    Goal("catch-up, 10,000 events behind: no worse than the baseline (<= 1.1 x, for noise)",
+         "catch_up", "seconds", "hub", "baseline", 1.1, True, "--baseline"),
 )  # fmt: skip
 
 SCALE = {("catch_up", "seconds"): 1000.0}
@@ -96,7 +129,7 @@ def ratio_median(rounds: Rounds, line: Line, top: str, bottom: str) -> float | N
 
 
 def summarize(rounds: Rounds) -> list[dict[str, Any]]:
-    """One entry per line: the median per target, the medians of per-round ratios, verdict."""
+    """One entry per line: the median per target and the medians of per-round ratios."""
     targets = present(rounds)
     summary = []
     for line in LINES:
@@ -108,16 +141,51 @@ def summarize(rounds: Rounds) -> list[dict[str, Any]]:
             for top, bottom in line.ratios
             if top in targets and bottom in targets
         }
-        first = next(iter(ratios.values()), None)
-        verdict = None
-        if line.goal is not None:
-            tested = first if line.goal.on_ratio else per_target.get("hub")
-            verdict = None if tested is None else line.goal.met(tested)
-        summary.append(
-            {"line": line, "medians": per_target, "ratio": first, "ratios": ratios,
-             "verdict": verdict}
-        )  # fmt: skip
+        summary.append({"line": line, "medians": per_target, "ratios": ratios})
     return summary
+
+
+def judge(rounds: Rounds) -> list[dict[str, Any]]:
+    """Each goal: what was measured (a median of per-round ratios, or the hub's median) and
+    whether it meets the bound; ``met`` is None where the run could not measure it."""
+    targets = present(rounds)
+    out = []
+    for goal in GOALS:
+        line = Line(goal.text, goal.row, goal.key)
+        measured: float | None = None
+        if goal.top in targets and (goal.bottom is None or goal.bottom in targets):
+            if goal.bottom is None:
+                measured = median([value(r.get(goal.row, {}), goal.top, line) for r in rounds])
+            else:
+                measured = ratio_median(rounds, line, goal.top, goal.bottom)
+        met = None
+        if measured is not None:
+            met = measured <= goal.bound if goal.at_most else measured >= goal.bound
+            if goal.key == "held":
+                wanted = median([r.get("idle", {}).get("hub", {}).get("wanted") for r in rounds])
+                if wanted is not None and wanted < goal.bound:
+                    met = None  # the run opened fewer than the goal asks
+        out.append({"goal": goal, "measured": measured, "met": met})
+    return out
+
+
+def goals_table(rounds: Rounds) -> str:
+    """Issue 16's goals, each with what this run measured and whether it was met."""
+    out = ["| goal | measured | met? |", "|---|---|---|"]
+    for entry in judge(rounds):
+        goal: Goal = entry["goal"]
+        measured = entry["measured"]
+        if measured is None:
+            shown = f"not measured (needs {goal.needs})" if goal.needs else "not measured"
+        elif goal.bottom is None:
+            shown = f"hub {measured:,.1f}"
+        else:
+            shown = f"{goal.top}/{goal.bottom} {measured:.2f}"
+        if goal.key == "held" and measured is not None and entry["met"] is None:
+            shown += f" (the run opened fewer; needs {goal.needs})"
+        verdict = {True: "yes", False: "**no**", None: "-"}[entry["met"]]
+        out.append(f"| {goal.text} | {shown} | {verdict} |")
+    return "\n".join(out)
 
 
 def cpu_cell(rounds: Rounds, row: str, key: str) -> str:
@@ -148,41 +216,37 @@ def table(rounds: Rounds) -> str:
     targets = present(rounds)
     titles = [TITLES[t] for t in targets]
     header = (
-        f"| what | {' | '.join(titles)} | ratio | target | hub meets it? "
+        f"| what | {' | '.join(titles)} | ratios "
         f"| load clients' CPU: {' / '.join(titles)} | servers' CPU: {' / '.join(titles)} |"
     )
-    out = [header, "|" + "---|" * (len(targets) + 6)]
+    out = [header, "|" + "---|" * (len(targets) + 4)]
     for entry in summarize(rounds):
         line: Line = entry["line"]
         medians = entry["medians"]
         shown = [f"{name} {v:.2f}" for name, v in entry["ratios"].items() if v is not None]
         ratio = "; ".join(shown) or "-"
-        verdict = {True: "yes", False: "**no**", None: "-"}[entry["verdict"]]
-        goal = line.goal.text if line.goal else ""
         load = cpu_cell(rounds, line.row, "client_cpu_s") if line.cpu else ""
         server = cpu_cell(rounds, line.row, "server_cpu_s") if line.cpu else ""
         cells = [number(medians[t], line.digits) for t in targets]
-        out.append(
-            f"| {line.label} | {' | '.join(cells)} | {ratio} | {goal} | {verdict} "
-            f"| {load} | {server} |"
-        )
+        out.append(f"| {line.label} | {' | '.join(cells)} | {ratio} | {load} | {server} |")
     return "\n".join(out)
 
 
-def medians_json(rounds: Rounds) -> list[dict[str, Any]]:
-    return [
+def medians_json(rounds: Rounds) -> dict[str, Any]:
+    lines = [
         {
             "what": e["line"].label.strip(),
             "row": e["line"].row,
             "key": e["line"].key,
             "medians": e["medians"],
-            "ratio": e["ratio"],
             "ratios": e["ratios"],
-            "target": e["line"].goal.text if e["line"].goal else None,
-            "met": e["verdict"],
         }
         for e in summarize(rounds)
     ]
+    goals = [
+        {"goal": e["goal"].text, "measured": e["measured"], "met": e["met"]} for e in judge(rounds)
+    ]
+    return {"lines": lines, "goals": goals}
 
 
 def warnings(rounds: Rounds) -> list[str]:

@@ -85,6 +85,19 @@ def client_config(target: Target, channel: Channel, count: int, **options: Any) 
     )
 
 
+# Connections from one source address to one server address and port: the kernel's
+# ephemeral port range (32768-60999 by default) is shared by them, so keep well inside it.
+PER_SOURCE = 20_000
+
+
+def source_addresses(host: str, count: int) -> list[str]:
+    """Loopback source addresses to spread ``count`` connections over, or none (the
+    kernel's choice) when one address is enough or the server is not on 127.0.0.0/8."""
+    if count <= PER_SOURCE or not host.startswith("127."):
+        return []
+    return [f"127.0.0.{n}" for n in range(2, 2 + -(-count // PER_SOURCE))]
+
+
 def ready_figures(subscribers: Subscribers, wanted: int) -> Figures:
     ready = subscribers.ready
     if ready["connected"] != wanted:
@@ -247,8 +260,9 @@ async def idle(target: Target, plan: Plan) -> Figures:
     cpu = target.server.cpu_seconds()
     count = plan.idle_connections
     config = client_config(
-        target, channel, count, mode="latency", target_frames=1, connect_concurrency=250
-    )
+        target, channel, count, mode="latency", target_frames=1, connect_concurrency=250,
+        sources=source_addresses(target.host, count),
+    )  # fmt: skip
     async with subscribed(config) as subscribers:
         figures = ready_figures(subscribers, count)
         await asyncio.sleep(plan.settle_seconds)
@@ -265,6 +279,8 @@ async def idle(target: Target, plan: Plan) -> Figures:
     subscribed_count = figures["subscribed"]
     found = final["latency"]
     return figures | {
+        "wanted": count,
+        "sources": len(config.sources) or 1,
         "held": reached["open"],
         "received": reached["reached"],
         "disconnected": final["closed_by_server"],

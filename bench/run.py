@@ -1,11 +1,13 @@
 """Runs every row against every target it applies to, several rounds, then prints the table
 of medians and ratios and writes the raw figures as JSON.
 
-Started by ``scripts/bench``. It starts each server afresh for each measurement (see
-``bench.servers``) and its load clients (wrk and ``bench.sse_client``), and stops each of
-them by PID; SIGTERM stops the run and everything it started. With ``--postgres`` the hub
-also runs as two replicas on a fresh PostgreSQL database per measurement (``bench.hub_pg``),
-dropped after it.
+Started by ``scripts/bench``. With ``--baseline CHECKOUT`` the hub of another commit (its
+worktree and ``.venv``, made by scripts/bench) is one more target, "baseline".
+
+It starts each server afresh for each measurement (see ``bench.servers``) and its load
+clients (wrk and ``bench.sse_client``), and stops each of them by PID; SIGTERM stops the run
+and everything it started. With ``--postgres`` the hub also runs as two replicas on a fresh
+PostgreSQL database per measurement (``bench.hub_pg``), dropped after it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,23 @@ from bench import databases, machine, report, rows
 from bench.hub_pg import HubPostgres
 from bench.rows import Plan
 from bench.servers import PidFile
-from bench.targets import Bare, Hub, Nchan, Target
+from bench.targets import Bare, Baseline, Hub, Nchan, Target
 
 QUICK = Plan(
     intake_seconds=4.0,
     fanout_seconds=4.0,
     latency_seconds=3.0,
     settle_seconds=0.5,
+)
+
+# Checks the tooling end to end in about a minute; its figures mean nothing.
+SMOKE = Plan(
+    intake_seconds=1.0,
+    fanout_seconds=1.0,
+    latency_seconds=1.0,
+    settle_seconds=0.2,
+    idle_connections=300,
+    catch_up_events=500,
 )
 
 Measure = Callable[[Target, Plan], Awaitable[dict[str, Any]]]
@@ -50,14 +62,14 @@ async def _latency_1000(target: Target, plan: Plan) -> dict[str, Any]:
 
 
 # In this order within each round: the idle row last, as it leaves 10,000 streams to close.
-# hub-pg takes part only with --postgres.
+# hub-pg takes part only with --postgres, baseline only with --baseline.
 ROWS: tuple[tuple[str, Measure, tuple[str, ...]], ...] = (
-    ("intake", rows.intake, ("hub", "hub-pg", "bare", "nchan")),
-    ("fanout", rows.fanout, ("hub", "hub-pg", "nchan")),
-    ("latency_100", _latency_100, ("hub", "hub-pg", "nchan")),
-    ("latency_1000", _latency_1000, ("hub", "hub-pg", "nchan")),
-    ("catch_up", rows.catch_up, ("hub", "nchan")),
-    ("idle", rows.idle, ("hub", "nchan")),
+    ("intake", rows.intake, ("hub", "baseline", "hub-pg", "bare", "nchan")),
+    ("fanout", rows.fanout, ("hub", "baseline", "hub-pg", "nchan")),
+    ("latency_100", _latency_100, ("hub", "baseline", "hub-pg", "nchan")),
+    ("latency_1000", _latency_1000, ("hub", "baseline", "hub-pg", "nchan")),
+    ("catch_up", rows.catch_up, ("hub", "baseline", "nchan")),
+    ("idle", rows.idle, ("hub", "baseline", "nchan")),
 )
 SETTINGS = (
     "heartbeat_seconds", "subscriber_queue_size", "sqlite_synchronous", "send_timeout_seconds",
@@ -65,11 +77,13 @@ SETTINGS = (
 )  # fmt: skip
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__)
     parser.add_argument("--workdir", type=Path, required=True, help="a fresh tmp dir")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--quick", action="store_true", help="2 rounds of shorter runs")
+    speed.add_argument("--smoke", action="store_true", help="1 round of tiny runs (tooling)")
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     parser.add_argument("--command", default="scripts/bench", help="as shown in the output")
     parser.add_argument(
@@ -77,7 +91,27 @@ def parse_args() -> argparse.Namespace:
         metavar="ADMIN_URL",
         help="also run hub-pg, its databases made and dropped through this one",
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run 'baseline': the hub of this checkout (with its own .venv)",
+    )
+    parser.add_argument("--baseline-rev", default="?", help="its commit, as shown")
+    parser.add_argument("--idle", type=int, help="idle streams to open (default: the plan's)")
+    args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / ".venv" / "bin" / "hub").exists():
+        parser.error(f"--baseline {args.baseline}: no .venv/bin/hub there")
+    if args.idle is not None and args.idle < 1:
+        parser.error("--idle must be at least 1")
+    return args
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    plan = SMOKE if args.smoke else QUICK if args.quick else Plan()
+    if args.idle is not None:
+        plan = dataclasses.replace(plan, idle_connections=args.idle)
+    return plan
 
 
 def free_ports(count: int) -> list[int]:
@@ -104,14 +138,19 @@ def hub_settings(hub: Hub) -> dict[str, str]:
     return shown
 
 
-def make_targets(workdir: Path, postgres: str | None) -> dict[str, Target]:
-    hub_port, bare_port, nchan_port, pg_a, pg_b = free_ports(5)
+def make_targets(args: argparse.Namespace, plan: Plan) -> dict[str, Target]:
+    workdir = args.workdir
+    hub_port, base_port, bare_port, nchan_port, pg_a, pg_b = free_ports(6)
     api_key = "bench-" + secrets.token_hex(8)
     targets: dict[str, Target] = {"hub": Hub(hub_port, workdir, api_key=api_key)}
-    if postgres:
-        targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, api_key, postgres)
+    if args.baseline is not None:
+        targets["baseline"] = Baseline(
+            base_port, workdir, api_key, args.baseline, args.baseline_rev
+        )
+    if args.postgres:
+        targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, api_key, args.postgres)
     targets["bare"] = Bare(bare_port, workdir)
-    targets["nchan"] = Nchan(nchan_port, workdir)
+    targets["nchan"] = Nchan(nchan_port, workdir, plan.idle_connections)
     return targets
 
 
@@ -169,13 +208,15 @@ async def main() -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    plan = QUICK if args.quick else Plan()
+    plan = plan_of(args)
     if args.quick:
         args.rounds = min(args.rounds, 2)
+    if args.smoke:
+        args.rounds = 1
     started = datetime.now(UTC)
     clock = time.monotonic()
     box = machine.describe()
-    by_name = make_targets(args.workdir, args.postgres)
+    by_name = make_targets(args, plan)
     hub = by_name["hub"]
     assert isinstance(hub, Hub)
     settings = hub_settings(hub)
@@ -196,6 +237,7 @@ async def main() -> None:
     print(f"plan: {args.rounds} rounds, {dataclasses.asdict(plan)}", flush=True)
     rounds = await run_rounds(args, plan, by_name)
     table = report.table(rounds)
+    goals = report.goals_table(rounds)
     notes = report.warnings(rounds)
     seconds = time.monotonic() - clock
     print()
@@ -205,6 +247,11 @@ async def main() -> None:
         "the subscriber process and the publishing harness"
     )
     print(table)
+    print()
+    print("issue 16's goals, on this run's figures:")
+    print(goals)
+    if args.smoke:
+        print("(--smoke: tiny runs that check the tooling; these figures mean nothing)")
     for note in notes:
         print(f"note: {note}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +261,10 @@ async def main() -> None:
                 "started_at": started.isoformat(timespec="seconds"),
                 "command": args.command,
                 "quick": args.quick,
+                "smoke": args.smoke,
+                "baseline": {"rev": args.baseline_rev, "checkout": str(args.baseline)}
+                if args.baseline is not None
+                else None,
                 "rounds_run": args.rounds,
                 "measure_seconds": seconds,
                 "machine": box,
@@ -224,6 +275,7 @@ async def main() -> None:
                 "notes": notes,
                 "rounds": rounds,
                 "table": table,
+                "goals_table": goals,
             },
             indent=2,
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import socket
 import sys
 import time
 from array import array
@@ -31,6 +32,7 @@ from typing import Any, cast
 ID_LINE = b"\nid:"
 SENT_TOKEN = b'"sent_ns":'
 MAX_HEAD_BYTES = 16_384
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class ClientConfig:
     target_frames: int = 0
     connect_concurrency: int = 200
     connect_timeout: float = 60.0
+    # Source addresses to bind to, in turn (127.0.0.x): each holds about 28,000 connections
+    # to one server port, so 50,000 need two or more. Empty: the kernel chooses.
+    sources: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, raw: str) -> ClientConfig:
@@ -193,15 +198,20 @@ class Client:
         gate = asyncio.Semaphore(self.config.connect_concurrency)
         latency = self.config.mode == "latency"
 
-        async def open_one() -> None:
+        sources = self.config.sources
+
+        async def open_one(number: int) -> None:
             async with gate:
                 try:
                     async with asyncio.timeout(self.config.connect_timeout):
                         _, protocol = await loop.create_connection(
                             lambda: SseConnection(self.totals, latency),
+                            sock=await self._connected(sources[number % len(sources)]),
+                        ) if sources else await loop.create_connection(
+                            lambda: SseConnection(self.totals, latency),
                             self.config.host,
                             self.config.port,
-                        )
+                        )  # fmt: skip
                         assert protocol.transport is not None
                         protocol.transport.write(request)
                         await protocol.started
@@ -212,8 +222,24 @@ class Client:
                 self.totals.open += 1
 
         self.connect_start_ns = time.monotonic_ns()
-        await asyncio.gather(*(open_one() for _ in range(self.config.connections)))
+        await asyncio.gather(*(open_one(n) for n in range(self.config.connections)))
         self.connect_seconds = (time.monotonic_ns() - self.connect_start_ns) / 1e9
+
+    async def _connected(self, source: str) -> socket.socket:
+        """A TCP socket from ``source`` connected to the server. The port is left to the
+        connect (IP_BIND_ADDRESS_NO_PORT), so it is chosen per destination, not per bind."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(
+                sock, (self.config.host, self.config.port)
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     async def wait(self, seconds: float) -> None:
         totals = self.totals

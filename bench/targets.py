@@ -7,6 +7,8 @@
   measurement; POST and EventSource GET on ``/ch/<id>``.
 - bare: ``bare.py`` on uvicorn, ``POST /cb`` (intake only: it has no streams).
 - the hub on PostgreSQL, two replicas: see ``bench.hub_pg``.
+- the baseline: the hub as another commit built it (``scripts/bench --baseline REV``), from
+  that commit's worktree and ``.venv``, started as the hub is.
 """
 
 from __future__ import annotations
@@ -105,19 +107,21 @@ class Target:
 class Hub(Target):
     name = "hub"
 
-    def __init__(self, port: int, workdir: Path, api_key: str) -> None:
+    def __init__(self, port: int, workdir: Path, api_key: str, bin_dir: Path = VENV_BIN) -> None:
         super().__init__(port, workdir)
         self.api_key = api_key
+        self.bin_dir = bin_dir
         self._auth = {"Authorization": f"Bearer {api_key}"}
 
     def launch(self, instance: int) -> servers.Launch:
-        return self.hub_launch(self.port, self.workdir / f"hub-data-{instance}", "hub.log", {})
+        data_dir = self.workdir / f"{self.name}-data-{instance}"
+        return self.hub_launch(self.port, data_dir, f"{self.name}.log", {})
 
     def hub_launch(
         self, port: int, data_dir: Path, log: str, env: dict[str, str]
     ) -> servers.Launch:
         return servers.Launch(
-            argv=[str(VENV_BIN / "hub"), "serve", "--port", str(port)],
+            argv=[str(self.bin_dir / "hub"), "serve", "--port", str(port)],
             # Rate limits off: the bench measures the path, not the limiter; and the idle
             # row holds more connections (and streams, on one key) than a hub allows by default.
             env={
@@ -157,14 +161,40 @@ class Hub(Target):
         return {"Last-Event-ID": "0"}
 
 
+class Baseline(Hub):
+    """The hub at another commit: its own checkout and ``.venv``, the same settings."""
+
+    name = "baseline"
+
+    def __init__(self, port: int, workdir: Path, api_key: str, checkout: Path, rev: str):
+        super().__init__(port, workdir, api_key, bin_dir=checkout / ".venv" / "bin")
+        self.checkout = checkout
+        self.rev = rev
+
+    def launch(self, instance: int) -> servers.Launch:
+        data_dir = self.workdir / f"{self.name}-data-{instance}"
+        # Its own code only: a PYTHONPATH naming this checkout would shadow the commit's.
+        return self.hub_launch(self.port, data_dir, f"{self.name}.log", {"PYTHONPATH": ""})
+
+    def describe(self) -> str:
+        return f"commit {self.rev}, {super().describe()}"
+
+
 class Nchan(Target):
     name = "nchan"
+
+    def __init__(self, port: int, workdir: Path, connections: int = 10_000) -> None:
+        super().__init__(port, workdir)
+        # The idle row's streams, all of which may land on one worker, and some spare.
+        self.worker_connections = max(16_000, connections + 1_000)
 
     def launch(self, instance: int) -> servers.Launch:
         prefix = self.workdir / f"nginx-{self.port}"
         prefix.mkdir(exist_ok=True)
         conf = prefix / "nginx.conf"
         text = NCHAN_CONF.read_text().replace("@PREFIX@", str(prefix))
+        text = text.replace("@WORKER_CONNECTIONS@", str(self.worker_connections))
+        text = text.replace("@NOFILE@", str(self.worker_connections + 4_000))
         conf.write_text(text.replace("@PORT@", str(self.port)))
         return servers.Launch(
             argv=["nginx", "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")],

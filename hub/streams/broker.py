@@ -10,6 +10,12 @@ first: events carry callback bodies of up to a megabyte, and a thousand of those
 for one reader that stopped reading would pin a gigabyte. The bytes a stream has drained
 but not yet written count too, until it says they are written: a reader stuck in a write
 holds them as surely as its queue does.
+
+A subscription may have a ``sink``: a stream that writes to its connection itself (see
+``hub.streams.sse``). Then a push goes straight to the sink, in the publisher's own pass over
+the subscribers, with no queue, no task wake and no await, while the connection takes
+writes; once the connection's flow control pauses it, events queue under the same bounds,
+and the sink is given them when the connection resumes (``flush``).
 """
 
 from __future__ import annotations
@@ -17,16 +23,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from hub.store.base import Event, EventQuery
 
 # Each queued event also holds its SSE frame once framed, so the memory a full queue pins
 # is about twice this.
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+# Queued events given to a resumed connection per write.
+FLUSH_BYTES = 64 * 1024
 
 
 class SubscriptionClosed(Exception):
     pass
+
+
+class Sink(Protocol):
+    """What a subscription hands events to directly (a stream on its own connection)."""
+
+    # True while the connection's write buffer is above its high-water mark.
+    write_paused: bool
+
+    def deliver(self, event: Event) -> bool:
+        """Take the event's frame, to be written by ``send_pending`` (it may end the
+        stream); True if it holds nothing else yet."""
+        ...
+
+    def send_pending(self) -> None:
+        """Write what ``deliver`` took, in one write."""
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the client."""
+        ...
+
+    def subscription_closed(self) -> None:
+        """The subscription was closed (shutdown, overflow): end the stream."""
 
 
 class Subscription:
@@ -40,6 +71,7 @@ class Subscription:
         "maxsize",
         "overflowed",
         "query",
+        "sink",
     )
 
     def __init__(
@@ -56,24 +88,61 @@ class Subscription:
         self._queued_bytes = 0
         self._writing_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self.sink: Sink | None = None
 
-    def push(self, event: Event) -> None:
+    def push(self, event: Event) -> bool:
+        """Queue the event, or give it to the sink; True if the sink now has writes
+        pending (its ``send_pending`` is due)."""
         if self.closed:
-            return
+            return False
+        sink = self.sink
+        if sink is not None and not sink.write_paused and not self._events:
+            return sink.deliver(event)
         size = len(event.data)
         held = self._queued_bytes + self._writing_bytes
+        if sink is not None:
+            held += sink.buffered()
         # One event larger than the whole budget still goes to a reader holding nothing.
         if len(self._events) >= self.maxsize or (held and held + size > self.max_bytes):
             self.overflowed = True
             self.close()
-            return
+            return False
         self._events.append(event)
         self._queued_bytes += size
         self._wake()
+        return False
 
     def close(self) -> None:
         self.closed = True
         self._wake()
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.subscription_closed()
+
+    def attach(self, sink: Sink) -> None:
+        """From now on, events go to ``sink`` (those queued first)."""
+        self._writing_bytes = 0
+        self.sink = sink
+        self.flush()
+
+    def flush(self) -> None:
+        """Give queued events to the sink, for as long as its connection takes them."""
+        events = self._events
+        taken = 0
+        sink = self.sink
+        # Up to the high-water mark's worth at a time: the connection pauses in the write.
+        while sink is not None and not sink.write_paused and taken < len(events):
+            batch = 0
+            while taken < len(events) and batch < FLUSH_BYTES:
+                event = events[taken]
+                taken += 1
+                self._queued_bytes -= len(event.data)
+                batch += len(event.data)
+                sink.deliver(event)
+            sink.send_pending()
+            sink = self.sink
+        del events[:taken]
 
     def nudge(self) -> None:
         """Wake the waiter with no event: ``wait`` returns False, as on a timeout."""
@@ -137,22 +206,35 @@ class Broker:
     async def subscribe(
         self, query: EventQuery, maxsize: int | None = None, max_bytes: int | None = None
     ) -> AsyncIterator[Subscription]:
+        subscription = self.open(query, maxsize, max_bytes)
+        try:
+            yield subscription
+        finally:
+            self.discard(subscription)
+
+    def open(
+        self, query: EventQuery, maxsize: int | None = None, max_bytes: int | None = None
+    ) -> Subscription:
+        """A subscription that lasts until ``discard``: for a stream that outlives the
+        coroutine that opened it."""
         subscription = Subscription(
             query, maxsize or self._queue_size, max_bytes or self._queue_bytes
         )
         if self._closed:
             subscription.close()
-        index, key = self._index(query)
+        index, key = self._index(subscription.query)
         index.setdefault(key, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            subscription.close()
-            subscribers = index.get(key)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del index[key]
+        return subscription
+
+    def discard(self, subscription: Subscription) -> None:
+        """Close it and forget it (again is harmless)."""
+        subscription.close()
+        index, key = self._index(subscription.query)
+        subscribers = index.get(key)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del index[key]
 
     def _index(self, query: EventQuery) -> tuple[dict[str, set[Subscription]], str]:
         if query.channel_id is not None:
@@ -162,6 +244,9 @@ class Broker:
         raise ValueError("a subscription watches one channel or one task")
 
     def publish(self, events: Sequence[Event]) -> None:
+        # Streams that write their own connection take every frame of the batch first, then
+        # write them in one go: one write per subscriber per publish, not per event.
+        pending: list[Sink] = []
         for event in events:
             for index, key in (
                 (self._by_channel, event.channel_id),
@@ -174,13 +259,16 @@ class Broker:
                     continue
                 # A copy: a push may close a subscriber, whose cleanup edits the set.
                 for subscription in tuple(subscribers):
-                    if subscription.query.matches(event):
-                        subscription.push(event)
+                    if subscription.query.matches(event) and subscription.push(event):
+                        pending.append(subscription.sink)  # type: ignore[arg-type]
+        for sink in pending:
+            sink.send_pending()
 
     def close(self) -> None:
         """End every stream now and refuse new ones: the server is shutting down."""
         self._closed = True
         for index in (self._by_channel, self._by_task):
-            for subscribers in index.values():
-                for subscription in subscribers:
+            # Copies: closing a stream that writes its own connection forgets it at once.
+            for subscribers in list(index.values()):
+                for subscription in list(subscribers):
                     subscription.close()

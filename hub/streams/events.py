@@ -21,6 +21,31 @@ def frame(event: Event) -> bytes:
     return framed
 
 
+# The last event chunked, and its chunk: a publish writes one event to every subscriber in
+# turn, so one entry serves them all without a slot on every event.
+_last_chunked: tuple[Event | None, bytes] = (None, b"")
+
+
+def chunked(event: Event) -> bytes:
+    """The event's frame as one HTTP/1.1 chunk, for a stream that writes its own
+    connection."""
+    global _last_chunked
+    last, wire = _last_chunked
+    if last is not event:
+        wire = chunk(frame(event))
+        _last_chunked = (event, wire)
+    return wire
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+# The chunk that ends a chunked body.
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 def encode(data: bytes | str, *, event: str | None = None, id: int | str | None = None) -> bytes:
     """One SSE frame. Line breaks in ``data`` become several ``data:`` lines, as the spec
     requires; ``event`` and ``id`` cannot hold line breaks (they would forge fields)."""

@@ -4,6 +4,17 @@ duplicate at the seam.
 The seam: subscribe to the broker first, then read the store. An event committed before the
 subscription is in the store; one committed after it is in the queue; one in both is skipped
 by id, since ids only grow and the broker delivers in id order.
+
+Two ways to write. Under the hub's own server (``hub.web.protocol``) the request's scope
+carries a ``Carrier``, the connection itself. The stream then sends its head, ``retry:``
+and replay through ASGI as any response does, and once live hands itself to the connection
+and its subscription: from then on the broker's publish writes each event's frame (one
+chunk, made once and shared) straight to every subscriber's transport in one pass, and the
+ASGI call returns. No task, coroutine or ASGI ``send`` is held or woken per subscriber. The
+transport's flow control decides who is slow: while its buffer is over the high-water mark
+events queue under the subscription's bounds (overflow ends the stream), and one paused for
+longer than ``send_timeout`` is cut off. The clock (``Streams.tick``) writes heartbeats.
+Without a carrier (an in-process ASGI client, a HEAD) the stream stays in its ASGI call.
 """
 
 from __future__ import annotations
@@ -14,13 +25,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from hub.enums import EventType
+from hub.logs import request_id
 from hub.store.base import Event, EventQuery, Store
 from hub.streams import events
 from hub.streams.broker import Broker, Subscription, SubscriptionClosed
@@ -43,6 +55,30 @@ HEADERS = [
     # Tells nginx-style proxies not to buffer the stream.
     (b"x-accel-buffering", b"no"),
 ]
+
+
+# The scope extension under which the hub's server offers the connection to a stream.
+CARRIER = "hub.carrier"
+
+
+class Carrier(Protocol):
+    """The connection a stream can take over (``hub.web.protocol``'s, per connection)."""
+
+    def carry(self, scope: Scope, stream: EventStream) -> tuple[Any, bool] | None:
+        """Hand the connection answering ``scope`` to ``stream``: its transport and whether
+        the body is chunked, or None if it cannot be handed over (the stream stays in
+        ASGI). The connection then tells the stream ``paused()``, ``resumed()`` and
+        ``lost()``."""
+
+    def release(self, *, abort: bool) -> None:
+        """The stream is done: end the body (or abort the connection)."""
+
+    def gone(self) -> bool:
+        """The client has hung up (or the connection is closing)."""
+        ...
+
+    def cut(self) -> None:
+        """Abort the connection of a stream not handed over (stuck before going live)."""
 
 
 @dataclass(frozen=True)
@@ -141,15 +177,27 @@ class EventStream(Response):
         self._last_write = 0.0
         self._stalled = False
         self._heartbeat_due = False
+        # Set once the stream writes its own connection (see the module's doc).
+        self._carrier: Carrier | None = None
+        self._transport: Any = None
+        self._chunked = True
+        self._finished = False
+        self._active = False  # wrote since the clock last looked
+        self.write_paused = False
+        self._paused_since = 0.0
+        self._request_id: str | None = None
+        self._pending: list[bytes] = []  # frames taken from a publish, not yet written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        carrier = scope.get("extensions", {}).get(CARRIER)
+        if carrier is not None and scope.get("method") != "HEAD":
+            await self._serve_native(scope, send, carrier)
+            return
         self._send = send
         self._task = asyncio.current_task()
-        streams = self._streams
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         watcher = asyncio.create_task(self._watch_disconnect(receive))
-        streams.open.add(self)
-        streams.by_owner[self.owner] += 1
+        self._enter()
         try:
             await self._write(events.retry(self._config.retry_ms))
             await self._stream()
@@ -163,10 +211,7 @@ class EventStream(Response):
             self._task.uncancel()
             log.info("a subscriber stopped reading; its stream is cut off")
         finally:
-            streams.open.discard(self)
-            streams.by_owner[self.owner] -= 1
-            if not streams.by_owner[self.owner]:
-                del streams.by_owner[self.owner]
+            self._leave()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -175,6 +220,178 @@ class EventStream(Response):
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self._config.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _enter(self) -> None:
+        self._streams.open.add(self)
+        self._streams.by_owner[self.owner] += 1
+
+    def _leave(self) -> None:
+        streams = self._streams
+        streams.open.discard(self)
+        streams.by_owner[self.owner] -= 1
+        if not streams.by_owner[self.owner]:
+            del streams.by_owner[self.owner]
+
+    async def _serve_native(self, scope: Scope, send: Send, carrier: Carrier) -> None:
+        """The head, ``retry:`` and replay through ASGI, then the connection handed over."""
+        self._send = send
+        self._task = asyncio.current_task()
+        self._carrier = carrier
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        self._enter()
+        handed = False
+        try:
+            await self._write(events.retry(self._config.retry_ms))
+            if self._last is not None:
+                await self._announce_gap(self._last)
+            while not self._done:
+                subscription = self._broker.open(self._query)
+                self._subscription = subscription
+                try:
+                    if self._last is not None:
+                        await self._replay()
+                    if subscription.overflowed:
+                        continue  # live events outran the replay: again from where it got
+                    if not self._done:
+                        handed = self._hand_over(scope, carrier, subscription)
+                        if not handed:
+                            await self._live(subscription)
+                finally:
+                    if not handed:
+                        self._broker.discard(subscription)
+                break
+        except _Disconnected:
+            self._disconnected = True
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            assert self._task is not None
+            self._task.uncancel()
+            log.info("a subscriber stopped reading; its stream is cut off")
+            carrier.cut()
+        finally:
+            if not handed:
+                self._carrier = None
+                self._leave()
+        if not handed and not self._disconnected and not self._stalled:
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(self._config.send_timeout):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _hand_over(self, scope: Scope, carrier: Carrier, subscription: Subscription) -> bool:
+        """Give the live stream to its connection and subscription; False if it cannot be."""
+        if carrier.gone():
+            raise _Disconnected
+        if subscription.closed:
+            return False  # shutting down, or ended: what is queued goes out through ASGI
+        taken = carrier.carry(scope, self)
+        if taken is None:
+            return False
+        self._transport, self._chunked = taken
+        self._request_id = request_id.get()
+        self._last_write = asyncio.get_running_loop().time()
+        self._send = None
+        self._task = None
+        subscription.attach(self)
+        return True
+
+    # -- writing its own connection (the broker calls these, and the connection) ----------
+
+    def deliver(self, event: Event) -> bool:
+        last = self._last
+        if last is not None and event.id <= last:
+            return False
+        if self._render is None:
+            data = events.chunked(event) if self._chunked else events.frame(event)
+        else:
+            try:
+                frame = self._render(event)
+            except Exception:
+                # In the publisher's pass: one stream's bad frame must not stop the others.
+                log.exception("a stream could not render event %d; it ends", event.id)
+                self._finish(abort=False)
+                return False
+            if frame is None:
+                self._last = event.id
+                return False
+            data = events.chunk(frame) if self._chunked else frame
+        self._last = event.id
+        pending = self._pending
+        pending.append(data)
+        if self._is_last is not None and self._is_last(event):
+            self._finish(abort=False)
+            return False
+        return len(pending) == 1
+
+    def send_pending(self) -> None:
+        pending = self._pending
+        if not pending or self._transport is None:
+            return
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        self._active = True
+
+    def buffered(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else int(transport.get_write_buffer_size())
+
+    def subscription_closed(self) -> None:
+        # Shutdown, or this client fell too far behind: the stream ends and the client
+        # resumes with Last-Event-ID.
+        self._finish(abort=False)
+
+    def paused(self) -> None:
+        self.write_paused = True
+        self._paused_since = asyncio.get_running_loop().time()
+
+    def resumed(self) -> None:
+        self.write_paused = False
+        self._active = True
+        if self._subscription is not None:
+            self._subscription.flush()
+
+    def lost(self) -> None:
+        self._carrier = None
+        self._disconnected = True
+        self._finish(abort=True)
+
+    def _write_own(self, data: bytes) -> None:
+        self._transport.write(events.chunk(data) if self._chunked else data)
+
+    def _finish(self, *, abort: bool) -> None:
+        """The end of a stream that writes its own connection, for whatever reason."""
+        if self._finished:
+            return
+        self._finished = True
+        self._done = True
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.sink = None
+            self._broker.discard(subscription)
+        self._leave()
+        if not abort:
+            self.send_pending()
+        self._pending.clear()
+        carrier, self._carrier, self._transport = self._carrier, None, None
+        if carrier is not None:
+            carrier.release(abort=abort)
+
+    def _check_own(self, now: float) -> None:
+        if self.write_paused:
+            if now - self._paused_since > self._config.send_timeout:
+                self._stalled = True
+                token = request_id.set(self._request_id)
+                try:
+                    log.info("a subscriber stopped reading; its stream is cut off")
+                finally:
+                    request_id.reset(token)
+                self._finish(abort=True)
+        elif self._active:
+            self._active = False
+            self._last_write = now
+        elif now - self._last_write >= self._config.heartbeat:
+            self._write_own(events.comment())
+            self._last_write = now
 
     async def _watch_disconnect(self, receive: Receive) -> None:
         while True:
@@ -188,12 +405,16 @@ class EventStream(Response):
     def end(self) -> None:
         """End the stream at once, whatever it is doing."""
         self._done = True
-        if self._subscription is not None:
+        if self._transport is not None:
+            self._finish(abort=False)
+        elif self._subscription is not None:
             self._subscription.close()
 
     def check(self, now: float) -> None:
         """Called by Streams' ticker: end a stuck write, or ask for a heartbeat."""
-        if self._writing_since is not None:
+        if self._transport is not None:
+            self._check_own(now)
+        elif self._writing_since is not None:
             if now - self._writing_since > self._config.send_timeout and self._task is not None:
                 self._stalled = True
                 self._task.cancel()
@@ -202,7 +423,7 @@ class EventStream(Response):
             self._subscription.nudge()
 
     async def _write(self, data: bytes) -> None:
-        if self._disconnected:
+        if self._disconnected or (self._carrier is not None and self._carrier.gone()):
             raise _Disconnected
         assert self._send is not None
         loop = asyncio.get_running_loop()

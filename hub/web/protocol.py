@@ -10,19 +10,30 @@ or half-sent connections stayed open for good. Here, per connection:
   or of the connection's opening (408, or a plain close when nothing was sent);
 - beyond ``max_connections`` open at once, a new connection is answered 503 with
   ``Retry-After`` and closed before anything is parsed.
+
+It is also a stream's ``Carrier`` (``hub.streams.sse``): every request's scope offers the
+connection under that extension, and an SSE stream, once authorised, its head sent and its
+replay written through ASGI, takes it over. uvicorn's cycle for that request is then done
+(its ASGI call returns); the stream writes its frames to the transport itself, this
+protocol tells it when the transport pauses, resumes and is lost, and when the stream ends
+it gets the connection back: the body's last chunk, then keep-alive as after any response.
+Whatever the client sends meanwhile is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from hub.streams import events
+from hub.streams.sse import CARRIER, EventStream
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Bounds:
 # After a refusal, what is still read (and dropped) before the connection is closed.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 8 * 1024 * 1024
+# A stream that ended while its client was not reading: how long the client has to take
+# the rest before the connection is aborted.
+STREAM_LINGER_SECONDS = 10.0
 
 
 class _Refused(Exception):
@@ -82,6 +96,11 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._started = False  # any byte of the current request seen
         self._lingering = 0  # refused: bytes discarded since, or 0 before any refusal
+        self._stream: EventStream | None = None  # the stream that has this connection
+        self._stream_chunked = True
+        self._stream_keep_alive = False
+        self._lost = False
+        self._message_done = False  # the current request's body has been read to its end
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -91,10 +110,26 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._disarm_header_timer()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.lost()
         super().connection_lost(exc)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stream is not None:
+            self._stream.paused()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stream is not None:
+            self._stream.resumed()
+
     def data_received(self, data: bytes) -> None:
+        if self._stream is not None:
+            return  # an SSE client has nothing more to say; a pipelined request is dropped
         if self._lingering:
             self._lingering += len(data)
             if self._lingering > LINGER_BYTES:
@@ -132,6 +167,11 @@ class _BoundedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._message_done = False
+
+    def on_message_complete(self) -> None:
+        self._message_done = True
+        super().on_message_complete()
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > self.BOUNDS.max_header_bytes:
@@ -149,6 +189,8 @@ class _BoundedProtocol(HttpToolsProtocol):
         self._disarm_header_timer()
         self._header_bytes = self._header_count = 0
         self._started = False
+        # ASGI types extensions as dicts of options; this one is the connection itself.
+        cast(dict[str, Any], self.scope)["extensions"] = {CARRIER: self}
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -156,6 +198,73 @@ class _BoundedProtocol(HttpToolsProtocol):
         # Keep-alive: uvicorn's own timer closes a connection left idle; once the next
         # request's first byte comes, its headers have header_timeout to arrive.
         self._in_headers = True
+
+    # -- carrying a stream (hub.streams.sse.Carrier) ---------------------------------------
+
+    def carry(self, scope: Any, stream: EventStream) -> tuple[asyncio.Transport, bool] | None:
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope
+            or not cycle.response_started
+            or cycle.response_complete
+            or cycle.disconnected
+            or self.pipeline
+            or self.transport.is_closing()
+        ):
+            return None
+        # uvicorn's cycle is done: its ASGI call may return without a word, and a shutdown
+        # may close this connection (the hub ends its streams before that).
+        cycle.response_complete = True
+        self._stream = stream
+        self._stream_chunked = bool(cycle.chunked_encoding)
+        # A request whose body is still coming cannot be followed by another: the bytes
+        # dropped while the stream had the connection were part of it.
+        self._stream_keep_alive = cycle.keep_alive and self._message_done
+        if self.flow.write_paused:
+            stream.paused()
+        # What the request held (its scope, headers, the cycle and its event) is not needed
+        # for the stream's life; thousands of idle streams each held a few KB of it.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = cast(Any, None)
+        self.headers = []
+        self.url = b""
+        return self.transport, self._stream_chunked
+
+    def release(self, *, abort: bool) -> None:
+        self._stream = None
+        transport = self.transport
+        if self._lost or transport.is_closing():
+            return
+        if abort:
+            transport.abort()
+            return
+        if self._stream_chunked:
+            transport.write(events.LAST_CHUNK)
+        if self.flow.write_paused:
+            # Its client is not reading: no keep-alive, and a while to take the rest.
+            transport.close()
+            self.loop.call_later(STREAM_LINGER_SECONDS, self._abort_if_open)
+        elif self._stream_keep_alive:
+            self.on_response_complete()
+        else:
+            transport.close()
+
+    def gone(self) -> bool:
+        cycle = self.cycle
+        return (
+            self._lost or self.transport.is_closing() or (cycle is not None and cycle.disconnected)
+        )
+
+    def cut(self) -> None:
+        if self.cycle is not None:
+            self.cycle.disconnected = True  # so uvicorn does not take it for an app's error
+        if not self._lost:
+            self.transport.abort()
+
+    def _abort_if_open(self) -> None:
+        if not self._lost:
+            self.transport.abort()
 
     # -- refusing ----------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -84,3 +85,66 @@ async def test_a_nudge_wakes_the_waiter_without_an_event():
         assert await waiter is False
         broker.publish([event(1)])
         assert await sub.wait(None) is True
+
+
+class Sink:
+    """A stream writing its own connection, as the broker sees one."""
+
+    def __init__(self) -> None:
+        self.write_paused = False
+        self.taken: list[int] = []
+        self.writes: list[list[int]] = []
+        self.in_buffer = 0
+        self.ended = False
+        self.on_end: Callable[[], None] | None = None
+
+    def deliver(self, event: Event) -> bool:
+        self.taken.append(event.id)
+        return len(self.taken) == 1
+
+    def send_pending(self) -> None:
+        self.writes.append(self.taken)
+        self.taken = []
+
+    def buffered(self) -> int:
+        return self.in_buffer
+
+    def subscription_closed(self) -> None:
+        self.ended = True
+        if self.on_end is not None:
+            self.on_end()
+
+
+def test_a_sink_gets_a_batch_in_one_write_and_queues_while_paused():
+    broker = Broker(queue_size=3, queue_bytes=1000)
+    subscription = broker.open(EventQuery(channel_id="ch_a"))
+    sink = Sink()
+    subscription.attach(sink)
+    broker.publish([event(1), event(2), event(3, channel="ch_b")])
+    assert sink.writes == [[1, 2]]  # one write per subscriber per publish
+    sink.write_paused = True
+    broker.publish([event(4)])
+    broker.publish([event(5)])
+    assert sink.writes == [[1, 2]] and [e.id for e in subscription._events] == [4, 5]
+    sink.write_paused = False
+    subscription.flush()  # the connection resumed
+    assert sink.writes == [[1, 2], [4, 5]] and subscription._events == []
+    # Paused again: the queue's bound counts what the connection holds unsent.
+    sink.write_paused = True
+    sink.in_buffer = 999
+    broker.publish([event(6)])
+    assert subscription.overflowed and sink.ended and subscription.sink is None
+    broker.discard(subscription)
+    assert broker.subscriber_count == 0
+
+
+def test_closing_the_broker_ends_sinks_that_forget_themselves_at_once():
+    broker = Broker()
+    subscriptions = [broker.open(EventQuery(channel_id="ch_a")) for _ in range(3)]
+    sinks = [Sink() for _ in subscriptions]
+    for subscription, sink in zip(subscriptions, sinks, strict=True):
+        subscription.attach(sink)
+        # As a stream does when it ends: off the broker, during the broker's own loop.
+        sink.on_end = lambda s=subscription: broker.discard(s)
+    broker.close()
+    assert broker.subscriber_count == 0 and all(sink.ended for sink in sinks)
