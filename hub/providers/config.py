@@ -27,6 +27,10 @@ class ProviderSettings:
     # Polled this often until it ends: 0 would poll without pause.
     poll_interval: float = setting(3.0, gt=0, duration=True)
     request_timeout: float = setting(120.0, gt=0, duration=True)
+    # Empty: the hub's own. AtlasCloud's edge is said to want a browser-like one.
+    user_agent: str = setting("")
+    # How long after acceptance a poll's "no such job" still means "not visible yet".
+    not_found_grace: float = setting(30.0, ge=0, duration=True)
 
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
@@ -61,6 +65,8 @@ def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
             first_poll_after=own.first_poll_after,
             poll_interval=own.poll_interval,
             request_timeout=own.request_timeout,
+            user_agent=own.user_agent,
+            not_found_grace=own.not_found_grace,
         )
     default = settings.default_provider
     if default and default not in configs:

@@ -164,7 +164,7 @@ async def test_redirects_are_not_followed():
     "failure, words",
     [
         (httpx.ReadTimeout("slow"), "timed out"),
-        (httpx.ConnectTimeout("slow"), "timed out"),
+        (httpx.ConnectTimeout("slow"), "could not be reached (ConnectTimeout)"),
         (httpx.ConnectError("refused"), "could not be reached (ConnectError)"),
         (httpx.RemoteProtocolError("eof"), "could not be reached (RemoteProtocolError)"),
     ],

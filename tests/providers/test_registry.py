@@ -28,7 +28,7 @@ def test_defaults():
         "acedata": (0, 0),
         "eachlabs": (60, 10),
         "atlascloud": (0, 0),
-        "segmind": (50, 0),
+        "segmind": (5, 0),
     }
     assert set(DEFAULT_POLLING) == set(DEFAULT_TIMEOUTS) == NAMES
     # Callback-first providers are polled late; AtlasCloud is polled from the start.
