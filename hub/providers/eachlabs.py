@@ -159,8 +159,8 @@ class Eachlabs:
 
     async def cancel(self, provider_task_id: str) -> bool:
         path = f"/v1/prediction/{quote(provider_task_id, safe='')}/cancel"
-        reply = await self._http.request("POST", path, accept=(404, 409))
-        # 404: no such prediction; 409: it already ended. Either way nothing to stop.
+        reply = await self._http.request("POST", path, accept=(400, 404, 409))
+        # 404: no such prediction; 400 or 409: it already ended. Nothing to stop.
         return 200 <= reply.status < 300
 
     async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:

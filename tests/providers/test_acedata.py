@@ -112,7 +112,7 @@ async def test_url_outputs_are_passed_on():
 
 async def test_unfinished_and_unknown_tasks_are_pending(env: Env):
     provider = adapter(env)
-    env.fault("acedata", "hang")
+    env.fault("acedata", "stall")
     submitted = await provider.submit(edit(env))
     polled = await provider.poll(submitted.provider_task_id or "")
     assert (polled.state, polled.detail["found"]) == ("pending", True)

@@ -2,6 +2,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from hub.sandbox.app import SandboxSettings
 
 from .helpers import (
     CALLBACK,
+    FAST,
     KEY,
     Env,
     config,
@@ -25,6 +27,14 @@ from .helpers import (
 )
 
 SECRET = "whsec-per-task"
+HMAC = replace(FAST, eachlabs_webhook_signing="hmac")
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    # The signed form, which these tests check; the plain default has its own tests.
+    async with sandbox_env(HMAC) as environment:
+        yield environment
 
 
 def adapter(env: Env, **options: Any) -> Eachlabs:
@@ -91,7 +101,7 @@ async def test_the_request_uses_numbered_image_fields(env: Env):
 
 
 async def test_an_unfinished_prediction_is_pending(env: Env):
-    env.fault("eachlabs", "hang")
+    env.fault("eachlabs", "stall")
     provider = adapter(env)
     submitted = await provider.submit(edit(env))
     polled = await provider.poll(submitted.provider_task_id or "")
@@ -350,3 +360,14 @@ async def test_cancel_stops_a_running_prediction():
             "the prediction was cancelled at Eachlabs",
         )
         assert not await provider.cancel("no-such-prediction")
+
+
+async def test_the_emulators_default_plain_secret_webhook_is_accepted():
+    async with sandbox_env() as env:
+        provider, prediction_id, delivery = await webhook(env)
+        assert "X-Webhook-Signature" not in delivery.headers
+        assert delivery.headers["X-Webhook-Secret"] == SECRET
+        outcome = await provider.parse_callback(delivery.headers, delivery.content, SECRET)
+        assert (outcome.state, outcome.provider_task_id) == ("succeeded", prediction_id)
+        with pytest.raises(CallbackRejected):
+            await provider.parse_callback(delivery.headers, delivery.content, "other")

@@ -137,7 +137,7 @@ async def test_a_forged_atlascloud_webhook_is_rejected_and_changes_nothing(sandb
     import time
 
     body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(make_png())]}}
-    await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "hang"})
+    await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "stall"})
     created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
     async with stream(http, created["stream_url"], AUTH) as sse:
         while (await sse.next(10)).event != "task.submitted":
