@@ -12,6 +12,8 @@ from tests.helpers import AUTH, data_url, live_hub, make_png, stream
 
 FAST = (
     ("HUB_SANDBOX_LATENCY", "0"),
+    # The tampering test needs a body signature: Eachlabs' signed form, not the plain secret.
+    ("HUB_SANDBOX_EACHLABS_WEBHOOK_SIGNING", "hmac"),
     ("HUB_SANDBOX_CALLBACK_RETRY_DELAY", "0.05"),
     ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
     ("HUB_EACHLABS_FIRST_POLL_AFTER", "5"),
