@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "DEFAULT_URLS",
     "PROVIDERS",
+    "SANDBOX_LIMITS",
 ]
 
 PROVIDERS: dict[str, ProviderFactory] = {
@@ -45,6 +46,11 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "atlascloud": (0, 0),
     "segmind": (5, 0),
 }
+
+# With --sandbox the limits are the emulators': Eachlabs' are enforced there as published;
+# Segmind's plan limit is off there by default (HUB_SANDBOX_SEGMIND_RATE_LIMIT), so demos
+# and tests are not held to the free plan's 5 a minute.
+SANDBOX_LIMITS: dict[str, tuple[int, int]] = {**DEFAULT_LIMITS, "segmind": (0, 0)}
 
 # (first_poll_after, poll_interval) in seconds. AceData delivers by callback (a task
 # takes ~30 s), so its lookup is only a late safety net; Eachlabs sends a webhook after

@@ -9,7 +9,13 @@ from urllib.parse import urlsplit
 
 from hub.config.env import invalid, load, setting
 from hub.config.settings import Settings
-from hub.providers import DEFAULT_LIMITS, DEFAULT_POLLING, DEFAULT_TIMEOUTS, DEFAULT_URLS
+from hub.providers import (
+    DEFAULT_LIMITS,
+    DEFAULT_POLLING,
+    DEFAULT_TIMEOUTS,
+    DEFAULT_URLS,
+    SANDBOX_LIMITS,
+)
 from hub.providers.base import ProviderConfig
 
 # The key the providers send to the in-process sandbox: HUB_SANDBOX_KEY, which
@@ -48,7 +54,7 @@ def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
     env = dict(settings.extra_env)
     configs = {}
     for name, default_url in DEFAULT_URLS.items():
-        per_minute, concurrency = DEFAULT_LIMITS[name]
+        per_minute, concurrency = (SANDBOX_LIMITS if settings.sandbox else DEFAULT_LIMITS)[name]
         first_poll, interval = DEFAULT_POLLING[name]
         defaults = ProviderSettings(
             url=f"{settings.public_url}/sandbox/{name}" if settings.sandbox else default_url,
