@@ -153,7 +153,11 @@ class Chaos:
             self.data,
             free_port(),
             command=("sandbox",),
-            extra={"HUB_SANDBOX_LATENCY": "1", "HUB_SANDBOX_CALLBACK_RETRY_DELAY": "1"},
+            extra={
+                "HUB_SANDBOX_LATENCY": "1",
+                "HUB_SANDBOX_KEY": "key",
+                "HUB_SANDBOX_CALLBACK_RETRY_DELAY": "1",
+            },
         )
         await self.sandbox.ready(self.http, "/eachlabs/_sandbox/faults")
         await self.start_hub()

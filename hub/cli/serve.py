@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import ipaddress
+import logging
 import os
 import sys
 from typing import Any
@@ -21,6 +24,11 @@ def add_commands(commands: Any) -> None:
     serve_parser.add_argument(
         "--sandbox", action="store_true", help="run the providers' emulators in-process"
     )
+    serve_parser.add_argument(
+        "--sandbox-public",
+        action="store_true",
+        help="allow --sandbox on an address other than loopback (the emulators are a demo)",
+    )
     serve_parser.set_defaults(run=serve)
     sandbox_parser = commands.add_parser("sandbox", help="run the providers' emulators alone")
     sandbox_parser.add_argument("--host", default="127.0.0.1")
@@ -35,12 +43,14 @@ def serve(args: argparse.Namespace) -> int:
     os.umask(0o077)
     try:
         settings = _settings(args)
+        _check_sandbox_host(settings, getattr(args, "sandbox_public", False))
         settings, new_key = datadir.prepare(settings)
         server = build_server(settings)
     except (SettingsError, ValueError) as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format)
+    _warn_public_url(settings)
     print(f"hub: listening on http://{settings.host}:{settings.port}"
           f" (public URL {settings.public_url})", flush=True)  # fmt: skip
     print(f"hub: data in {settings.data_dir.resolve()}", flush=True)
@@ -56,6 +66,33 @@ def serve(args: argparse.Namespace) -> int:
         print("hub: stopped: the store failed (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_public_url(settings: Settings) -> None:
+    from hub.providers.config import provider_configs, public_url_warning
+
+    warning = public_url_warning(settings.public_url, provider_configs(settings))
+    if warning is not None:
+        logging.getLogger("hub.serve").warning(warning)
+
+
+def _check_sandbox_host(settings: Settings, meant: bool) -> None:
+    """The sandbox is a demo with fake money: on a reachable address it is refused unless
+    ``--sandbox-public`` says that is meant."""
+    if settings.sandbox and not meant and not is_loopback_host(settings.host):
+        raise ValueError(
+            f"--sandbox on {settings.host!r} would serve the emulators beyond this machine;"
+            " bind to 127.0.0.1 (or ::1), or add --sandbox-public if that is meant"
+        )
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _tune_gc() -> None:
@@ -96,6 +133,14 @@ def sandbox(args: argparse.Namespace) -> int:
         f"hub sandbox: http://{args.host}:{args.port}/<acedata|eachlabs|atlascloud|segmind>",
         flush=True,
     )
+    if settings.api_key is None:
+        # Closed by default: only the holder of this key can submit, read or feed jobs.
+        settings = dataclasses.replace(settings, api_key=datadir.new_sandbox_key())
+        print(
+            f"hub sandbox: key (set HUB_SANDBOX_KEY to choose it; give it to the hub as"
+            f" HUB_<PROVIDER>_API_KEY): {settings.api_key}",
+            flush=True,
+        )
     uvicorn.run(
         create_sandbox_app(settings),
         host=args.host,

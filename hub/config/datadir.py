@@ -12,10 +12,18 @@ from hub.config.settings import Settings
 
 SECRET_FILE = "secret"  # noqa: S105 (a file name)
 API_KEY_FILE = "api-key"
+SANDBOX_KEY_FILE = "sandbox-key"
+SANDBOX_KEY_VARIABLE = "HUB_SANDBOX_KEY"
+
+
+def new_sandbox_key() -> str:
+    return "sbx_" + secrets.token_urlsafe(24)
 
 
 def prepare(settings: Settings) -> tuple[Settings, str | None]:
-    """Create the data dir and fill in a generated secret and API key where none is set.
+    """Create the data dir and fill in a generated secret and API key where none is set,
+    and in sandbox mode the emulators' key (``<data dir>/sandbox-key``, unless
+    HUB_SANDBOX_KEY is set), which the sandbox then requires and the providers send.
 
     Returns the completed settings and the API key if it was generated just now (so the
     caller can show it once); later starts read it back from ``<data dir>/api-key``.
@@ -33,6 +41,13 @@ def prepare(settings: Settings) -> tuple[Settings, str | None]:
         )
         settings = settings.replace(api_keys=(Secret(key),))
         new_key = key if created else None
+    env = dict(settings.extra_env)
+    if settings.sandbox and not env.get(SANDBOX_KEY_VARIABLE):
+        # The emulators take this key alone, and the hub's providers send it: nobody else
+        # reaching the hub can read or feed the sandbox's jobs (issue 15, finding 5).
+        sandbox_key, _ = _read_or_create(settings.data_dir / SANDBOX_KEY_FILE, new_sandbox_key)
+        env[SANDBOX_KEY_VARIABLE] = sandbox_key
+        settings = settings.replace(extra_env=tuple(sorted(env.items())))
     return settings, new_key
 
 

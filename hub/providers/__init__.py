@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "DEFAULT_URLS",
     "PROVIDERS",
+    "SANDBOX_LIMITS",
 ]
 
 PROVIDERS: dict[str, ProviderFactory] = {
@@ -37,13 +38,19 @@ DEFAULT_URLS: dict[str, str] = {
 }
 
 # (requests per minute, requests at once); 0 = no limit. Eachlabs publishes 60/min and
-# 10 concurrent; Segmind's Pro plan allows 50/min. AceData and AtlasCloud publish none.
+# 10 in flight; Segmind's free plan allows 5/min (Pro: 50, set HUB_SEGMIND_RATE_PER_MINUTE).
+# AceData and AtlasCloud publish none.
 DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "acedata": (0, 0),
     "eachlabs": (60, 10),
     "atlascloud": (0, 0),
-    "segmind": (50, 0),
+    "segmind": (5, 0),
 }
+
+# With --sandbox the limits are the emulators': Eachlabs' are enforced there as published;
+# Segmind's plan limit is off there by default (HUB_SANDBOX_SEGMIND_RATE_LIMIT), so demos
+# and tests are not held to the free plan's 5 a minute.
+SANDBOX_LIMITS: dict[str, tuple[int, int]] = {**DEFAULT_LIMITS, "segmind": (0, 0)}
 
 # (first_poll_after, poll_interval) in seconds. AceData delivers by callback (a task
 # takes ~30 s), so its lookup is only a late safety net; Eachlabs sends a webhook after

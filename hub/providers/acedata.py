@@ -13,6 +13,37 @@ Quirks handled here:
   done when ``response`` is present, and ``{}`` means "not stored (yet)".
 - No callback signature exists, so none is checked: the hub's signed callback URL is the
   credential.
+- ``n`` only takes effect for dall-e-2; gpt-image-1 makes one image per call, so
+  ``max_n`` is 1 (the engine refuses more). ``output_compression`` is passed (0-100).
+- A 403 ``forbidden`` is the content moderation refusal; ``used_up`` an empty balance.
+
+Failure classification of the submit (``POST /v1/images/edits``), sent on a fresh
+connection; see ``hub.providers.base.Resend``:
+
+=========================================  =======  ==================================
+failure                                    resend   why
+=========================================  =======  ==================================
+connection refused, DNS, connect timeout   SAFE     nothing left the hub
+429 ``too_many_requests``                  SAFE     a refusal before acceptance (seed:
+                                                    "exceeded the rate limit")
+400 ``token_mismatched`` / ``api_not_      NEVER    bad input (seed error list);
+implemented``, 401 ``invalid_token``                bad key (seed; 401 per Corrections)
+403 ``forbidden``                          NEVER    moderation (Corrections), code
+                                                    ``moderation_blocked``
+403 ``used_up``                            NEVER    balance exhausted (Corrections)
+500 ``api_error``                          UNKNOWN  the docs say "retry once"
+                                                    (Corrections, responses.mdx) but
+                                                    nowhere that a 500 is unbilled;
+                                                    the callback may still come, and a
+                                                    ``trace_id`` in the body is kept
+                                                    as a lookup handle (``trace:``)
+502/503/504                                UNKNOWN  504 means a call "runs too long"
+                                                    (AD3): it ran; the rest undocumented
+read timeout, cut mid-answer, unreadable   UNKNOWN  the body was sent; the callback
+2xx                                                 it asked for may still arrive
+=========================================  =======  ==================================
+
+Lookups (``POST /openai/tasks``) are free [AD2]: any transient failure is SAFE to repeat.
 """
 
 from __future__ import annotations
@@ -26,15 +57,19 @@ import httpx
 from hub.providers.base import (
     CallbackRejected,
     EditRequest,
+    ErrorCode,
     InputImage,
     Outcome,
     Output,
     ProviderConfig,
+    ProviderError,
 )
 from hub.providers.http import (
     MAX_IMAGE_BYTES,
     ProviderHTTP,
+    Reply,
     base64_output,
+    describe_error,
     load_json_object,
     url_output,
 )
@@ -42,6 +77,17 @@ from hub.providers.http import (
 MODEL = "gpt-image-1"
 EDITS_PATH = "/v1/images/edits"
 TASKS_PATH = "/openai/tasks"
+# A provider task id that is really a trace id: the lookup takes either.
+TRACE_PREFIX = "trace:"
+SERVER_ERRORS = (500, 502, 503, 504)
+
+
+def _refusal(status: int, body: bytes) -> ErrorCode | None:
+    error = (load_json_object(body) or {}).get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    if status == 403 and code == "forbidden":
+        return ErrorCode.MODERATION_BLOCKED
+    return None
 
 
 class AceData:
@@ -50,7 +96,12 @@ class AceData:
     max_n = 1
 
     def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
-        self._http = ProviderHTTP(config, client, {"Authorization": f"Bearer {config.api_key}"})
+        self._http = ProviderHTTP(
+            config,
+            client,
+            {"Authorization": f"Bearer {config.api_key}"},
+            refusal=_refusal,
+        )
 
     def wants_callback(self, public_url: str) -> bool:
         # Callback mode is the only one that survives long edits, and it stores the task
@@ -67,30 +118,54 @@ class AceData:
             "quality": request.quality,
             "background": request.background,
             "output_format": request.output_format,
-            "n": request.n,
+            # gpt-image-1 makes one image whatever ``n`` says; sent only when it is 1.
+            "n": request.n if request.n == 1 else None,
+            "output_compression": request.output_compression,
             "callback_url": request.callback_url,
         }
         fields.update({key: str(value) for key, value in options.items() if value is not None})
         # A synchronous answer carries the images as base64, hence the image-sized bound.
         reply = await self._http.request(
-            "POST", EDITS_PATH, data=fields, files=files, limit=MAX_IMAGE_BYTES
+            "POST",
+            EDITS_PATH,
+            data=fields,
+            files=files,
+            limit=MAX_IMAGE_BYTES,
+            accept=SERVER_ERRORS,
+            submit=True,
         )
-        body = self._http.json_body(reply)
+        if reply.status in SERVER_ERRORS:
+            raise self._server_error(reply)
+        body = self._http.json_body(reply, submit=True)
         trace = reply.headers.get("x-request-id")
         task_id = body.get("task_id")
         if "data" not in body and "error" not in body:
             if not isinstance(task_id, str) or not task_id:
-                raise self._http.error("answered without a task_id or images")
+                raise self._http.unknown("answered without a task_id or images")
             return Outcome("pending", provider_task_id=task_id, detail=_detail(trace))
-        return self._read(body, task_id if isinstance(task_id, str) else None, trace)
+        try:
+            return _outcome(body, task_id if isinstance(task_id, str) else None, trace)
+        except ValueError as exc:
+            raise self._http.unknown(str(exc)) from None
+
+    def _server_error(self, reply: Reply) -> ProviderError:
+        """A 5xx to the submit: UNKNOWN (see the table), with the trace id as a handle."""
+        detail = describe_error(reply.content, reply.headers.get("content-type", ""))
+        error = self._http.unknown(
+            f"HTTP {reply.status}: {detail or 'no message'}", status=reply.status
+        )
+        body = load_json_object(reply.content) or {}
+        trace = body.get("trace_id") or reply.headers.get("x-request-id")
+        if isinstance(trace, str) and trace:
+            error.provider_task_id = TRACE_PREFIX + trace
+        return error
 
     async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
-        body = await self._http.json(
-            "POST",
-            TASKS_PATH,
-            json={"action": "retrieve", "id": provider_task_id},
-            limit=MAX_IMAGE_BYTES,
-        )
+        if provider_task_id.startswith(TRACE_PREFIX):
+            query = {"action": "retrieve", "trace_id": provider_task_id[len(TRACE_PREFIX) :]}
+        else:
+            query = {"action": "retrieve", "id": provider_task_id}
+        body = await self._http.json("POST", TASKS_PATH, json=query, limit=MAX_IMAGE_BYTES)
         trace = body.get("trace_id")
         response = body.get("response")
         if not isinstance(response, dict):

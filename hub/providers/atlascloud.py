@@ -7,51 +7,83 @@ answers ``{"code": 200, "data": {"id", "status"}}``, and ``GET
 
 Quirks handled here:
 - The model takes ONE image (``image`` is a single URL); more is refused before any call.
-- No ``n``, ``background`` or ``output_format`` fields; ``quality`` is low|medium|high
-  and ``size`` has no ``auto``, so "auto" means "leave it out".
+  One call makes one image: ``max_n`` is 1.
+- No ``n``, ``background``, ``output_format`` or ``output_compression`` fields;
+  ``quality`` is low|medium|high and ``size`` has no ``auto``, so "auto" means "leave it
+  out".
 - The upload answer comes in two documented shapes (``filename`` or ``file_name``, with
   or without the ``code`` envelope); only ``data.download_url`` is read.
-- Right after the submit, the prediction GET answers 400/404 for up to ~30 s: that is
-  "pending", not an error (the official ComfyUI client's "warm-up grace").
+- Right after the submit, the prediction GET answers 400/404 for a while: "pending"
+  within ``not_found_grace`` seconds of acceptance (their ComfyUI client allows about
+  30 s), after it the job is lost (``outcome_unknown``: it was accepted, so may be billed).
 - Terminal statuses: completed|succeeded, and failed|timeout|canceled|cancelled|error,
   with ``error`` and sometimes ``error_code`` (1039 = moderation).
-- Outputs are URLs, or raw base64 strings when base64 output was asked for.
-- Webhooks must be https on a public host, else the submit itself gets a 400.
+- Outputs come as ``outputs`` or ``output`` (their own tools read ``outputs || output``),
+  a list or a single string; URLs, or raw base64 when base64 output was asked for.
+- A webhook URL on a private, loopback or CGNAT host, not https, or over 1024 chars makes
+  the submit a 400 and creates nothing: ``wants_callback`` asks for one only with a
+  public https URL, and the task is polled otherwise.
+- ``User-Agent`` is configurable (``HUB_ATLASCLOUD_USER_AGENT``): their starter app says a
+  browser-like one passes Cloudflare's 1010 (unverified).
 - The webhook is signed: ``X-AtlasCloud-Webhook-Signature-Ed25519`` (base64url, no
   padding) over ``"<X-AtlasCloud-Webhook-Timestamp>.<raw body>"``, by the key
   ``X-AtlasCloud-Webhook-Key-Id`` names in ``GET /api/v1/webhooks/jwks.json``.
+
+Failure classification of the submit (``POST /api/v1/model/generateImage``), sent on a
+fresh connection; see ``hub.providers.base.Resend``. The upload before it creates no
+billable task (files are temporary), so its failures are SAFE:
+
+=========================================  =======  ==================================
+failure                                    resend   why
+=========================================  =======  ==================================
+connection refused, DNS, connect timeout   SAFE     nothing left the hub
+429                                        SAFE     a refusal; no ``Retry-After`` [3P]
+400 (bad input, a refused webhook URL),    NEVER    "no task is created" (Corrections,
+401, 402, 403                                       webhooks URL rules); bad key
+any 5xx                                    UNKNOWN  "POST requests must not be retried:
+                                                    they may create billable tasks"
+                                                    (Corrections, mcp-server
+                                                    api-client.ts); no 5xx is
+                                                    documented as unbilled
+``code`` >= 500 inside a 200               UNKNOWN  the same
+read timeout, cut mid-answer, a 2xx        UNKNOWN  the body was sent; a task may exist
+without an id
+=========================================  =======  ==================================
+
+Polls and key-set fetches create nothing billed: transient failures are SAFE to repeat.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from hub.net.addresses import is_public
 from hub.providers.base import (
     CallbackRejected,
     EditRequest,
+    ErrorCode,
     InputImage,
     Outcome,
-    Output,
     ProviderConfig,
     ProviderError,
 )
 from hub.providers.http import (
     MAX_IMAGE_BYTES,
     ProviderHTTP,
-    base64_output,
+    any_output,
     header,
     is_http_url,
     load_json_object,
-    url_output,
 )
 
 MODEL = "openai/gpt-image-1/edit"
@@ -62,6 +94,32 @@ SUCCEEDED = frozenset({"completed", "succeeded"})
 FAILED = frozenset({"failed", "timeout", "canceled", "cancelled", "error"})
 # The prediction GET answers these while a just-accepted task is not visible yet.
 WARMUP_STATUSES = (400, 404)
+MAX_WEBHOOK_URL = 1024
+# Names that never resolve to a public address.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa", ".test")
+
+
+def is_public_https(url: str) -> bool:
+    """Whether AtlasCloud would take ``url`` as a webhook: https, at most 1024 chars, on a
+    host that is not a private, loopback, link-local or CGNAT address or a local name.
+    A name is not resolved here (no I/O in a predicate): a public-looking name that
+    resolves privately is refused by Atlas with a 400, which is NEVER, so nothing is lost
+    but the task."""
+    if len(url) > MAX_WEBHOOK_URL:
+        return False
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme != "https" or not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.rstrip(".").lower()
+        return "." in name and name != "localhost" and not name.endswith(_LOCAL_SUFFIXES)
+    return is_public(address)
 
 
 class AtlasCloud:
@@ -78,12 +136,13 @@ class AtlasCloud:
     ) -> None:
         self._http = ProviderHTTP(config, client, {"Authorization": f"Bearer {config.api_key}"})
         self._clock = clock
+        self._grace = config.not_found_grace
         # The webhook keys by kid, fetched when first needed and again for an unknown kid.
         self._keys: dict[str, Ed25519PublicKey] = {}
 
     def wants_callback(self, public_url: str) -> bool:
-        # Atlas refuses the whole submit for a webhook URL that is not https.
-        return public_url.startswith("https://")
+        # Atlas refuses the whole submit for a webhook URL it would not call.
+        return is_public_https(public_url)
 
     async def submit(self, request: EditRequest) -> Outcome:
         if len(request.images) != 1:
@@ -101,22 +160,38 @@ class AtlasCloud:
             payload["size"] = request.size
         if request.callback_url is not None:
             payload["webhook_url"] = request.callback_url
-        data = self._data(
-            await self._http.json("POST", "/api/v1/model/generateImage", json=payload)
+        reply = await self._http.request(
+            "POST", "/api/v1/model/generateImage", json=payload, submit=True
         )
+        data = self._data(self._http.json_body(reply, submit=True), submit=True)
         prediction_id = data.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
-            raise self._http.error("answered the submit without a prediction id")
+            raise self._http.unknown("answered the submit without a prediction id")
         status = str(data.get("status", "")).lower()
         if status in SUCCEEDED or status in FAILED:
-            return self._read(data, prediction_id)
+            try:
+                return _outcome(data, prediction_id)
+            except ValueError as exc:
+                raise self._http.unknown(str(exc)) from None
         return Outcome("pending", prediction_id, detail={"status": status or "starting"})
 
     async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         path = f"/api/v1/model/prediction/{quote(provider_task_id, safe='')}"
         reply = await self._http.request("GET", path, limit=MAX_IMAGE_BYTES, accept=WARMUP_STATUSES)
         if reply.status in WARMUP_STATUSES:
-            return Outcome("pending", provider_task_id, detail={"status": "warming_up"})
+            if age is None or age <= self._grace:
+                return Outcome("pending", provider_task_id, detail={"status": "warming_up"})
+            error = (
+                f"AtlasCloud still answers HTTP {reply.status} for the prediction "
+                f"{age:.0f} s after accepting it; it may have charged for it"
+            )
+            return Outcome(
+                "failed",
+                provider_task_id,
+                error=error,
+                error_code=ErrorCode.OUTCOME_UNKNOWN,
+                detail={"status": "not_found"},
+            )
         data = self._data(self._http.json_body(reply))
         return self._read(data, provider_task_id)
 
@@ -157,16 +232,20 @@ class AtlasCloud:
             raise self._http.error("answered the upload without a download_url")
         return url
 
-    def _data(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _data(self, body: dict[str, Any], *, submit: bool = False) -> dict[str, Any]:
         """The prediction inside the ``{"code", "data"}`` envelope (or an unwrapped one)."""
         data = body.get("data")
         if isinstance(data, dict):
             return data
         code = body.get("code")
         if isinstance(code, int) and code != 200:
-            # An error reported inside a 200 answer.
+            # An error reported inside a 200 answer: a 5xx there is as ambiguous as one
+            # on the status line.
             message = body.get("message") or body.get("msg") or "no message"
-            raise self._http.error(f"answered code {code}: {message}", status=code)
+            text = f"answered code {code}: {message}"
+            if submit and code >= 500:
+                raise self._http.unknown(text, status=code)
+            raise self._http.error(text, status=code, retryable=code in (429,) or code >= 500)
         return body
 
     def _read(self, data: Mapping[str, Any], task_id: str) -> Outcome:
@@ -244,8 +323,10 @@ def _outcome(data: Mapping[str, Any], task_id: str | None) -> Outcome:
         detail["predict_time"] = metrics["predict_time"]
     if status in SUCCEEDED:
         outputs = data.get("outputs")
-        items = outputs if isinstance(outputs, list) else []
-        found = tuple(_output(item) for item in items if isinstance(item, str) and item)
+        if outputs is None:
+            outputs = data.get("output")
+        items = outputs if isinstance(outputs, list) else [outputs]
+        found = tuple(any_output(item) for item in items if isinstance(item, str) and item)
         if not found:
             return Outcome("failed", task_id, error="AtlasCloud returned no image", detail=detail)
         return Outcome("succeeded", task_id, outputs=found, detail=detail)
@@ -253,10 +334,6 @@ def _outcome(data: Mapping[str, Any], task_id: str | None) -> Outcome:
         error = _error_text(data.get("error"), data.get("error_code")) or f"the task {status}"
         return Outcome("failed", task_id, error=error, detail=detail)
     return Outcome("pending", task_id, detail=detail)
-
-
-def _output(item: str) -> Output:
-    return url_output(item) if is_http_url(item) else base64_output(item)
 
 
 def _error_text(error: object, code: object) -> str | None:

@@ -62,6 +62,11 @@ class ProviderConfig:
     first_poll_after: float = 3.0
     poll_interval: float = 3.0
     request_timeout: float = 120.0
+    # Sent as the User-Agent where set (AtlasCloud's edge is said to want a browser-like one).
+    user_agent: str = ""
+    # Seconds after acceptance during which "no such job" on a poll means "not visible yet"
+    # (AtlasCloud's own client allows about 30 s); after it, the job is lost.
+    not_found_grace: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class EditRequest:
     background: str | None = None
     output_format: str | None = None
     n: int | None = None
+    # 0-100, for jpeg/webp output, passed to the providers that take it (AceData, Segmind).
+    output_compression: int | None = None
     # A signed hub URL for this task's callback, or None when the provider must be polled
     # (no callback support, or a rule it has, like AtlasCloud's https-only webhooks).
     callback_url: str | None = None
@@ -129,6 +136,7 @@ class ProviderError(Exception):
     task's ``error.code``; ``retry_after`` (seconds) is the provider's own ``Retry-After``.
     ``slot_full``: the provider refused because too many of this account's jobs are
     unfinished (Eachlabs' in-flight cap): wait for one to end rather than spend attempts.
+    ``provider_task_id``: see below.
     """
 
     def __init__(
@@ -140,6 +148,7 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         slot_full: bool = False,
+        provider_task_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -148,6 +157,9 @@ class ProviderError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.slot_full = slot_full
+        # With UNKNOWN: a handle under which ``poll`` may still find the job (AceData's
+        # trace id on a 500), so the outcome can be recovered without sending it again.
+        self.provider_task_id = provider_task_id
 
     @property
     def retryable(self) -> bool:

@@ -6,24 +6,52 @@ arrives as one POST to ``webhook_url`` when the prediction ends, and
 
 Quirks handled here:
 - Inputs are 16 numbered fields (``image_url_1`` .. ``image_url_16``), not an array,
-  given by URL; the model has no ``output_format`` field, so that option is not sent.
-- The key goes in ``X-API-Key``, as the seed and the API overview show (newer pages show
-  ``Authorization: Bearer``; the API takes both).
+  given by URL; the model has no ``output_format`` or ``output_compression`` field, so
+  those options are not sent. ``number_of_images`` (1-10) makes n images in one call.
+- The key goes in ``Authorization: Bearer``, the only form the current docs show
+  (Corrections: ``X-API-Key`` "stays functional but undocumented").
 - Polling says created|starting|processing, then success|error|cancelled (an older
   page says ``failed``); the webhook says succeeded|failed instead.
-- A successful ``output`` is a URL string, a list, or an object with ``url``.
+- A successful ``output`` is a URL string, a list, or an object with ``url``; every image
+  is kept, in order.
 - Two webhook shapes are documented: the current one (``exec_id``, ``succeeded`` |
   ``failed``, ``output: {"url"}`` or a list of step results with ``error``) and the older
   one (``id``, ``success`` | ``failed``, ``output`` a string, ``logs``). Both are read.
-- With a ``webhook_secret`` the webhook is signed: ``X-Webhook-Signature: sha256=<hex
-  HMAC-SHA256(secret, "<X-Webhook-Timestamp>.<raw body>")>``. Retries reuse the same
-  timestamp, so the 5-minute window covers the documented 3 attempts 10 s apart.
+- The webhook secret: their docs' main branch sends it in plain text in
+  ``X-Webhook-Secret`` and signs nothing (Corrections); an unmerged page adds
+  ``X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret, "<X-Webhook-Timestamp>.<raw
+  body>")>``. The plain secret is compared in constant time; the HMAC, where present, is
+  checked too (retries reuse the timestamp: the 5-minute window covers 3 attempts).
+- ``POST /v1/prediction/{id}/cancel`` (``urls.cancel`` in the prediction) stops a job.
+
+Failure classification of the submit (``POST /v1/prediction``), sent on a fresh
+connection; see ``hub.providers.base.Resend``:
+
+=========================================  =======  ==================================
+failure                                    resend   why
+=========================================  =======  ==================================
+connection refused, DNS, connect timeout   SAFE     nothing left the hub
+429 without ``Retry-After``                SAFE,    10 predictions in flight, "no
+                                           slot     Retry-After" (Corrections,
+                                           full     errors.mdx): wait for one to end
+429 with ``Retry-After``                   SAFE     the 60/min limit [EL1][EL5]
+400, 401, 402, 403                         NEVER    bad input, bad key, balance
+                                                    (errors.mdx: 402 exhausted)
+500 "Failed to create prediction"          SAFE     the documented 500 says the
+                                                    prediction was not created [EL1]
+any other 5xx                              UNKNOWN  undocumented: may have been created
+read timeout, cut mid-answer, a 2xx        UNKNOWN  the body was sent; the webhook and
+without ``predictionID``                            the job may exist
+=========================================  =======  ==================================
+
+Polls and cancels create nothing billed: transient failures are SAFE to repeat.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,10 +62,12 @@ import httpx
 from hub.providers.base import CallbackRejected, EditRequest, Outcome, Output, ProviderConfig
 from hub.providers.http import (
     ProviderHTTP,
+    any_output,
+    describe_error,
     header,
     is_http_url,
     load_json_object,
-    url_output,
+    parse_retry_after,
 )
 
 MODEL = "openai-image-edit"
@@ -47,12 +77,20 @@ SIGNATURE_TOLERANCE = 300.0
 PENDING = frozenset({"created", "starting", "processing", "queued"})
 SUCCEEDED = frozenset({"success", "succeeded"})
 FAILED = frozenset({"error", "failed", "cancelled", "canceled"})
+MAX_N = 10
+# The one 5xx their docs describe: nothing was created [EL1].
+NOT_CREATED = "failed to create prediction"
+_RETRY_AFTER_WORDS = re.compile(r"retry after (\d{1,4}) seconds", re.IGNORECASE)
+
+
+def _unbilled(status: int, body: bytes) -> bool:
+    return status == 500 and NOT_CREATED in describe_error(body).lower()
 
 
 class Eachlabs:
     name = "eachlabs"
     supports_callback = True
-    max_n = 1
+    max_n = MAX_N
 
     def __init__(
         self,
@@ -61,7 +99,12 @@ class Eachlabs:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._http = ProviderHTTP(config, client, {"X-API-Key": config.api_key})
+        self._http = ProviderHTTP(
+            config,
+            client,
+            {"Authorization": f"Bearer {config.api_key}"},
+            unbilled=_unbilled,
+        )
         self._clock = clock
 
     def wants_callback(self, public_url: str) -> bool:
@@ -86,12 +129,39 @@ class Eachlabs:
             payload["webhook_url"] = request.callback_url
             if request.callback_secret:
                 payload["webhook_secret"] = request.callback_secret
-        body = await self._http.json("POST", "/v1/prediction", json=payload)
+        reply = await self._http.request(
+            "POST", "/v1/prediction", json=payload, accept=(429,), submit=True
+        )
+        if reply.status == 429:
+            raise self._too_many(reply.headers, reply.content)
+        body = self._http.json_body(reply, submit=True)
         prediction_id = body.get("predictionID")
         if not isinstance(prediction_id, str) or not prediction_id:
             message = body.get("message") or body.get("error") or "no predictionID"
-            raise self._http.error(f"did not create the prediction: {message}")
+            raise self._http.unknown(f"answered 2xx without a prediction id: {message}")
         return Outcome("pending", provider_task_id=prediction_id, detail={"status": "created"})
+
+    def _too_many(self, headers: httpx.Headers, body: bytes) -> Exception:
+        """A 429: the per-minute limit says when to come back; the in-flight cap does not
+        (no Retry-After), and means "wait until one of your predictions ends"."""
+        detail = describe_error(body, headers.get("content-type", ""))
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is None:
+            words = _RETRY_AFTER_WORDS.search(detail)
+            retry_after = float(words.group(1)) if words else None
+        return self._http.error(
+            f"HTTP 429: {detail or 'too many requests'}",
+            retryable=True,
+            status=429,
+            retry_after=retry_after,
+            slot_full=retry_after is None,
+        )
+
+    async def cancel(self, provider_task_id: str) -> bool:
+        path = f"/v1/prediction/{quote(provider_task_id, safe='')}/cancel"
+        reply = await self._http.request("POST", path, accept=(400, 404, 409))
+        # 404: no such prediction; 400 or 409: it already ended. Nothing to stop.
+        return 200 <= reply.status < 300
 
     async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:
         body = await self._http.json("GET", f"/v1/prediction/{quote(provider_task_id, safe='')}")
@@ -101,7 +171,10 @@ class Eachlabs:
         if isinstance(metrics, dict) and isinstance(metrics.get("predict_time"), int | float):
             detail["predict_time"] = metrics["predict_time"]
         if status in SUCCEEDED:
-            return _succeeded(provider_task_id, body.get("output"), detail)
+            try:
+                return _succeeded(provider_task_id, body.get("output"), detail)
+            except ValueError as exc:
+                raise self._http.error(str(exc)) from None
         if status in FAILED:
             error = _poll_error(status, body.get("output"), body.get("logs"))
             return Outcome("failed", provider_task_id, error=error, detail=detail)
@@ -124,7 +197,12 @@ class Eachlabs:
         status = str(value.get("status", "")).lower()
         detail: dict[str, object] = {"status": status}
         if status in SUCCEEDED:
-            return _succeeded(task, value.get("output"), detail)
+            try:
+                return _succeeded(task, value.get("output"), detail)
+            except ValueError as exc:
+                raise CallbackRejected(
+                    f"unreadable Eachlabs webhook: {exc}", reason="unreadable"
+                ) from None
         if status in FAILED:
             return Outcome("failed", task, error=_webhook_error(value), detail=detail)
         raise CallbackRejected(
@@ -132,11 +210,23 @@ class Eachlabs:
         )
 
     def _verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
-        """The HMAC over the raw bytes, compared in constant time, then the timestamp."""
+        """The plain secret in constant time, where sent; the HMAC over the raw bytes and
+        its timestamp, where sent. At least one must be there, and all that are must hold."""
+        plain = header(headers, "X-Webhook-Secret")
         signature = header(headers, "X-Webhook-Signature")
+        if plain is None and signature is None:
+            raise CallbackRejected("the Eachlabs webhook carries no secret or signature")
+        if plain is not None and not hmac.compare_digest(plain.strip().encode(), secret.encode()):
+            raise CallbackRejected("the Eachlabs webhook secret does not match")
+        if signature is not None:
+            self._verify_hmac(headers, body, secret, signature)
+
+    def _verify_hmac(
+        self, headers: Mapping[str, str], body: bytes, secret: str, signature: str
+    ) -> None:
         timestamp = header(headers, "X-Webhook-Timestamp")
-        if not signature or not timestamp:
-            raise CallbackRejected("the Eachlabs webhook is not signed")
+        if not timestamp:
+            raise CallbackRejected("the Eachlabs webhook signature has no timestamp")
         scheme, _, digest = signature.strip().partition("=")
         try:
             sent_at = int(timestamp.strip())
@@ -150,9 +240,6 @@ class Eachlabs:
         if abs(self._clock() - sent_at) > SIGNATURE_TOLERANCE:
             raise CallbackRejected("the Eachlabs webhook timestamp is too old (or in the future)")
 
-    async def cancel(self, provider_task_id: str) -> bool:
-        return False
-
 
 def _succeeded(task: str | None, output: object, detail: Mapping[str, object]) -> Outcome:
     outputs = tuple(_outputs(output))
@@ -162,9 +249,12 @@ def _succeeded(task: str | None, output: object, detail: Mapping[str, object]) -
 
 
 def _outputs(value: object) -> list[Output]:
-    """Images from an ``output`` that is a URL, a list of them, or objects with ``url``."""
+    """Images from an ``output`` that is a URL (or a ``data:`` URL), a list of them, or
+    objects with ``url``, in order; ValueError for a ``data:`` URL that is no image."""
     if isinstance(value, str):
-        return [url_output(value)] if is_http_url(value) else []
+        if is_http_url(value) or value.startswith("data:"):
+            return [any_output(value)]
+        return []
     if isinstance(value, list):
         return [output for item in value for output in _outputs(item)]
     if isinstance(value, dict):

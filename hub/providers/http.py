@@ -2,10 +2,21 @@
 
 ``ProviderHTTP`` sends a request to one provider's base URL with that provider's auth
 header and timeout, reads the answer under a size bound, and turns failures into
-``ProviderError``: network errors, timeouts, 429 and 5xx are retryable (with
-``Retry-After`` when the provider sends one); any other non-2xx is final, with the
-provider's own message pulled out of whichever error shape it uses. The API key never
-appears in a message, even when a provider echoes it back.
+``ProviderError`` with a ``Resend`` class. Two kinds of call are told apart:
+
+- The **submit** (``submit=True``): the one call that creates a billable job. It always
+  goes out on a connection of its own, never a kept-alive one, so that a failure to
+  connect proves that no byte of it left. Then: no connection (refused, DNS, connect
+  timeout, no pool slot) is SAFE; a 408 or 429 is SAFE (with ``Retry-After``); a 5xx is
+  SAFE only where the adapter's ``unbilled`` rule says the provider documents it as
+  unbilled, else UNKNOWN; a write that failed part way, a read timeout, a connection cut
+  before or in the middle of the answer and a 2xx that cannot be read are UNKNOWN; any
+  other 4xx is NEVER.
+- Every other call (polls, uploads, key sets, cancels) creates nothing that is billed:
+  network errors, timeouts, 408, 429 and 5xx are SAFE to repeat, other 4xx are NEVER.
+
+The provider's own message is pulled out of whichever error shape it uses. The API key
+never appears in a message, even when a provider echoes it back.
 
 The small helpers at the end read what the providers send back (JSON objects, base64
 images, output URLs, headers) and are shared by the adapter modules.
@@ -19,7 +30,8 @@ import html
 import math
 import mimetypes
 import re
-from collections.abc import Collection, Mapping
+import ssl
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,6 +58,17 @@ _CONNECT_TIMEOUT = 10.0
 # Multipart file fields: (field name, (filename, bytes, content type)).
 Files = list[tuple[str, tuple[str, bytes, str]]]
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+# A submit's 5xx: (status, error body) -> True where the provider documents it as unbilled.
+Unbilled = Callable[[int, bytes], bool]
+UNKNOWN_SUFFIX = "; the provider may have accepted and charged for the job, so it is not sent again"
+
+
+# A refusal (4xx): (status, error body) -> its ErrorCode, where it is not PROVIDER_REFUSED.
+Refusal = Callable[[int, bytes], "ErrorCode | None"]
+
+
+def never_unbilled(status: int, body: bytes) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +84,21 @@ class ProviderHTTP:
     """Calls one provider: its base URL, its auth headers, its timeout."""
 
     def __init__(
-        self, config: ProviderConfig, client: httpx.AsyncClient, auth: Mapping[str, str]
+        self,
+        config: ProviderConfig,
+        client: httpx.AsyncClient,
+        auth: Mapping[str, str],
+        *,
+        unbilled: Unbilled = never_unbilled,
+        refusal: Refusal | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.name = config.name
+        self._unbilled = unbilled
+        self._refusal = refusal
+        self._headers = dict(headers or {})
+        if config.user_agent:
+            self._headers["User-Agent"] = config.user_agent
         self._base = config.base_url.rstrip("/")
         self._client = client
         self._auth = dict(auth)
@@ -81,39 +116,74 @@ class ProviderHTTP:
         files: Files | None = None,
         limit: int = MAX_JSON_BYTES,
         accept: Collection[int] = (),
+        submit: bool = False,
     ) -> Reply:
-        """Send ``method {base}{path}``; a non-2xx status not in ``accept`` raises."""
+        """Send ``method {base}{path}``; a non-2xx status not in ``accept`` raises.
+        ``submit``: this call creates the billable job (see the module's docstring)."""
         try:
-            request = self._client.build_request(
-                method,
-                self._base + path,
-                headers={**bounded.ASK_IDENTITY, **self._auth},
-                json=json,
-                data=data,
-                files=files,
-                timeout=self._timeout,
+            if submit and _pools_connections(self._client):
+                async with _one_shot_client(self._client) as client:
+                    return await self._send(
+                        client, method, path, json, data, files, limit, accept, submit
+                    )
+            return await self._send(
+                self._client, method, path, json, data, files, limit, accept, submit
             )
-            # Redirects are not followed: custom key headers would go wherever they point.
-            response = await self._client.send(request, stream=True, follow_redirects=False)
-            try:
-                ok = 200 <= response.status_code < 300 or response.status_code in accept
-                if not ok:
-                    body = await _read(response, MAX_ERROR_BYTES, truncate=True) or b""
-                    raise self.status_error(response.status_code, response.headers, body)
-                content = await _read(response, limit)
-                if content is None:
-                    raise self.error(f"answered with more than {limit} bytes")
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
-            raise self.error("timed out", retryable=True) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
             raise self.error("has a base URL that is not a valid http(s) URL") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The connection never opened (refused, no such host, TLS refused, no slot):
+            # on a connection of its own, not one byte of the request went out.
+            reason = f"could not be reached ({type(exc).__name__})"
+            raise self.error(reason, retryable=True) from None
+        except httpx.TimeoutException as exc:
+            if submit:
+                raise self.unknown(f"did not answer in time ({type(exc).__name__})") from None
+            raise self.error("timed out", retryable=True) from None
         except httpx.TransportError as exc:
+            if submit:
+                raise self.unknown(f"cut the connection ({type(exc).__name__})") from None
             reason = f"could not be reached ({type(exc).__name__})"
             raise self.error(reason, retryable=True) from None
         except (httpx.DecodingError, bounded.UnreadableEncoding):
+            if submit:
+                raise self.unknown("sent an answer that could not be decoded") from None
             raise self.error("sent a body that could not be decoded", retryable=True) from None
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        json: object,
+        data: Mapping[str, str] | None,
+        files: Files | None,
+        limit: int,
+        accept: Collection[int],
+        submit: bool,
+    ) -> Reply:
+        request = client.build_request(
+            method,
+            self._base + path,
+            headers={**self._headers, **bounded.ASK_IDENTITY, **self._auth},
+            json=json,
+            data=data,
+            files=files,
+            timeout=self._timeout,
+        )
+        # Redirects are not followed: custom key headers would go wherever they point.
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            ok = 200 <= response.status_code < 300 or response.status_code in accept
+            if not ok:
+                body = await _read(response, MAX_ERROR_BYTES, truncate=True) or b""
+                raise self.status_error(response.status_code, response.headers, body, submit=submit)
+            content = await _read(response, limit)
+            if content is None:
+                message = f"answered with more than {limit} bytes"
+                raise self.unknown(message) if submit else self.error(message)
+        finally:
+            await response.aclose()
         return Reply(response.status_code, response.headers, content)
 
     async def json(
@@ -129,11 +199,24 @@ class ProviderHTTP:
         reply = await self.request(method, path, json=json, files=files, limit=limit)
         return self.json_body(reply)
 
-    def json_body(self, reply: Reply) -> dict[str, Any]:
+    def json_body(self, reply: Reply, *, submit: bool = False) -> dict[str, Any]:
         value = load_json_object(reply.content)
         if value is None:
-            raise self.error(f"answered HTTP {reply.status} with a body that is not a JSON object")
+            message = f"answered HTTP {reply.status} with a body that is not a JSON object"
+            raise self.unknown(message) if submit else self.error(message)
         return value
+
+    def unknown(self, message: str, *, status: int | None = None) -> ProviderError:
+        """The submit may have been accepted and billed: never sent again."""
+        return ProviderError(
+            self._scrub(f"{self.name}: {message}{UNKNOWN_SUFFIX}"),
+            resend=Resend.UNKNOWN,
+            code=ErrorCode.OUTCOME_UNKNOWN,
+            status=status,
+        )
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "[redacted]") if self._secret else text
 
     def error(
         self,
@@ -142,26 +225,64 @@ class ProviderHTTP:
         retryable: bool = False,
         status: int | None = None,
         retry_after: float | None = None,
+        code: ErrorCode | None = None,
+        slot_full: bool = False,
     ) -> ProviderError:
         """A ProviderError naming the provider, with the key scrubbed from the message."""
-        text = f"{self.name}: {message}"
-        if self._secret:
-            text = text.replace(self._secret, "[redacted]")
+        text = self._scrub(f"{self.name}: {message}")
         resend = Resend.SAFE if retryable else Resend.NEVER
-        if retryable:
+        if code is None and retryable:
             code = ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PROVIDER_UNAVAILABLE
-        else:
+        elif code is None:
             code = ErrorCode.PROVIDER_REFUSED
-        return ProviderError(text, resend=resend, code=code, status=status, retry_after=retry_after)
+        return ProviderError(
+            text,
+            resend=resend,
+            code=code,
+            status=status,
+            retry_after=retry_after,
+            slot_full=slot_full,
+        )
 
-    def status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
-        retryable = status in (408, 429) or status >= 500
+    def status_error(
+        self, status: int, headers: httpx.Headers, body: bytes, *, submit: bool = False
+    ) -> ProviderError:
         detail = describe_error(body, headers.get("content-type", ""))
         text = f"HTTP {status}" + (f": {detail}" if detail else "")
+        if submit and status >= 500 and not self._unbilled(status, body):
+            return self.unknown(text, status=status)
+        retryable = status in (408, 429) or status >= 500
         if 300 <= status < 400:
             text += " (a redirect; check the base URL)"
         retry_after = parse_retry_after(headers.get("retry-after")) if retryable else None
-        return self.error(text, retryable=retryable, status=status, retry_after=retry_after)
+        code = None if retryable or self._refusal is None else self._refusal(status, body)
+        return self.error(
+            text, retryable=retryable, status=status, retry_after=retry_after, code=code
+        )
+
+
+def _pools_connections(client: httpx.AsyncClient) -> bool:
+    """Whether the client talks over real, pooled connections. A test's in-memory
+    transport (MockTransport, ASGITransport) has no connection to reuse; httpx offers no
+    public accessor for the transport, hence the private attribute."""
+    return isinstance(getattr(client, "_transport", None), httpx.AsyncHTTPTransport)
+
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _one_shot_client(shared: httpx.AsyncClient) -> httpx.AsyncClient:
+    """A client that opens a new connection for its one request and closes it after:
+    with no kept-alive connection, "could not connect" means "sent nothing"."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()  # loading the CA set once, not per submit
+    return httpx.AsyncClient(
+        headers=shared.headers,
+        trust_env=shared.trust_env,
+        verify=_SSL_CONTEXT,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=0),
+    )
 
 
 async def _read(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes | None:
@@ -279,6 +400,12 @@ def url_output(url: str) -> Output:
     """An image to download later; the type is a hint from the path's extension."""
     guessed = mimetypes.guess_type(urlsplit(url).path)[0]
     return Output(url=url, content_type=guessed if guessed in _IMAGE_TYPES else None)
+
+
+def any_output(text: str) -> Output:
+    """An output string: a URL to download, else base64 (raw or ``data:``); ValueError if
+    it is neither."""
+    return url_output(text) if is_http_url(text) else base64_output(text)
 
 
 def is_http_url(text: str) -> bool:

@@ -31,7 +31,8 @@ from hub.sandbox.delivery import Delivery
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import EditSpec, ImageError, inspect
 from hub.sandbox.inputs import InputError
-from hub.sandbox.runtime import Runtime
+from hub.sandbox.ledger import Ledger, ledger_routes
+from hub.sandbox.runtime import CutResponse, Runtime
 from hub.sandbox.state import BoundedMap
 from hub.sandbox.validation import ApiError
 from hub.sandbox.wire import (
@@ -40,7 +41,7 @@ from hub.sandbox.wire import (
     bearer_token,
     files_route,
     json_bytes,
-    key_accepted,
+    key_owner,
     media_type,
     mount_url,
     multipart_form,
@@ -89,6 +90,7 @@ class AceTask:
     trace_id: str
     request: dict[str, Any]
     callback_url: str
+    owner: str = ""
     created_at: float = field(default_factory=unix_now)
     object_id: str = field(default_factory=lambda: secrets.token_hex(12))
     finished_at: float | None = None
@@ -107,6 +109,7 @@ class AceDataEmulator:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self.faults = FaultQueue()
+        self.ledger = Ledger()
         self._tasks: BoundedMap[str, AceTask] = BoundedMap()
         # Stable per sandbox, like the account a real token belongs to.
         self._identity = {
@@ -121,6 +124,7 @@ class AceDataEmulator:
                 Route("/openai/tasks", self._task_query, methods=["POST"]),
                 files_route(runtime.files),
                 *fault_routes(self.faults),
+                *ledger_routes(self.ledger),
             ],
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error},
         )
@@ -148,15 +152,17 @@ class AceDataEmulator:
         assert isinstance(exc, HTTPException)
         return self._error(request, ApiError(exc.status_code, exc.detail))
 
-    def _authorize(self, request: Request) -> None:
-        if not key_accepted(self._rt.settings, bearer_token(request)):
+    def _authorize(self, request: Request) -> str:
+        owner = key_owner(self._rt.settings, bearer_token(request))
+        if owner is None:
             raise ApiError(401, "Invalid or missing token in Authorization header")
+        return owner
 
     # -- edits -----------------------------------------------------------------------
 
     async def _edits(self, request: Request) -> Response:
         trace = _trace_id(request)
-        self._authorize(request)
+        owner = self._authorize(request)
         fault = self.faults.take(SUBMIT_FAULTS)
         if fault is FaultKind.TOO_MANY_REQUESTS:
             raise ApiError(429, "Too many requests, please slow down")
@@ -166,17 +172,40 @@ class AceDataEmulator:
         mount = mount_url(request)
         fault = self.faults.take(job_faults(has_callback=edit.callback_url is not None))
         if edit.callback_url is None:
-            if fault is FaultKind.HANG:
-                await self._rt.hang(request)
-                raise ApiError(504, "The request timed out; use callback_url for long edits")
-            return self._json(request, await self._produce(edit, fault, mount))
-        task = AceTask(new_id(), trace, edit.echo, edit.callback_url)
+            return await self._sync(request, edit, fault, mount, trace)
+        task = AceTask(new_id(), trace, edit.echo, edit.callback_url, owner)
         self._tasks.put(task.id, task)
+        # Accepted: AceData bills the task whatever its client sees next.
+        self.ledger.record(task.id, billed=True)
         if fault is FaultKind.CALLBACK_BEFORE_RESPONSE:
             await self._complete(task, edit, fault, mount)
-        elif fault is not FaultKind.HANG:
+        elif fault is not FaultKind.STALL:
             self._rt.jobs.spawn(self._complete(task, edit, fault, mount), name=f"acedata:{task.id}")
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
         return self._json(request, {"task_id": task.id})
+
+    async def _sync(
+        self, request: Request, edit: EditRequest, fault: FaultKind | None, mount: str, trace: str
+    ) -> Response:
+        """No callback: the request is held for the edit and answered with the images."""
+        if fault is FaultKind.STALL:
+            await self._rt.hang(request)
+            raise ApiError(504, "The request timed out; use callback_url for long edits")
+
+        async def produce() -> dict[str, Any]:
+            body = await self._produce(edit, fault, mount)
+            self.ledger.record(trace, billed=True)  # it ran: billed, seen or not
+            return body
+
+        body = await self._rt.finish(produce(), name=f"acedata:sync:{trace}")
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
+        return self._json(request, body)
 
     async def _parse(
         self, request: Request
@@ -297,23 +326,20 @@ class AceDataEmulator:
     # -- task lookup -----------------------------------------------------------------
 
     async def _task_query(self, request: Request) -> Response:
-        self._authorize(request)
+        owner = self._authorize(request)
         body = await read_json_object(request)
         action = body.get("action")
+        # Only the key's own tasks exist for it: another's are "not found" ({}).
+        own = [t for t in self._tasks.values() if t.owner == owner]
         if action == "retrieve":
             trace, task_id = body.get("trace_id"), body.get("id")
-            found = [
-                t
-                for t in self._tasks.values()
-                if (t.trace_id == trace if trace else t.id == task_id)
-            ]
+            found = [t for t in own if (t.trace_id == trace if trace else t.id == task_id)]
             return self._json(request, self._task_json(found[0]) if found else {})
         if action == "retrieve_batch":
-            return self._json(request, self._batch(body))
+            return self._json(request, self._batch(body, own))
         raise v.invalid("action must be retrieve or retrieve_batch")
 
-    def _batch(self, body: dict[str, Any]) -> dict[str, Any]:
-        tasks = self._tasks.values()
+    def _batch(self, body: dict[str, Any], tasks: list[AceTask]) -> dict[str, Any]:
         for key, attribute in (("ids", "id"), ("trace_ids", "trace_id")):
             if isinstance(body.get(key), list):
                 tasks = [t for t in tasks if getattr(t, attribute) in body[key]]

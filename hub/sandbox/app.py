@@ -14,8 +14,16 @@ A Sandbox owns one httpx.AsyncClient (input downloads, callbacks and webhooks), 
 background job, and all emulator state (jobs, predictions, files, fault queues), bounded
 and held by that object alone: two sandboxes in one process share nothing.
 
-Each provider mount also serves ``/_sandbox/faults`` (see ``hub.sandbox.faults``) and
+Each provider mount also serves ``/_sandbox/faults`` (see ``hub.sandbox.faults``),
+``/_sandbox/ledger`` (the jobs it would bill, ``hub.sandbox.ledger``) and
 ``/files/{name}`` (outputs and uploads).
+
+The emulators take only ``settings.api_key`` where it is set (``hub serve --sandbox``
+generates one; ``hub sandbox`` reads ``HUB_SANDBOX_KEY``), keep each key's jobs apart,
+and fetch inputs and send webhooks by the hub's outbound rules (``hub.net``): public
+addresses, plus loopback while ``allow_loopback`` (the hub on this machine serves its
+blobs and takes its callbacks there), never private, link-local or reserved ones, each
+redirect checked again.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from hub.sandbox.acedata import AceDataEmulator
 from hub.sandbox.atlascloud import AtlasCloudEmulator
 from hub.sandbox.eachlabs import EachlabsEmulator
 from hub.sandbox.faults import FaultQueue
+from hub.sandbox.ledger import Ledger
 from hub.sandbox.runtime import Runtime
 from hub.sandbox.segmind import SegmindEmulator
 from hub.sandbox.settings import SandboxSettings
@@ -70,6 +79,16 @@ class Sandbox:
             "segmind": self.segmind.faults,
         }
         return emulators[provider]
+
+    def ledger(self, provider: str) -> Ledger:
+        """The jobs one provider would bill, as ``/_sandbox/ledger`` shows them."""
+        ledgers = {
+            "acedata": self.acedata.ledger,
+            "eachlabs": self.eachlabs.ledger,
+            "atlascloud": self.atlascloud.ledger,
+            "segmind": self.segmind.ledger,
+        }
+        return ledgers[provider]
 
     async def start(self) -> None:
         await self.runtime.start()

@@ -32,7 +32,8 @@ from hub.sandbox.delivery import Delivery
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import MAX_IMAGE_BYTES, EditSpec, ImageError
 from hub.sandbox.inputs import InputError
-from hub.sandbox.runtime import Runtime
+from hub.sandbox.ledger import Ledger, ledger_routes
+from hub.sandbox.runtime import CutResponse, Runtime
 from hub.sandbox.signing import Ed25519Signer, signed_message
 from hub.sandbox.state import BoundedMap
 from hub.sandbox.validation import ApiError
@@ -41,7 +42,7 @@ from hub.sandbox.wire import (
     files_route,
     iso,
     json_bytes,
-    key_accepted,
+    key_owner,
     media_type,
     mount_url,
     multipart_form,
@@ -68,6 +69,7 @@ class AtlasPrediction:
     base64_output: bool
     webhook_url: str | None
     mount: str
+    owner: str = ""
     status: str = "starting"
     outputs: list[str] = field(default_factory=list)
     error: str = ""
@@ -92,6 +94,7 @@ class AtlasCloudEmulator:
         self._rt = runtime
         self.faults = FaultQueue()
         self.signer = Ed25519Signer()
+        self.ledger = Ledger()
         self._predictions: BoundedMap[str, AtlasPrediction] = BoundedMap()
         self.app = Starlette(
             routes=[
@@ -101,6 +104,7 @@ class AtlasCloudEmulator:
                 Route("/api/v1/webhooks/jwks.json", self._jwks, methods=["GET"]),
                 files_route(runtime.files),
                 *fault_routes(self.faults),
+                *ledger_routes(self.ledger),
             ],
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error},
         )
@@ -116,9 +120,11 @@ class AtlasCloudEmulator:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"code": exc.status_code, "message": exc.detail}, exc.status_code)
 
-    def _authorize(self, request: Request) -> None:
-        if not key_accepted(self._rt.settings, bearer_token(request)):
+    def _authorize(self, request: Request) -> str:
+        owner = key_owner(self._rt.settings, bearer_token(request))
+        if owner is None:
             raise ApiError(401, "Unauthorized: invalid or missing API key")
+        return owner
 
     @staticmethod
     def _ok(data: object) -> Response:
@@ -127,7 +133,7 @@ class AtlasCloudEmulator:
     # -- submit ----------------------------------------------------------------------
 
     async def _submit(self, request: Request) -> Response:
-        self._authorize(request)
+        owner = self._authorize(request)
         fault = self.faults.take(SUBMIT_FAULTS)
         if fault is FaultKind.TOO_MANY_REQUESTS:
             raise ApiError(429, "Too many requests, please try again later")
@@ -140,25 +146,34 @@ class AtlasCloudEmulator:
             fields.update(wrapped)
         sync = v.boolean(fields.get("enable_sync_mode"), "enable_sync_mode", False)
         prediction = self._validate(fields, mount_url(request))
+        prediction.owner = owner
         self._predictions.put(prediction.id, prediction)
+        # Accepted: a task Atlas bills ("they may create billable tasks").
+        self.ledger.record(prediction.id, billed=True)
         fault = self.faults.take(job_faults(has_callback=prediction.webhook_url is not None))
         if sync:
-            if fault is FaultKind.HANG:
+            if fault is FaultKind.STALL:
                 await self._rt.hang(request)
                 raise ApiError(504, "Prediction timed out")
-            await self._work(prediction, fault)
+            await self._rt.finish(self._work(prediction, fault), name=f"atlas:{prediction.id}")
             if fault is FaultKind.CALLBACK_BEFORE_RESPONSE:
                 await self._notify(prediction, fault)
             elif prediction.webhook_url is not None:
                 self._rt.jobs.spawn(self._notify(prediction, fault), name=f"atlas:{prediction.id}")
-            return self._ok(self._view(prediction, prediction.mount))
-        if fault is FaultKind.HANG:
-            prediction.status = "processing"
-        elif fault is FaultKind.CALLBACK_BEFORE_RESPONSE:
-            await self._job(prediction, fault)
+            answer: Response = self._ok(self._view(prediction, prediction.mount))
         else:
-            self._rt.jobs.spawn(self._job(prediction, fault), name=f"atlas:{prediction.id}")
-        return self._ok({"id": prediction.id, "status": "starting"})
+            if fault is FaultKind.STALL:
+                prediction.status = "processing"
+            elif fault is FaultKind.CALLBACK_BEFORE_RESPONSE:
+                await self._job(prediction, fault)
+            else:
+                self._rt.jobs.spawn(self._job(prediction, fault), name=f"atlas:{prediction.id}")
+            answer = self._ok({"id": prediction.id, "status": "starting"})
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
+        return answer
 
     def _validate(self, fields: dict[str, Any], mount: str) -> AtlasPrediction:
         model = fields.get("model")
@@ -277,8 +292,10 @@ class AtlasCloudEmulator:
         }
 
     async def _get(self, request: Request) -> Response:
-        self._authorize(request)
+        owner = self._authorize(request)
         prediction = self._predictions.get(request.path_params["id"])
+        if prediction is not None and prediction.owner != owner:
+            prediction = None  # another key's task does not exist for this one
         warming = (
             prediction is not None
             and time.monotonic() - prediction.submitted < self._rt.settings.warmup

@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hub.net import fetch
 from hub.sandbox.wire import unix_now
 
 logger = logging.getLogger(__name__)
 
 _MAX_RESPONSE_EXCERPT = 1024
+DELIVERY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,26 @@ def host_of(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
-async def _attempt(client: httpx.AsyncClient, delivery: Delivery) -> Attempt:
+async def _attempt(
+    client: httpx.AsyncClient, delivery: Delivery, guarded: bool, allow_loopback: bool
+) -> Attempt:
     attempt = Attempt(at=unix_now())
     headers = {"Content-Type": "application/json", **delivery.headers}
+    if guarded:
+        # By the hub's outbound rules: every address public (loopback only if allowed),
+        # the connection made to the address checked, no redirect followed.
+        try:
+            attempt.status_code = await fetch.post(
+                client,
+                delivery.url,
+                delivery.body,
+                headers,
+                within=DELIVERY_TIMEOUT,
+                allow_private=allow_loopback,
+            )
+        except fetch.FetchError as error:
+            attempt.error = f"refused or failed: {error}"
+        return attempt
     try:
         # Streamed so a receiver's large answer is never read beyond a short excerpt.
         request = client.build_request("POST", delivery.url, content=delivery.body, headers=headers)
@@ -87,12 +106,16 @@ async def deliver(
     attempts: int = 1,
     retry_delay: float = 0.0,
     log: DeliveryLog | None = None,
+    guarded: bool = False,
+    allow_loopback: bool = False,
 ) -> bool:
-    """POST until a 2xx answer or ``attempts`` are spent; True if acknowledged."""
+    """POST until a 2xx answer or ``attempts`` are spent; True if acknowledged.
+    ``guarded``: by the hub's outbound rules (``hub.net.fetch.post``); off only for an
+    in-memory test transport, which reaches nothing."""
     record = log if log is not None else DeliveryLog(delivery)
     host = host_of(delivery.url)
     for number in range(1, attempts + 1):
-        attempt = await _attempt(client, delivery)
+        attempt = await _attempt(client, delivery, guarded, allow_loopback)
         record.attempts.append(attempt)
         if attempt.ok:
             logger.info("callback to %s acknowledged (attempt %d)", host, number)

@@ -1,4 +1,4 @@
-"""Eachlabs emulator: always-async predictions, polling, optional HMAC-signed webhooks.
+"""Eachlabs emulator: always-async predictions, polling, webhooks with a secret.
 
 Real base URL https://api.eachlabs.ai. ``POST /v1/prediction`` (and with a trailing
 slash) takes ``{"model": "openai-image-edit", "input": {...}, "webhook_url",
@@ -6,14 +6,17 @@ slash) takes ``{"model": "openai-image-edit", "input": {...}, "webhook_url",
 ``GET /v1/prediction/{id}`` moves through created -> starting -> processing -> success |
 error, with ``output`` the URL of an image this emulator serves under ``/files/``. The
 webhook is sent once per terminal state, up to 3 attempts ``callback_retry_delay`` apart,
-each byte-identical with the same timestamp and signature. 60 predictions a minute and
-10 unfinished at once are enforced with 429 and ``Retry-After``.
+each byte-identical. Its secret goes in plain text in ``X-Webhook-Secret`` (their main
+branch's docs; ``eachlabs_webhook_signing="hmac"`` adds the HMAC signature and timestamp
+of the unmerged page). 60 predictions a minute are enforced with 429 and
+``Retry-After``; 10 unfinished predictions per key with a 429 that has none, as their
+``errors.mdx`` says. Every accepted prediction is billed (the ledger); ``POST
+/v1/prediction/{id}/cancel`` stops one.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -32,7 +35,8 @@ from hub.sandbox.delivery import Delivery, DeliveryLog
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import EditSpec, ImageError
 from hub.sandbox.inputs import InputError
-from hub.sandbox.runtime import Runtime
+from hub.sandbox.ledger import Ledger, ledger_routes
+from hub.sandbox.runtime import CutResponse, Runtime
 from hub.sandbox.signing import eachlabs_headers
 from hub.sandbox.state import BoundedMap, SlidingWindow
 from hub.sandbox.validation import ApiError
@@ -41,7 +45,7 @@ from hub.sandbox.wire import (
     files_route,
     iso,
     json_bytes,
-    key_accepted,
+    key_owner,
     mount_url,
     new_id,
     read_json_object,
@@ -54,6 +58,9 @@ QUALITIES = ("auto", "low", "medium", "high")
 BACKGROUNDS = ("auto", "transparent", "opaque")
 MAX_IMAGES = 16
 RATE_LIMIT_MESSAGE = "Rate limit exceeded. Please retry after 60 seconds."
+IN_FLIGHT_MESSAGE = (
+    "Too many predictions in progress: at most {limit} unfinished at once. Wait for one to finish."
+)
 WEBHOOK_ATTEMPTS = 3
 ACTIVE = frozenset({"created", "starting", "processing"})
 # USD per image at 1024x1024, as OpenAI prices gpt-image-1 (auto billed as medium).
@@ -81,6 +88,7 @@ class Prediction:
     webhook_url: str | None
     webhook_secret: str | None
     mount: str
+    owner: str = ""
     status: str = "created"
     output: Any = None
     logs: str | None = None
@@ -93,6 +101,7 @@ class EachlabsEmulator:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self.faults = FaultQueue()
+        self.ledger = Ledger()
         self._predictions: BoundedMap[str, Prediction] = BoundedMap()
         self._active: set[str] = set()
         self._window = SlidingWindow(runtime.settings.eachlabs_rate_limit)
@@ -105,6 +114,7 @@ class EachlabsEmulator:
                 Route("/v1/webhooks/{id}", self._webhook_history, methods=["GET"]),
                 files_route(runtime.files),
                 *fault_routes(self.faults),
+                *ledger_routes(self.ledger),
             ],
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error},
         )
@@ -120,13 +130,15 @@ class EachlabsEmulator:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, exc.status_code)
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request) -> str:
         style = self._rt.settings.eachlabs_auth
         key = request.headers.get("x-api-key") if style in ("both", "x-api-key") else None
         if not key and style in ("both", "bearer"):
             key = bearer_token(request)
-        if not key_accepted(self._rt.settings, key):
+        owner = key_owner(self._rt.settings, key)
+        if owner is None:
             raise ApiError(401, "Invalid or missing API key")
+        return owner
 
     def _rate_limited(self, retry_after: int) -> ApiError:
         return ApiError(429, RATE_LIMIT_MESSAGE, headers={"Retry-After": str(retry_after)})
@@ -134,36 +146,50 @@ class EachlabsEmulator:
     # -- create ----------------------------------------------------------------------
 
     async def _create(self, request: Request) -> Response:
-        self._authorize(request)
+        owner = self._authorize(request)
         wait = self._window.acquire()
         if wait is not None:
             raise self._rate_limited(wait)
         limit = self._rt.settings.eachlabs_max_concurrent
         # A record evicted from the bounded map can no longer finish or be cancelled.
         self._active = {key for key in self._active if self._predictions.get(key) is not None}
-        if limit and len(self._active) >= limit:
-            raise self._rate_limited(max(1, math.ceil(self._rt.settings.latency)))
+        if limit and self._in_flight(owner) >= limit:
+            # Predictions in flight, not calls; and no Retry-After (errors.mdx).
+            raise ApiError(429, IN_FLIGHT_MESSAGE.format(limit=limit))
         fault = self.faults.take(SUBMIT_FAULTS)
         if fault is FaultKind.TOO_MANY_REQUESTS:
             raise self._rate_limited(60)
         if fault is FaultKind.SERVER_ERROR:
             raise ApiError(500, "Failed to create prediction")
         prediction = self._validate(await read_json_object(request), mount_url(request))
+        prediction.owner = owner
         self._predictions.put(prediction.id, prediction)
         self._active.add(prediction.id)
+        self.ledger.record(prediction.id, billed=True)
         fault = self.faults.take(job_faults(has_callback=prediction.webhook_url is not None))
-        if fault is FaultKind.HANG:
+        if fault is FaultKind.STALL:
             prediction.status = "processing"
         elif fault is FaultKind.CALLBACK_BEFORE_RESPONSE:
             await self._run(prediction, fault)
         else:
             self._rt.jobs.spawn(self._run(prediction, fault), name=f"eachlabs:{prediction.id}")
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
         return JSONResponse(
             {
                 "status": "success",
                 "message": "Prediction created successfully",
                 "predictionID": prediction.id,
             }
+        )
+
+    def _in_flight(self, owner: str) -> int:
+        return sum(
+            1
+            for key in self._active
+            if (found := self._predictions.get(key)) is not None and found.owner == owner
         )
 
     def _validate(self, body: dict[str, Any], mount: str) -> Prediction:
@@ -260,9 +286,12 @@ class EachlabsEmulator:
     ) -> None:
         body = json_bytes(self._webhook_body(prediction))
         headers: dict[str, str] = {}
-        if prediction.webhook_secret:
+        if prediction.webhook_secret and self._rt.settings.eachlabs_webhook_signing == "hmac":
             timestamp = str(int(unix_now()))
             headers = eachlabs_headers(prediction.webhook_secret, body, timestamp)
+        elif prediction.webhook_secret:
+            # Their docs' main branch: the secret itself, and no body signature.
+            headers = {"X-Webhook-Secret": prediction.webhook_secret}
         delivery = Delivery(url, body, headers)
         prediction.webhook = DeliveryLog(delivery)
         for _ in range(2 if fault is FaultKind.DUPLICATE_CALLBACK else 1):
@@ -308,9 +337,10 @@ class EachlabsEmulator:
 
     # -- reads -----------------------------------------------------------------------
 
-    def _find(self, request: Request) -> Prediction:
+    def _find(self, request: Request, owner: str) -> Prediction:
         prediction = self._predictions.get(request.path_params["id"])
-        if prediction is None:
+        # Another key's prediction does not exist for this one.
+        if prediction is None or prediction.owner != owner:
             raise ApiError(404, "Prediction not found")
         return prediction
 
@@ -322,8 +352,7 @@ class EachlabsEmulator:
         }
 
     async def _get(self, request: Request) -> Response:
-        self._authorize(request)
-        prediction = self._find(request)
+        prediction = self._find(request, self._authorize(request))
         base = f"{mount_url(request)}/v1/prediction/{prediction.id}"
         return JSONResponse(
             {
@@ -338,8 +367,7 @@ class EachlabsEmulator:
         )
 
     async def _cancel(self, request: Request) -> Response:
-        self._authorize(request)
-        prediction = self._find(request)
+        prediction = self._find(request, self._authorize(request))
         if prediction.status not in ACTIVE:
             raise ApiError(400, f"Prediction is already {prediction.status}")
         prediction.status = "cancelled"
@@ -347,9 +375,9 @@ class EachlabsEmulator:
         return JSONResponse({"status": "success", "message": "Prediction cancelled"})
 
     async def _webhook_history(self, request: Request) -> Response:
-        self._authorize(request)
+        owner = self._authorize(request)
         prediction = self._predictions.get(request.path_params["id"])
-        if prediction is None or prediction.webhook is None:
+        if prediction is None or prediction.owner != owner or prediction.webhook is None:
             raise ApiError(404, "Webhook not found")
         log = prediction.webhook
         # The plaintext secret header is a credential: the history never shows it.

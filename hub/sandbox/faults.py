@@ -5,7 +5,11 @@ what is pending; ``DELETE`` clears the queue. The queue is first in, first out, 
 submit consumes at most one fault: the one at its head, and only if that fault can apply
 to the submit (a callback fault waits for a submit that names a callback URL). Polls and
 other reads never consume faults. The control endpoints take no API key: they change
-only the sandbox itself.
+only the sandbox itself and carry no tenant's data.
+
+``hang`` and ``reset_after_accept`` are the ambiguous cases a client cannot tell apart
+from a lost request: the job exists and is billed (see the ledger), the answer never
+arrives. ``stall`` is a job that never ends.
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ MAX_COUNT = 100
 class FaultKind(StrEnum):
     TOO_MANY_REQUESTS = "429"  # the submit is answered with the provider's 429
     SERVER_ERROR = "500"  # the submit is answered with the provider's 5xx
-    HANG = "hang"  # a synchronous answer never comes; an async job never finishes
+    # The job is accepted (and billed), its answer held past the client's timeout (until it
+    # leaves, or ``hang_seconds``); the job then completes: the client paid and never knew.
+    HANG = "hang"
+    # The job is created (and billed), then the connection is cut before its answer.
+    RESET_AFTER_ACCEPT = "reset_after_accept"
+    # A synchronous answer never comes and nothing is billed; an async job is accepted and
+    # never finishes (what "hang" meant before the ledger).
+    STALL = "stall"
     DUPLICATE_CALLBACK = "duplicate_callback"  # the callback is delivered twice, byte-identical
     CALLBACK_BEFORE_RESPONSE = "callback_before_response"  # acknowledged before the submit answers
     LOST_CALLBACK = "lost_callback"  # the job finishes and can be polled; no callback is sent
@@ -45,7 +56,7 @@ ALL_FAULTS = frozenset(FaultKind)
 
 def job_faults(*, has_callback: bool) -> frozenset[FaultKind]:
     """The faults a valid submit consumes, given whether it asked for a callback."""
-    kinds = {FaultKind.HANG, FaultKind.FAIL}
+    kinds = {FaultKind.HANG, FaultKind.STALL, FaultKind.RESET_AFTER_ACCEPT, FaultKind.FAIL}
     return frozenset(kinds | CALLBACK_FAULTS) if has_callback else frozenset(kinds)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
+from hub.net import fetch
 from hub.sandbox.images import MAX_IMAGE_BYTES
 from hub.sandbox.state import FileStore
 
@@ -51,14 +52,35 @@ def _own_file(url: str, files: FileStore) -> bytes | None:
     return stored.data if stored is not None else None
 
 
+FETCH_TIMEOUT = 60.0
+
+
 async def fetch_source(
-    url: str, *, client: httpx.AsyncClient, files: FileStore, limit: int = MAX_IMAGE_BYTES
+    url: str,
+    *,
+    client: httpx.AsyncClient,
+    files: FileStore,
+    limit: int = MAX_IMAGE_BYTES,
+    guarded: bool = False,
+    allow_loopback: bool = False,
 ) -> bytes:
+    """The image at ``url``. ``guarded``: fetched by the hub's outbound rules
+    (``hub.net.fetch``: public addresses only, loopback if allowed, each redirect checked,
+    identity asked for and the decoded size bounded); off only for an in-memory test
+    transport, which reaches nothing."""
     if url.startswith("data:"):
         return decode_data_url(url, limit)
     own = _own_file(url, files)
     if own is not None:
         return own
+    if guarded:
+        try:
+            data, _ = await fetch.fetch(
+                client, url, max_bytes=limit, within=FETCH_TIMEOUT, allow_private=allow_loopback
+            )
+        except fetch.FetchError as error:
+            raise InputError(f"fetching the image failed: it {error}", download=True) from None
+        return data
     # The host is left out of messages: it may be a private address the caller cares about.
     try:
         async with client.stream("GET", url) as response:

@@ -28,14 +28,15 @@ from hub.sandbox import validation as v
 from hub.sandbox.faults import SUBMIT_FAULTS, FaultKind, FaultQueue, fault_routes, job_faults
 from hub.sandbox.images import EditedImage, EditSpec, ImageError
 from hub.sandbox.inputs import InputError
-from hub.sandbox.runtime import Runtime
+from hub.sandbox.ledger import Ledger, ledger_routes
+from hub.sandbox.runtime import CutResponse, Runtime
 from hub.sandbox.state import BoundedMap, SlidingWindow
 from hub.sandbox.validation import ApiError
 from hub.sandbox.wire import (
     bearer_token,
     files_route,
     iso,
-    key_accepted,
+    key_owner,
     media_type,
     mount_url,
     new_id,
@@ -54,7 +55,14 @@ COST: Mapping[str, float] = MappingProxyType(
     {"low": 0.03, "medium": 0.07, "high": 0.25, "auto": 0.14}
 )
 SUPPORTED_FAULTS = frozenset(
-    {FaultKind.TOO_MANY_REQUESTS, FaultKind.SERVER_ERROR, FaultKind.HANG, FaultKind.FAIL}
+    {
+        FaultKind.TOO_MANY_REQUESTS,
+        FaultKind.SERVER_ERROR,
+        FaultKind.HANG,
+        FaultKind.STALL,
+        FaultKind.RESET_AFTER_ACCEPT,
+        FaultKind.FAIL,
+    }
 )
 HTML_405 = (
     "<html>\r\n<head><title>405 Not Allowed</title></head>\r\n<body>\r\n"
@@ -78,6 +86,7 @@ class SegmindRequest:
     id: str
     edit: SegmindEdit
     mount: str
+    owner: str = ""
     status: str = "QUEUED"
     output: str | None = None
     error: str | None = None
@@ -91,6 +100,7 @@ class SegmindEmulator:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self.faults = FaultQueue(SUPPORTED_FAULTS)
+        self.ledger = Ledger()
         self._requests: BoundedMap[str, SegmindRequest] = BoundedMap()
         self._window = SlidingWindow(runtime.settings.segmind_rate_limit)
         self._credits = START_CREDITS
@@ -103,6 +113,7 @@ class SegmindEmulator:
                 Route("/v1/requests/{id}", self._result, methods=["GET"]),
                 files_route(runtime.files),
                 *fault_routes(self.faults),
+                *ledger_routes(self.ledger),
             ],
             exception_handlers={ApiError: self._api_error, HTTPException: self._http_error},
         )
@@ -118,17 +129,19 @@ class SegmindEmulator:
             return HTMLResponse(HTML_405, 405)
         return JSONResponse({"error": exc.detail}, exc.status_code)
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: Request) -> str:
         key = request.headers.get("x-api-key")
         if not key and bearer_token(request) is None:
             raise ApiError(401, "Missing Authorization or x-api-key in header")
         # A Bearer token alone is refused like a bad key: the gateway reads x-api-key only.
-        if not key_accepted(self._rt.settings, key):
+        owner = key_owner(self._rt.settings, key)
+        if owner is None:
             raise ApiError(401, INVALID_KEY)
+        return owner
 
     async def _admit(self, request: Request) -> SegmindEdit:
         """Everything a POST goes through before any work: key, limits, faults, input."""
-        self._authorize(request)
+        request.state.owner = self._authorize(request)
         if self._window.acquire() is not None:
             raise ApiError(429, "Rate limit exceeded. Please try again later.")
         fault = self.faults.take(SUBMIT_FAULTS)
@@ -192,20 +205,33 @@ class SegmindEmulator:
     async def _sync(self, request: Request) -> Response:
         edit = await self._admit(request)
         fault = self.faults.take(job_faults(has_callback=False))
-        if fault is FaultKind.HANG:
+        job_id = new_id()
+        # Accepted; billed only if it completes with a 200 ("only 200s are billed").
+        self.ledger.record(job_id, billed=False)
+        if fault is FaultKind.STALL:
             await self._rt.hang(request)
             raise ApiError(504, "Gateway Timeout")
         started = time.monotonic()
-        image = await self._edit(edit)
-        if fault is FaultKind.FAIL:
-            raise ApiError(406, "Insufficient credits")
-        cost = self._charge(edit)
+
+        async def complete() -> tuple[EditedImage, float]:
+            image = await self._edit(edit)
+            if fault is FaultKind.FAIL:
+                raise ApiError(406, "Insufficient credits")
+            # The 200 is decided here: billed, whether or not the caller is still there.
+            self.ledger.record(job_id, billed=True)
+            return image, self._charge(edit)
+
+        image, cost = await self._rt.finish(complete(), name=f"segmind:{job_id}")
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
         headers = {
             "x-cost": f"{cost:.4f}",
             "x-remaining-credits": f"{self._credits:.4f}",
             "x-generation-time": f"{time.monotonic() - started:.3f}",
             "x-seed-value": str(int(hashlib.sha256(edit.prompt.encode()).hexdigest()[:8], 16)),
-            "x-request-id": new_id(),
+            "x-request-id": job_id,
             "x-rate-limit-reset-at-utc": str(iso(unix_now() + 60)),
         }
         remaining = self._window.remaining()
@@ -218,13 +244,18 @@ class SegmindEmulator:
     async def _submit(self, request: Request) -> Response:
         edit = await self._admit(request)
         mount = mount_url(request)
-        job = SegmindRequest(new_id(), edit, mount)
+        job = SegmindRequest(new_id(), edit, mount, owner=request.state.owner)
         self._requests.put(job.id, job)
+        self.ledger.record(job.id, billed=False)
         fault = self.faults.take(job_faults(has_callback=False))
-        if fault is FaultKind.HANG:
+        if fault is FaultKind.STALL:
             job.status = "PROCESSING"
         else:
             self._rt.jobs.spawn(self._run(job, fault), name=f"segmind:{job.id}")
+        if fault is FaultKind.HANG:
+            await self._rt.hold(request)
+        elif fault is FaultKind.RESET_AFTER_ACCEPT:
+            return CutResponse()
         return JSONResponse(
             {
                 "request_id": job.id,
@@ -250,13 +281,14 @@ class SegmindEmulator:
                 job.output = self._rt.publish(image, job.mount)
                 job.cost = self._charge(job.edit)
                 job.status = "COMPLETED"
+                self.ledger.record(job.id, billed=True)
         job.inference_time = round(time.monotonic() - started, 3)
 
     def _find(self, request: Request) -> SegmindRequest:
-        self._authorize(request)
+        owner = self._authorize(request)
         job = self._requests.get(request.path_params["id"])
-        # Request records expire after an hour.
-        if job is None or time.monotonic() - job.created > REQUEST_TTL:
+        # Request records expire after an hour; another key's do not exist for this one.
+        if job is None or job.owner != owner or time.monotonic() - job.created > REQUEST_TTL:
             raise ApiError(404, "Request not found")
         return job
 

@@ -16,6 +16,7 @@ ENV_PREFIX = "HUB_SANDBOX_"
 
 EACHLABS_WEBHOOK_SHAPES = ("current", "legacy")
 EACHLABS_AUTH_STYLES = ("both", "x-api-key", "bearer")
+EACHLABS_SIGNING = ("plain", "hmac")
 ACEDATA_OUTPUTS = ("b64_json", "url")
 ATLAS_UPLOAD_SHAPES = ("official", "seed")
 OFF = "0 = off"
@@ -30,11 +31,23 @@ class SandboxSettings:
     eachlabs_webhook_shape: str = setting("current", choices=EACHLABS_WEBHOOK_SHAPES)
     callback_retry_delay: float = setting(10.0, ge=0, duration=True)
     allow_insecure_webhooks: bool = setting(False)
-    # A secret: kept out of repr so a logged settings object never shows the key.
-    api_key: str | None = setting(None, secret=True)
+    # The one key the emulators take (HUB_SANDBOX_KEY): the hub generates it for
+    # ``--sandbox`` and ``hub sandbox`` makes one when unset. None (code and tests only)
+    # takes any non-empty key, each key seeing only its own jobs. Kept out of repr.
+    api_key: str | None = setting(None, secret=True, alias="HUB_SANDBOX_KEY")
+    # How long "hang" holds an answer at most (the client's timeout is meant to come first).
+    hang_seconds: float = setting(600.0, ge=0, duration=True)
+    # Whether inputs and webhooks may point at loopback: the hub on this machine serves its
+    # blobs and takes its callbacks there. Private, link-local and reserved ranges never.
+    allow_loopback: bool = setting(True)
     # Which header Eachlabs accepts: its docs show X-API-Key in one place, Bearer in another.
     eachlabs_auth: str = setting("both", choices=EACHLABS_AUTH_STYLES)
-    # Eachlabs' published limits: predictions created per minute, and at once.
+    # How Eachlabs' webhook carries its secret: "plain" (X-Webhook-Secret only, what their
+    # main-branch docs describe) or "hmac" (X-Webhook-Signature and timestamp, plus the
+    # plain header, as the unmerged signature page shows).
+    eachlabs_webhook_signing: str = setting("plain", choices=EACHLABS_SIGNING)
+    # Eachlabs' published limits: predictions created per minute, and unfinished at once
+    # (a 429 without Retry-After beyond it).
     eachlabs_rate_limit: int = setting(60, ge=0, note=OFF)
     eachlabs_max_concurrent: int = setting(10, ge=0, note=OFF)
     # Segmind's per-minute plan limit (Free 5, Pro 50); off by default so demos are not throttled.

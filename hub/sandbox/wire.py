@@ -3,6 +3,7 @@ timestamps."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
@@ -81,13 +82,22 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def key_accepted(settings: SandboxSettings, key: str | None) -> bool:
-    """Any non-empty key, or exactly the configured one."""
+def key_owner(settings: SandboxSettings, key: str | None) -> str | None:
+    """Who a key is: None if it is refused. With a configured key only that one is taken
+    (compared in constant time); without, any non-empty key is, as a tenant of its own.
+    Every job is stored under its owner and found only by it, so one key can neither list,
+    read, cancel nor learn the callback URL of another's jobs."""
     if not key:
-        return False
-    if settings.api_key is None:
-        return True
-    return hmac.compare_digest(key.encode(), settings.api_key.encode())
+        return None
+    if settings.api_key is not None and not hmac.compare_digest(
+        key.encode(), settings.api_key.encode()
+    ):
+        return None
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def key_accepted(settings: SandboxSettings, key: str | None) -> bool:
+    return key_owner(settings, key) is not None
 
 
 def mount_url(request: Request) -> str:

@@ -41,7 +41,10 @@ async def test_a_task_interrupted_by_kill_9_finishes_after_restart(tmp_path, htt
     """The hub dies while a provider is working on its task; the restarted hub picks the
     task up from the store and polls it to the end, without submitting it again."""
     sandbox = HubProcess(
-        tmp_path, free_port(), command=("sandbox",), extra={"HUB_SANDBOX_LATENCY": "2"}
+        tmp_path,
+        free_port(),
+        command=("sandbox",),
+        extra={"HUB_SANDBOX_LATENCY": "2", "HUB_SANDBOX_KEY": "key"},
     )
     port = free_port()
     extra = {

@@ -102,7 +102,10 @@ async def test_a_flood_through_both_replicas_reaches_subscribers_on_both_in_orde
 async def sandbox_process(tmp_path, latency: str = "0.5") -> AsyncIterator[HubProcess]:
     """The providers' emulators in a process of their own: their jobs outlive any replica."""
     sandbox = HubProcess(
-        tmp_path, free_port(), command=("sandbox",), extra={"HUB_SANDBOX_LATENCY": latency}
+        tmp_path,
+        free_port(),
+        command=("sandbox",),
+        extra={"HUB_SANDBOX_LATENCY": latency, "HUB_SANDBOX_KEY": "key"},
     )
     try:
         async with httpx.AsyncClient(timeout=10) as http:

@@ -237,6 +237,7 @@ def sandbox_process(tmp_path: Any) -> HubProcess:
         command=("sandbox",),
         extra={
             "HUB_SANDBOX_LATENCY": "1",
+            "HUB_SANDBOX_KEY": "key",
             "HUB_SANDBOX_CALLBACK_RETRY_DELAY": "0.5",
             # AceData answers with URLs to download, not base64.
             "HUB_SANDBOX_ACEDATA_OUTPUT": "url",
@@ -502,7 +503,7 @@ async def test_a_deadline_that_passes_while_the_hub_is_down_times_out_once(tmp_p
         with running(hub):
             await hub.ready(http)
             channel = (await http.post(hub.url + "/v1/channels", headers=AUTH)).json()
-            await fault(http, sandbox, "atlascloud", "hang")
+            await fault(http, sandbox, "atlascloud", "stall")
             polled = await submit(http, hub, "polled", "atlascloud", channel["id"])
             await until_event(http, hub, polled, "task.submitted")
             hub.kill()
@@ -535,7 +536,7 @@ async def test_a_submit_cut_short_by_kill_9_is_sent_again_soon_after_restart(tmp
         with running(hub):
             await hub.ready(http)
             channel = (await http.post(hub.url + "/v1/channels", headers=AUTH)).json()
-            await fault(http, sandbox, "segmind", "hang")
+            await fault(http, sandbox, "segmind", "stall")
             hanging = await submit(http, hub, "hanging", "segmind", channel["id"])
             await until(lambda: _not(faults_pending(http, sandbox, "segmind")), timeout=30)
             waiting = await submit(http, hub, "waiting", "segmind", channel["id"])

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from hub.providers.acedata import AceData
-from hub.providers.base import CallbackRejected, EditRequest, ProviderError
+from hub.providers.base import CallbackRejected, EditRequest, ProviderError, Resend
 from hub.sandbox.app import SandboxSettings
 
 from .helpers import (
@@ -112,7 +112,7 @@ async def test_url_outputs_are_passed_on():
 
 async def test_unfinished_and_unknown_tasks_are_pending(env: Env):
     provider = adapter(env)
-    env.fault("acedata", "hang")
+    env.fault("acedata", "stall")
     submitted = await provider.submit(edit(env))
     polled = await provider.poll(submitted.provider_task_id or "")
     assert (polled.state, polled.detail["found"]) == ("pending", True)
@@ -138,7 +138,8 @@ async def test_rate_limits_and_server_errors_are_retryable(env: Env, fault: str,
     env.fault("acedata", fault)
     with pytest.raises(ProviderError) as caught:
         await adapter(env).submit(edit(env))
-    assert caught.value.retryable
+    # A 429 is a refusal; a 500 is documented nowhere as unbilled: never sent again.
+    assert caught.value.resend is (Resend.SAFE if status == 429 else Resend.UNKNOWN)
     assert caught.value.status == status
     assert caught.value.retry_after is None  # AceData sends no Retry-After
     assert caught.value.message.startswith(f"acedata: HTTP {status}: ")
@@ -219,5 +220,6 @@ async def test_a_sync_answer_with_a_broken_image_is_an_error():
             await AceData(config("acedata"), client).submit(
                 EditRequest("t", "p", (static_image(),))
             )
-    assert not caught.value.retryable
-    assert caught.value.message == "acedata: an output is not a PNG, JPEG or WEBP image"
+    # The answer was a 200: the job ran and was billed, whatever its bytes.
+    assert caught.value.resend is Resend.UNKNOWN
+    assert caught.value.message.startswith("acedata: an output is not a PNG, JPEG or WEBP image")

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hub.providers.atlascloud import JWKS_PATH, AtlasCloud
-from hub.providers.base import CallbackRejected, EditRequest, ProviderError
+from hub.providers.base import CallbackRejected, EditRequest, ErrorCode, ProviderError, Resend
 from hub.sandbox.app import SandboxSettings
 
 from .helpers import (
@@ -87,7 +87,7 @@ async def test_warmup_404_is_pending():
 
 
 async def test_an_unfinished_task_is_pending(env: Env):
-    env.fault("atlascloud", "hang")
+    env.fault("atlascloud", "stall")
     provider = adapter(env)
     submitted = await provider.submit(edit(env))
     outcome = await provider.poll(submitted.provider_task_id or "")
@@ -117,7 +117,9 @@ async def test_rate_limits_and_server_errors_are_retryable(env: Env, fault: str,
     env.fault("atlascloud", fault)
     with pytest.raises(ProviderError) as caught:
         await adapter(env).submit(edit(env))
-    assert (caught.value.retryable, caught.value.status) == (True, status)
+    # Atlas' own client: POSTs "may create billable tasks", so a 5xx is never resent.
+    expected = Resend.SAFE if status == 429 else Resend.UNKNOWN
+    assert (caught.value.resend, caught.value.status) == (expected, status)
     assert caught.value.retry_after is None  # Atlas sends no Retry-After
 
 
@@ -414,3 +416,96 @@ async def test_submit_answers(answer: dict[str, Any], expected: str | None):
         else:
             outcome = await provider.submit(request)
             assert (outcome.state, outcome.provider_task_id) == (expected, "p1")
+
+
+@pytest.mark.parametrize(
+    "url, wanted",
+    [
+        ("https://hub.example.com", True),
+        ("https://203.0.113.9:8443", False),  # documentation range: not routable
+        ("https://8.8.8.8", True),
+        ("http://hub.example.com", False),
+        ("https://localhost:8000", False),
+        ("https://127.0.0.1", False),
+        ("https://10.1.2.3", False),
+        ("https://192.168.1.10", False),
+        ("https://100.64.0.1", False),  # CGNAT
+        ("https://[::1]", False),
+        ("https://hub.local", False),
+        ("https://hub", False),
+        ("https://hub.example.com/" + "x" * 1024, False),
+    ],
+)
+async def test_wants_a_callback_only_on_a_public_https_host(url: str, wanted: bool):
+    async with mock_client(_nothing) as client:
+        assert AtlasCloud(config("atlascloud"), client).wants_callback(url) is wanted
+
+
+async def _nothing(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(500)
+
+
+@pytest.mark.parametrize("status", [400, 404])
+async def test_a_missing_prediction_is_pending_only_within_the_grace(status: int):
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"code": status, "message": "not found"})
+
+    async with mock_client(handler) as client:
+        provider = AtlasCloud(config("atlascloud", not_found_grace=30.0), client)
+        assert (await provider.poll("p1", age=0.0)).state == "pending"
+        assert (await provider.poll("p1", age=29.0)).state == "pending"
+        late = await provider.poll("p1", age=31.0)
+    assert late.state == "failed"
+    assert late.error_code is ErrorCode.OUTCOME_UNKNOWN
+    assert "may have charged" in (late.error or "")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"outputs": ["https://cdn.test/a.png", "https://cdn.test/b.png"]},
+        {"output": ["https://cdn.test/a.png", "https://cdn.test/b.png"]},
+        {"outputs": "https://cdn.test/a.png"},
+        {"output": "https://cdn.test/a.png"},
+    ],
+)
+async def test_outputs_or_output_a_list_or_a_string(data: dict[str, Any]):
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"code": 200, "data": {"status": "completed", **data}})
+
+    async with mock_client(handler) as client:
+        outcome = await AtlasCloud(config("atlascloud"), client).poll("p1")
+    urls = [output.url for output in outcome.outputs]
+    value = next(iter(data.values()))
+    assert urls == (value if isinstance(value, list) else [value])
+
+
+async def test_mixed_base64_and_url_outputs_are_all_kept_in_order():
+    png = base64.b64encode(make_png()).decode()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        outputs = ["https://cdn.test/a.png", png, "https://cdn.test/c.png"]
+        return httpx.Response(200, json={"data": {"status": "completed", "outputs": outputs}})
+
+    async with mock_client(handler) as client:
+        outcome = await AtlasCloud(config("atlascloud"), client).poll("p1")
+    assert [output.url for output in outcome.outputs] == [
+        "https://cdn.test/a.png",
+        None,
+        "https://cdn.test/c.png",
+    ]
+    assert outcome.outputs[1].data == make_png()
+
+
+async def test_the_user_agent_is_configurable():
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("user-agent", ""))
+        return httpx.Response(200, json={"data": {"status": "processing"}})
+
+    async with mock_client(handler) as client:
+        await AtlasCloud(config("atlascloud", user_agent="Mozilla/5.0 hub"), client).poll("p")
+        await AtlasCloud(config("atlascloud"), client).poll("p")
+    assert seen[0] == "Mozilla/5.0 hub"
+    assert seen[1] != "Mozilla/5.0 hub"

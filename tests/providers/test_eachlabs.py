@@ -2,18 +2,20 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
-from hub.providers.base import CallbackRejected, EditRequest, ProviderError
+from hub.providers.base import CallbackRejected, EditRequest, ProviderError, Resend
 from hub.providers.eachlabs import Eachlabs
 from hub.sandbox.app import SandboxSettings
 
 from .helpers import (
     CALLBACK,
+    FAST,
     KEY,
     Env,
     config,
@@ -25,6 +27,14 @@ from .helpers import (
 )
 
 SECRET = "whsec-per-task"
+HMAC = replace(FAST, eachlabs_webhook_signing="hmac")
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    # The signed form, which these tests check; the plain default has its own tests.
+    async with sandbox_env(HMAC) as environment:
+        yield environment
 
 
 def adapter(env: Env, **options: Any) -> Eachlabs:
@@ -91,7 +101,7 @@ async def test_the_request_uses_numbered_image_fields(env: Env):
 
 
 async def test_an_unfinished_prediction_is_pending(env: Env):
-    env.fault("eachlabs", "hang")
+    env.fault("eachlabs", "stall")
     provider = adapter(env)
     submitted = await provider.submit(edit(env))
     polled = await provider.poll(submitted.provider_task_id or "")
@@ -138,7 +148,6 @@ async def test_signature_checks_refuse_forgeries(env: Env):
     headers = dict(delivery.headers)
     body = delivery.content
     tampered = body.replace(b'"succeeded"', b'"failed"')
-    without = {k: v for k, v in headers.items() if k.lower() != "x-webhook-signature"}
     no_time = {k: v for k, v in headers.items() if k.lower() != "x-webhook-timestamp"}
     bad_time = {**headers, "x-webhook-timestamp": "yesterday"}
     bad_scheme = {
@@ -148,7 +157,6 @@ async def test_signature_checks_refuse_forgeries(env: Env):
     cases = [
         (headers, tampered, SECRET),
         (headers, body, "another-secret"),
-        (without, body, SECRET),
         (no_time, body, SECRET),
         (bad_time, body, SECRET),
         (bad_scheme, body, SECRET),
@@ -272,7 +280,7 @@ async def test_an_unknown_prediction_is_final(env: Env):
 )
 async def test_poll_answers(answer: dict[str, Any], state: str, detail: str | None):
     async def handler(request: httpx.Request) -> httpx.Response:
-        assert request.headers["X-API-Key"] == KEY
+        assert request.headers["Authorization"] == f"Bearer {KEY}"
         return httpx.Response(200, json={"id": "p1", **answer})
 
     async with mock_client(handler) as client:
@@ -314,4 +322,52 @@ async def test_a_submit_answer_without_an_id_is_an_error():
             await Eachlabs(config("eachlabs"), client).submit(
                 EditRequest("t", "p", (static_image(),))
             )
-    assert caught.value.message == "eachlabs: did not create the prediction: model is paused"
+    assert caught.value.resend is Resend.UNKNOWN  # a 2xx: it may have been created
+    assert caught.value.message.startswith(
+        "eachlabs: answered 2xx without a prediction id: model is paused"
+    )
+
+
+async def test_the_plain_secret_alone_is_accepted_in_constant_time(env: Env):
+    # What Eachlabs' current docs describe: the secret in X-Webhook-Secret, no signature.
+    provider, _, delivery = await webhook(env)
+    body = delivery.content
+    plain = {"Content-Type": "application/json", "X-Webhook-Secret": SECRET}
+    assert (await provider.parse_callback(plain, body, SECRET)).state == "succeeded"
+    for headers in (
+        {"X-Webhook-Secret": "another-secret"},
+        {"X-Webhook-Secret": SECRET[:-1]},
+        {"Content-Type": "application/json"},
+    ):
+        with pytest.raises(CallbackRejected) as caught:
+            await provider.parse_callback(headers, body, SECRET)
+        assert caught.value.reason == "signature"
+    # Both present: both must hold, so a right secret does not carry a wrong signature.
+    both = {**dict(delivery.headers), "x-webhook-signature": "sha256=" + "0" * 64}
+    with pytest.raises(CallbackRejected):
+        await provider.parse_callback(both, body, SECRET)
+
+
+async def test_cancel_stops_a_running_prediction():
+    async with sandbox_env(SandboxSettings(latency=30)) as env:
+        provider = adapter(env)
+        submitted = await provider.submit(edit(env))
+        assert await provider.cancel(submitted.provider_task_id or "")
+        assert env.paths[-1] == f"/eachlabs/v1/prediction/{submitted.provider_task_id}/cancel"
+        outcome = await provider.poll(submitted.provider_task_id or "")
+        assert (outcome.state, outcome.error) == (
+            "failed",
+            "the prediction was cancelled at Eachlabs",
+        )
+        assert not await provider.cancel("no-such-prediction")
+
+
+async def test_the_emulators_default_plain_secret_webhook_is_accepted():
+    async with sandbox_env() as env:
+        provider, prediction_id, delivery = await webhook(env)
+        assert "X-Webhook-Signature" not in delivery.headers
+        assert delivery.headers["X-Webhook-Secret"] == SECRET
+        outcome = await provider.parse_callback(delivery.headers, delivery.content, SECRET)
+        assert (outcome.state, outcome.provider_task_id) == ("succeeded", prediction_id)
+        with pytest.raises(CallbackRejected):
+            await provider.parse_callback(delivery.headers, delivery.content, "other")

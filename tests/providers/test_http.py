@@ -5,7 +5,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from hub.providers.base import ProviderConfig, ProviderError
+from hub.providers.base import ErrorCode, ProviderConfig, ProviderError, Resend
 from hub.providers.http import (
     MAX_RETRY_AFTER,
     ProviderHTTP,
@@ -164,7 +164,7 @@ async def test_redirects_are_not_followed():
     "failure, words",
     [
         (httpx.ReadTimeout("slow"), "timed out"),
-        (httpx.ConnectTimeout("slow"), "timed out"),
+        (httpx.ConnectTimeout("slow"), "could not be reached (ConnectTimeout)"),
         (httpx.ConnectError("refused"), "could not be reached (ConnectError)"),
         (httpx.RemoteProtocolError("eof"), "could not be reached (RemoteProtocolError)"),
     ],
@@ -237,3 +237,45 @@ def test_image_helpers():
     assert url_output("https://cdn.test/a/b.JPG?sig=1").content_type == "image/jpeg"
     assert url_output("https://cdn.test/a/b").content_type is None
     assert url_output("https://cdn.test/a/b.txt").content_type is None
+
+
+@pytest.mark.parametrize(
+    "failure, resend",
+    [
+        # The connection never opened: not one byte of the submit left.
+        (httpx.ConnectError("refused or no such host"), Resend.SAFE),
+        (httpx.ConnectTimeout("slow to connect"), Resend.SAFE),
+        (httpx.PoolTimeout("no free connection"), Resend.SAFE),
+        # Some or all of it went out: the provider may have accepted it.
+        (httpx.WriteError("broken pipe"), Resend.UNKNOWN),
+        (httpx.WriteTimeout("slow to send"), Resend.UNKNOWN),
+        (httpx.ReadTimeout("slow to answer"), Resend.UNKNOWN),
+        (httpx.ReadError("reset"), Resend.UNKNOWN),
+        (httpx.RemoteProtocolError("eof"), Resend.UNKNOWN),
+    ],
+)
+async def test_a_submit_is_classified_by_how_far_it_got(failure: Exception, resend: Resend):
+    async def handler(request: httpx.Request) -> httpx.Response:
+        raise failure
+
+    with pytest.raises(ProviderError) as caught:
+        await call(handler, submit=True)
+    assert caught.value.resend is resend
+    expected = (
+        ErrorCode.PROVIDER_UNAVAILABLE if resend is Resend.SAFE else ErrorCode.OUTCOME_UNKNOWN
+    )
+    assert caught.value.code is expected
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_a_submits_5xx_is_unknown_unless_the_adapter_says_unbilled(status: int):
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": "down"})
+
+    with pytest.raises(ProviderError) as caught:
+        await call(handler, submit=True)
+    assert caught.value.resend is Resend.UNKNOWN
+    # The same answer to a poll (which bills nothing) is safe to repeat.
+    with pytest.raises(ProviderError) as caught:
+        await call(handler)
+    assert caught.value.resend is Resend.SAFE

@@ -28,7 +28,7 @@ def test_defaults():
         "acedata": (0, 0),
         "eachlabs": (60, 10),
         "atlascloud": (0, 0),
-        "segmind": (50, 0),
+        "segmind": (5, 0),
     }
     assert set(DEFAULT_POLLING) == set(DEFAULT_TIMEOUTS) == NAMES
     # Callback-first providers are polled late; AtlasCloud is polled from the start.
@@ -38,3 +38,16 @@ def test_defaults():
         > DEFAULT_POLLING["atlascloud"][0]
     )
     assert DEFAULT_TIMEOUTS["segmind"] > 60.0  # its synchronous answer takes about a minute
+
+
+def test_segmind_defaults_to_the_free_plan_except_in_the_sandbox():
+    from hub.config.settings import Settings
+    from hub.providers.config import provider_configs
+
+    real = provider_configs(Settings(extra_env=(("HUB_SEGMIND_API_KEY", "k"),)))
+    assert real["segmind"].requests_per_minute == 5
+    pro = (("HUB_SEGMIND_API_KEY", "k"), ("HUB_SEGMIND_RATE_PER_MINUTE", "50"))
+    assert provider_configs(Settings(extra_env=pro))["segmind"].requests_per_minute == 50
+    sandbox = provider_configs(Settings(sandbox=True))
+    assert sandbox["segmind"].requests_per_minute == 0
+    assert sandbox["eachlabs"].concurrency == 10

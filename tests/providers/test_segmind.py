@@ -4,7 +4,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.providers.base import CallbackRejected, EditRequest, ProviderError
+from hub.providers.base import CallbackRejected, EditRequest, ProviderError, Resend
 from hub.providers.segmind import Segmind
 from hub.sandbox.app import SandboxSettings
 
@@ -130,7 +130,7 @@ async def test_a_200_that_is_not_an_image_is_an_error():
             await Segmind(config("segmind"), client).submit(
                 EditRequest("t", "p", (static_image(),))
             )
-    assert not caught.value.retryable
+    assert caught.value.resend is Resend.UNKNOWN  # a 200 is billed, whatever it holds
     assert "without an image" in caught.value.message
 
 

@@ -223,16 +223,16 @@ async def test_fault_429_and_500(sb: Harness):
     assert third.status_code == 200
 
 
-async def test_fault_hang_sync_never_answers(sb: Harness):
-    await sb.fault("acedata", "hang")
+async def test_fault_stall_sync_never_answers(sb: Harness):
+    await sb.fault("acedata", "stall")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
             await submit(sb)
     assert (await submit(sb)).status_code == 200
 
 
-async def test_fault_hang_callback_job_never_finishes(sb: Harness):
-    await sb.fault("acedata", "hang")
+async def test_fault_stall_callback_job_never_finishes(sb: Harness):
+    await sb.fault("acedata", "stall")
     task_id = (await submit(sb, {"callback_url": "https://hooks.test/cb"})).json()["task_id"]
     await sb.sandbox.wait_idle()
     assert sb.outbound.drain() == []

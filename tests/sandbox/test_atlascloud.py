@@ -284,9 +284,9 @@ async def test_fault_429_has_no_retry_after_and_500(sb: Harness):
     assert (failed.status_code, failed.json()["code"]) == (500, 500)
 
 
-async def test_fault_hang():
+async def test_fault_stall():
     async with running(INSECURE) as sb:
-        await sb.fault("atlascloud", "hang", count=2)
+        await sb.fault("atlascloud", "stall", count=2)
         hook = request(webhook_url="http://127.0.0.1:9/hook")
         prediction_id = (await submit(sb, hook)).json()["data"]["id"]
         await sb.sandbox.wait_idle()

@@ -1,13 +1,25 @@
+import dataclasses
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from hub.sandbox.app import SandboxSettings
 
-from .helpers import Harness, data_url, make_image, open_image, running
+from .helpers import FAST, Harness, data_url, make_image, open_image, running
+
+HMAC = dataclasses.replace(FAST, eachlabs_webhook_signing="hmac")
+
+
+@pytest.fixture
+async def sb() -> AsyncIterator[Harness]:
+    # Most of these check the signed form; the plain default has its own test below.
+    async with running(HMAC) as harness:
+        yield harness
+
 
 KEY = {"X-API-Key": "test-key"}
 CREATE = "/eachlabs/v1/prediction/"
@@ -199,12 +211,19 @@ async def test_rate_limit_sixty_a_minute():
         assert int(limited.headers["retry-after"]) >= 1
 
 
-async def test_ten_concurrent_predictions():
+async def test_ten_predictions_in_flight_then_a_429_without_retry_after():
     async with running(SandboxSettings(latency=60)) as sb:
         ids = [(await create(sb)).json()["predictionID"] for _ in range(10)]
         limited = await create(sb)
         assert limited.status_code == 429
-        assert "retry-after" in limited.headers
+        # errors.mdx: the in-flight cap's 429 has no Retry-After; a slot frees when one ends.
+        assert "retry-after" not in limited.headers
+        assert "in progress" in limited.json()["error"]
+        # Counted per key (account): another key still has its ten.
+        other = await sb.client.post(
+            "/eachlabs/v1/prediction", headers={"X-API-Key": "another-key"}, json=body()
+        )
+        assert other.status_code == 200
         cancelled = await sb.client.post(f"/eachlabs/v1/prediction/{ids[0]}/cancel", headers=KEY)
         assert cancelled.status_code == 200
         assert (await poll(sb, ids[0]))["status"] == "cancelled"
@@ -221,8 +240,8 @@ async def test_fault_429_500(sb: Harness):
     assert (failed.status_code, failed.json()) == (500, {"error": "Failed to create prediction"})
 
 
-async def test_fault_hang_job_never_finishes(sb: Harness):
-    await sb.fault("eachlabs", "hang")
+async def test_fault_stall_job_never_finishes(sb: Harness):
+    await sb.fault("eachlabs", "stall")
     prediction_id = (await create(sb, signed(body()))).json()["predictionID"]
     await sb.sandbox.wait_idle()
     assert (await poll(sb, prediction_id))["status"] == "processing"
@@ -285,3 +304,13 @@ async def test_input_must_be_an_object(sb: Harness):
     response = await create(sb, {"model": "openai-image-edit", "input": "prompt"})
     assert response.status_code == 400
     assert response.json()["details"] == "input must be an object"
+
+
+async def test_the_default_webhook_carries_the_plain_secret_only():
+    # Their docs' main branch: the secret in X-Webhook-Secret, and no body signature.
+    async with running() as plain:
+        await create(plain, signed(body()))
+        hook = await plain.outbound.next_callback()
+    assert hook.headers["x-webhook-secret"] == "whsec"
+    assert "x-webhook-signature" not in hook.headers
+    assert "x-webhook-timestamp" not in hook.headers

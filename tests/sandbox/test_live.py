@@ -124,9 +124,9 @@ async def test_atlas_webhook_and_output_over_http(live):
     assert open_image(output.content).size == (1024, 1024)
 
 
-async def test_segmind_hang_ends_when_the_client_gives_up(live):
+async def test_segmind_stall_ends_when_the_client_gives_up(live):
     client, _, base = live
-    await client.post("/segmind/_sandbox/faults", json={"kind": "hang"})
+    await client.post("/segmind/_sandbox/faults", json={"kind": "stall"})
     body = {"prompt": "p", "image_urls": [f"{base}/input.png"]}
     with pytest.raises(httpx.ReadTimeout):
         await client.post(

@@ -128,8 +128,8 @@ async def test_fault_429_500(sb: Harness):
     assert "error" in failed.json()
 
 
-async def test_fault_hang(sb: Harness):
-    await sb.fault("segmind", "hang", count=2)
+async def test_fault_stall(sb: Harness):
+    await sb.fault("segmind", "stall", count=2)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.3):
             await sb.client.post(V1, headers=KEY, json=request())
@@ -170,7 +170,7 @@ async def test_download_failure_and_pending_result(sb: Harness):
     await sb.sandbox.wait_idle()
     result = await sb.client.get(failed["response_url"], headers=KEY)
     assert (result.status_code, result.json()["status"]) == (422, "FAILED")
-    await sb.fault("segmind", "hang")
+    await sb.fault("segmind", "stall")
     pending = (await sb.client.post(V2, headers=KEY, json=request())).json()
     waiting = await sb.client.get(pending["response_url"], headers=KEY)
     assert (waiting.status_code, waiting.json()["status"]) == (200, "PROCESSING")

@@ -12,6 +12,8 @@ from tests.helpers import AUTH, data_url, live_hub, make_png, stream
 
 FAST = (
     ("HUB_SANDBOX_LATENCY", "0"),
+    # The tampering test needs a body signature: Eachlabs' signed form, not the plain secret.
+    ("HUB_SANDBOX_EACHLABS_WEBHOOK_SIGNING", "hmac"),
     ("HUB_SANDBOX_CALLBACK_RETRY_DELAY", "0.05"),
     ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
     ("HUB_EACHLABS_FIRST_POLL_AFTER", "5"),
@@ -137,7 +139,7 @@ async def test_a_forged_atlascloud_webhook_is_rejected_and_changes_nothing(sandb
     import time
 
     body = {"provider": "atlascloud", "input": {"prompt": "p", "images": [data_url(make_png())]}}
-    await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "hang"})
+    await http.post(f"{sandboxed.url}/sandbox/atlascloud/_sandbox/faults", json={"kind": "stall"})
     created = (await http.post(f"{sandboxed.url}/v1/tasks", json=body, headers=AUTH)).json()
     async with stream(http, created["stream_url"], AUTH) as sse:
         while (await sse.next(10)).event != "task.submitted":

@@ -70,7 +70,7 @@ async def test_retries_are_bounded(make_settings, http):
 
 async def test_a_job_that_never_finishes_times_out(make_settings, http):
     async with hub_with(make_settings, task_timeout_seconds=1) as hub:
-        await inject(http, hub, "atlascloud", "hang")
+        await inject(http, hub, "atlascloud", "stall")
         events, last, record = await finish(http, hub, await submit(http, hub, "atlascloud"))
     assert events == ["task.queued", "task.submitted", "task.timed_out"]
     assert record["status"] == "timed_out" and "no result within 1 s" in last["error"]
@@ -79,7 +79,7 @@ async def test_a_job_that_never_finishes_times_out(make_settings, http):
 async def test_a_hanging_submit_times_out(make_settings, http):
     extra = (("HUB_SEGMIND_REQUEST_TIMEOUT", "0.5"),)
     async with hub_with(make_settings, *extra, task_timeout_seconds=2) as hub:
-        await inject(http, hub, "segmind", "hang", 10)
+        await inject(http, hub, "segmind", "stall", 10)
         events, last, _ = await finish(http, hub, await submit(http, hub, "segmind"))
     assert events[-1] in ("task.timed_out", "task.failed")
     assert "segmind" in last["error"] or "no result" in last["error"]
@@ -170,7 +170,7 @@ async def test_faults_combined_across_many_tasks_each_ends_once(make_settings, h
             ("eachlabs", "duplicate_callback", 3),
             ("eachlabs", "lost_callback", 1),
             ("segmind", "500", 2),
-            ("atlascloud", "hang", 1),
+            ("atlascloud", "stall", 1),
         ]:
             await inject(http, hub, provider, kind, count)
         providers = ["acedata", "eachlabs", "atlascloud", "segmind"] * 6
