@@ -7,7 +7,9 @@ import time
 
 from hub.enums import TaskStatus
 from hub.store.base import CallLimits, NewEvent, Store, TaskRecord
-from tests.store.test_contract import store  # noqa: F401 (the fixture, both stores)
+from tests.store import test_contract
+
+store = test_contract.store  # the fixture: each test runs on both stores
 
 
 async def add_task(store: Store, task_id: str, provider: str = "eachlabs") -> TaskRecord:

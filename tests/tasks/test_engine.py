@@ -242,7 +242,7 @@ async def test_a_store_error_in_next_due_does_not_end_the_worker(engine_for):
             raise sqlite3.OperationalError("disk I/O error")
         return await real()
 
-    store.next_due = next_due  # type: ignore[method-assign]
+    store.next_due = next_due
     engine.wake()
 
     def state() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import httpx
 import orjson
@@ -13,7 +14,10 @@ from hub.providers.base import ErrorCode, Outcome, Output, ProviderError, Resend
 from hub.store.base import CallLimits, Delivery, TaskRecord
 from hub.store.sqlite import SQLiteStore
 from tests.helpers import make_png, until
-from tests.tasks.test_engine import PENDING, Scripted, ended, engine_for  # noqa: F401
+from tests.tasks import test_engine
+from tests.tasks.test_engine import PENDING, Scripted, ended
+
+engine_for = test_engine.engine_for  # the fixture
 
 UNKNOWN = ProviderError(
     "scripted: the connection was cut after the job was sent",
@@ -41,7 +45,7 @@ def delivery(task_id: str, body: bytes) -> Delivery:
     )
 
 
-def events_of(engine_for, task_id: str, kind: str) -> list[dict]:
+def events_of(engine_for, task_id: str, kind: str) -> list[dict[str, Any]]:
     return [
         orjson.loads(e.data)
         for e in engine_for.published
