@@ -58,6 +58,7 @@ SUBMITTED = frozenset({TaskStatus.SUBMITTED})
 SLOT_RECHECK = 1.0
 # The provider said its slots are full (no Retry-After): look again after this.
 SLOT_FULL_WAIT = 5.0
+RATE_MARGIN = 0.05
 _jitter = random.Random()
 
 
@@ -84,7 +85,9 @@ class TaskEngine:
         # Short, and renewed every third of it while the worker lives: a dead worker's
         # task is taken over soon, a live one's never.
         self._lease = settings.task_lease_seconds
-        window = settings.provider_rate_window_seconds
+        # Counted over a little more than the provider's window: a call is counted before
+        # it leaves, and reaches the provider a moment later.
+        window = settings.provider_rate_window_seconds * (1 + RATE_MARGIN)
         self._limits = {
             name: CallLimits(name, config.concurrency, config.requests_per_minute, window)
             for name, config in configs.items()
@@ -393,7 +396,8 @@ class TaskEngine:
         else:
             retry_at = max(now, slot.retry_at or now) + _jitter.uniform(0.0, 0.05)
             message = (
-                f"{name}: {limits.per_window} calls in {limits.window:g} s, the most it"
+                f"{name}: {limits.per_window} calls in"
+                f" {self._settings.provider_rate_window_seconds:g} s, the most it"
                 " takes; waiting for a free one"
             )
         retry_at = min(retry_at, task.deadline)
