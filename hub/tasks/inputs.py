@@ -73,7 +73,8 @@ async def parse(
     most = configured[provider].max_n
     if value.n is not None and value.n > most:
         # Refused rather than silently given fewer images than paid for.
-        raise invalid("input.n", f"must be at most {most}: {provider} makes {most} per job")
+        images = "image" if most == 1 else "images"
+        raise invalid("input.n", f"must be at most {most}: {provider} makes {most} {images} a job")
     channel_id = request.channel_id
     if channel_id is not None:
         channel = await sources.store.get_channel(channel_id)
