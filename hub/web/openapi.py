@@ -61,8 +61,8 @@ _IMAGE_TYPES = tuple(IMAGE_TYPES.values())
 SHAPES = (
     Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
     CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, TaskRetrying,
-    StreamGap, TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
-    ImagesResponse, EditAccepted, OpenAIError,
+    StreamGap, TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList,
+    Blob, ImagesResponse, EditAccepted, OpenAIError,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
@@ -391,7 +391,7 @@ def _schemas(settings: Settings) -> Schema:
                         _ref("TaskRetrying"),
                         _ref("CallbackEvent"),
                         _ref("StreamGap"),
-                    ]  # fmt: skip
+                    ]
                 },
             },
         },
