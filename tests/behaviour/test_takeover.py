@@ -89,10 +89,8 @@ async def test_a_killed_replicas_tasks_are_taken_over_and_never_sent_twice(
     async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=2)) as http:
         with running(sandbox):
             await sandbox.ready(http, "/eachlabs/_sandbox/faults")
-            async with (
-                Gate(f"http://127.0.0.1:{ports[0]}") as public,
-                Recording(sandbox.url) as providers,
-            ):
+            providers = Recording(sandbox.url)
+            async with Gate(f"http://127.0.0.1:{ports[0]}") as public, providers:
                 env = {
                     **hub_env(sandbox, **{p: f"{providers.url}/{p}" for p in SUBMITS}),
                     "HUB_DATABASE_URL": pg_url,
