@@ -291,3 +291,27 @@ async def test_a_live_workers_lease_is_renewed_through_a_long_call(engine_for):
     provider.answer.set()
     done = await ended(store, task.id)
     assert done.status == "succeeded" and provider.submit_calls == 1
+
+
+async def test_a_submit_cut_short_by_a_stop_is_never_sent_again(engine_for, make_settings):
+    """A rolling restart stops the engine mid-submit: the next engine on the store finds
+    the sending marker and ends the task outcome_unknown instead of sending it again."""
+    provider = Holding()
+    store, task = await engine_for(provider)
+    await until(lambda: provider.sending, timeout=10)
+    await engine_for.engines[0][0].stop(grace=0.05)
+    settings = make_settings()
+    config = ProviderConfig("scripted", "http://scripted.test", "k")
+    client = httpx.AsyncClient()
+    again = TaskEngine(
+        settings, store, Signer(settings.secret_keys), client,
+        {"scripted": provider}, {"scripted": config},
+    )  # fmt: skip
+    await again.start()
+    try:
+        done = await ended(store, task.id)
+    finally:
+        await again.stop()
+        await client.aclose()
+    assert provider.submit_calls == 1
+    assert done.status == "failed" and done.error_code == "outcome_unknown"
