@@ -173,15 +173,21 @@ class Store(Protocol):
         (a lease that ran out may be another worker's by now: never taken back)."""
 
     async def take_slot(
-        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+        self,
+        task_id: str,
+        limits: CallLimits,
+        now: float | None,
+        changes: Mapping[str, object],
     ) -> Slot:
         """Atomically, across every replica on this store: if the queued task is not being
         sent already, its provider has fewer than ``limits.concurrency`` jobs unfinished
         (tasks being sent or submitted without a result) and fewer than
         ``limits.per_window`` calls in the last ``limits.window`` seconds, count this call
-        and apply ``changes`` (the sending marker) to the task."""
+        and apply ``changes`` (the sending marker) to the task. ``now`` None: the clock as
+        read once the provider's count is this caller's (not before waiting for it), so the
+        call is counted at the moment it leaves."""
 
-    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
         """Count one call (a poll) in the provider's rate window: None if it may go now,
         else when to try again."""
 

@@ -309,7 +309,11 @@ class PostgresStore:
         return int(done.split()[-1])
 
     async def take_slot(
-        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+        self,
+        task_id: str,
+        limits: CallLimits,
+        now: float | None,
+        changes: Mapping[str, object],
     ) -> Slot:
         unknown = set(changes) - TASK_FIELDS
         if unknown:
@@ -318,6 +322,7 @@ class PostgresStore:
             await connection.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider
             )
+            now = time.time() if now is None else now
             row = await connection.fetchrow(
                 "SELECT status, sending_at FROM tasks WHERE id = $1 FOR UPDATE", task_id
             )
@@ -338,13 +343,14 @@ class PostgresStore:
             )  # fmt: skip
         return Slot(True)
 
-    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
         if limits.per_window <= 0:
             return None
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider
             )
+            now = time.time() if now is None else now
             wait = await _count_call(connection, limits, now)
         return None if wait is None else wait.retry_at
 

@@ -254,7 +254,11 @@ class SQLiteStore:
         return count
 
     async def take_slot(
-        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+        self,
+        task_id: str,
+        limits: CallLimits,
+        now: float | None,
+        changes: Mapping[str, object],
     ) -> Slot:
         unknown = set(changes) - TASK_FIELDS
         if unknown:
@@ -263,6 +267,7 @@ class SQLiteStore:
         # One writer: the op runs alone, so its count and its change cannot interleave
         # with another's.
         def op(db: sqlite3.Connection, tx: Tx) -> Slot:
+            at = time.time() if now is None else now
             row = db.execute(
                 "SELECT status, sending_at FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
@@ -273,26 +278,26 @@ class SQLiteStore:
                 [busy] = db.execute(sql, (limits.provider, task_id)).fetchone()
                 if busy >= limits.concurrency:
                     return Slot(False, reason="concurrency", count=int(busy))
-            wait = _count_call(db, limits, now)
+            wait = _count_call(db, limits, at)
             if wait is not None:
                 return wait
             columns = sorted(changes)
             assignments = "".join(f"{column} = ?, " for column in columns)
             db.execute(
                 f"UPDATE tasks SET {assignments}updated_at = ? WHERE id = ?",  # noqa: S608
-                (*(changes[c] for c in columns), now, task_id),
+                (*(changes[c] for c in columns), at, task_id),
             )
             return Slot(True)
 
         slot: Slot = await self._write().run(op)
         return slot
 
-    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
         if limits.per_window <= 0:
             return None
 
         def op(db: sqlite3.Connection, tx: Tx) -> float | None:
-            wait = _count_call(db, limits, now)
+            wait = _count_call(db, limits, time.time() if now is None else now)
             return None if wait is None else wait.retry_at
 
         retry_at: float | None = await self._write().run(op)

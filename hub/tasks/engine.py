@@ -59,6 +59,7 @@ SLOT_RECHECK = 1.0
 # The provider said its slots are full (no Retry-After): look again after this.
 SLOT_FULL_WAIT = 5.0
 RATE_MARGIN = 0.05
+MIN_RATE_MARGIN = 0.5  # seconds
 _jitter = random.Random()
 
 
@@ -85,9 +86,10 @@ class TaskEngine:
         # Short, and renewed every third of it while the worker lives: a dead worker's
         # task is taken over soon, a live one's never.
         self._lease = settings.task_lease_seconds
-        # Counted over a little more than the provider's window: a call is counted before
-        # it leaves, and reaches the provider a moment later.
-        window = settings.provider_rate_window_seconds * (1 + RATE_MARGIN)
+        # Counted over a little more than the provider's window: a call is counted just
+        # before it leaves, and reaches the provider a moment later.
+        shown = settings.provider_rate_window_seconds
+        window = shown + max(shown * RATE_MARGIN, MIN_RATE_MARGIN)
         self._limits = {
             name: CallLimits(name, config.concurrency, config.requests_per_minute, window)
             for name, config in configs.items()
@@ -263,7 +265,7 @@ class TaskEngine:
             "lease_until": now + self._lease,
             "retry_at": None,
         }
-        slot = await self._store.take_slot(task.id, self._limits[name], now, marker)
+        slot = await self._store.take_slot(task.id, self._limits[name], None, marker)
         if not slot.taken:
             if slot.reason != "gone":
                 await self._wait_for_slot(task, slot)
@@ -420,8 +422,8 @@ class TaskEngine:
             failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{name} gave no task id to follow")
             await self._end(task, TaskStatus.FAILED, failure)
             return
+        wait = await self._store.take_call(self._limits[name], None)
         now = time.time()
-        wait = await self._store.take_call(self._limits[name], now)
         if wait is not None:
             await self._later(task, wait - now)
             return
