@@ -182,14 +182,10 @@ class Store(Protocol):
         """Atomically, across every replica on this store: if the queued task is not being
         sent already, its provider has fewer than ``limits.concurrency`` jobs unfinished
         (tasks being sent or submitted without a result) and fewer than
-        ``limits.per_window`` calls in the last ``limits.window`` seconds, count this call
+        ``limits.per_window`` submits in the last ``limits.window`` seconds, count this one
         and apply ``changes`` (the sending marker) to the task. ``now`` None: the clock as
         read once the provider's count is this caller's (not before waiting for it), so the
         call is counted at the moment it leaves."""
-
-    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
-        """Count one call (a poll) in the provider's rate window: None if it may go now,
-        else when to try again."""
 
     async def put_blob(self, blob: Blob) -> None: ...
 
@@ -261,7 +257,7 @@ class CallLimits:
 
     provider: str
     concurrency: int = 0  # jobs unfinished at the provider at once
-    per_window: int = 0  # calls in any ``window`` seconds
+    per_window: int = 0  # submits (calls that make a job) in any ``window`` seconds
     window: float = 60.0
 
 

@@ -343,17 +343,6 @@ class PostgresStore:
             )  # fmt: skip
         return Slot(True)
 
-    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
-        if limits.per_window <= 0:
-            return None
-        async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider
-            )
-            now = time.time() if now is None else now
-            wait = await _count_call(connection, limits, now)
-        return None if wait is None else wait.retry_at
-
     async def put_blob(self, blob: Blob) -> None:
         async with self.pool.acquire() as connection:
             await _insert_blobs(connection, [blob])

@@ -292,17 +292,6 @@ class SQLiteStore:
         slot: Slot = await self._write().run(op)
         return slot
 
-    async def take_call(self, limits: CallLimits, now: float | None) -> float | None:
-        if limits.per_window <= 0:
-            return None
-
-        def op(db: sqlite3.Connection, tx: Tx) -> float | None:
-            wait = _count_call(db, limits, time.time() if now is None else now)
-            return None if wait is None else wait.retry_at
-
-        retry_at: float | None = await self._write().run(op)
-        return retry_at
-
     async def put_blob(self, blob: Blob) -> None:
         def op(db: sqlite3.Connection, tx: Tx) -> None:
             _insert_blobs(db, [blob])

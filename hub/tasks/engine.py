@@ -385,7 +385,7 @@ class TaskEngine:
         await self._store.update_task(task.id, QUEUED, changes)
 
     async def _wait_for_slot(self, task: TaskRecord, slot: Slot) -> None:
-        """The provider's account is at its limit (jobs unfinished, or calls in the
+        """The provider's account is at its limit (jobs unfinished, or jobs sent in the
         window, counted across replicas): wait, spending no attempt. Said once per wait."""
         name, limits = task.provider, self._limits[task.provider]
         now = time.time()
@@ -398,7 +398,7 @@ class TaskEngine:
         else:
             retry_at = max(now, slot.retry_at or now) + _jitter.uniform(0.0, 0.05)
             message = (
-                f"{name}: {limits.per_window} calls in"
+                f"{name}: {limits.per_window} jobs sent in"
                 f" {self._settings.provider_rate_window_seconds:g} s, the most it"
                 " takes; waiting for a free one"
             )
@@ -422,12 +422,9 @@ class TaskEngine:
             failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{name} gave no task id to follow")
             await self._end(task, TaskStatus.FAILED, failure)
             return
-        wait = await self._store.take_call(self._limits[name], None)
-        now = time.time()
-        if wait is not None:
-            await self._later(task, wait - now)
-            return
-        age = now - (task.submitted_at or task.created_at)
+        # Status reads are not counted in the provider's rate: it limits the calls that
+        # make jobs (the emulators too), and a read refused with a 429 is only read later.
+        age = time.time() - (task.submitted_at or task.created_at)
         try:
             with self._timing(name, "poll"):
                 async with asyncio.timeout(config.request_timeout):

@@ -55,16 +55,22 @@ async def test_a_slot_is_taken_once_and_counts_unfinished_jobs(store: Store) -> 
 async def test_the_rate_window_is_shared_and_slides(store: Store) -> None:
     limits = CallLimits("eachlabs", per_window=3, window=10.0)
     start = 1000.0
-    assert [await store.take_call(limits, start + i) for i in range(3)] == [None] * 3
-    # Full until the first call leaves the window.
-    assert await store.take_call(limits, start + 5) == start + 10
-    await add_task(store, "t")
-    waiting = await store.take_slot("t", limits, start + 5, marker(start + 5))
+    for n in range(6):
+        await add_task(store, f"t{n}")
+    for n in range(3):
+        assert (await store.take_slot(f"t{n}", limits, start + n, marker(start + n))).taken
+    # Full until the first submit leaves the window; nothing changes on the task meanwhile.
+    waiting = await store.take_slot("t3", limits, start + 5, marker(start + 5))
     assert (waiting.taken, waiting.reason, waiting.retry_at) == (False, "rate", start + 10)
-    assert (await store.get_task("t")).sending_at is None  # type: ignore[union-attr]
-    assert await store.take_call(limits, start + 10) is None
-    assert await store.take_call(limits, start + 10.5) == start + 11
-    assert await store.take_call(CallLimits("segmind", per_window=1), start) is None
+    assert waiting.count == 3
+    assert (await store.get_task("t3")).sending_at is None  # type: ignore[union-attr]
+    assert (await store.take_slot("t3", limits, start + 10, marker(start + 10))).taken
+    full = await store.take_slot("t4", limits, start + 10.5, marker(start + 10.5))
+    assert (full.reason, full.retry_at) == ("rate", start + 11)
+    # Another provider's window is its own.
+    other = await add_task(store, "other", "segmind")
+    segmind = CallLimits("segmind", per_window=1)
+    assert (await store.take_slot(other.id, segmind, start + 10.5, marker(start))).taken
 
 
 async def test_leases_are_renewed_only_while_held(store: Store) -> None:
