@@ -44,6 +44,11 @@ def add_commands(commands: Any) -> None:
     submit.add_argument("--image", action="append", required=True, help="a file or URL")
     submit.add_argument("--size")
     submit.add_argument("--out", type=Path, default=Path("."), help="where to save images")
+    submit.add_argument(
+        "--idempotency-key",
+        help="send this Idempotency-Key (default: a new one): the same key and inputs again"
+        " within 24 h give the same task, not a new one",
+    )
     submit.set_defaults(run=sync(submit_task))
 
 
@@ -129,7 +134,10 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
     options = {"size": args.size} if args.size else {}
     started = time.monotonic()
     async with _client(args) as client:
-        task = await client.submit(args.provider, args.prompt, args.image, **options)
+        task = await client.submit(
+            args.provider, args.prompt, args.image, idempotency_key=args.idempotency_key,
+            **options,
+        )  # fmt: skip
         status = TaskStatus.QUEUED.value
         progress = _Progress(out, task["id"], started)
         waiting = asyncio.create_task(_follow(client, task["id"], progress))

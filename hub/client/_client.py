@@ -6,6 +6,7 @@ import asyncio
 import base64
 import mimetypes
 import threading
+import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,12 @@ from hub.enums import TERMINAL_EVENTS
 
 TERMINAL = TERMINAL_EVENTS
 T = TypeVar("T")
+# A submit is sent again after a network error, a 5xx or a 409 (its key still held by the
+# attempt before), with the same Idempotency-Key: the hub makes one task whatever came back.
+RETRIES = 2
+RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
+FIRST_DELAY = 0.5
+MAX_DELAY = 8.0
 
 
 class HubError(Exception):
@@ -45,7 +52,9 @@ class AsyncClient:
         *,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = RETRIES,
     ) -> None:
+        self._retries = retries
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}", "user-agent": "hub-client"},
@@ -77,15 +86,22 @@ class AsyncClient:
         images: list[str | Path | bytes],
         *,
         channel_id: str | None = None,
+        idempotency_key: str | None = None,
         **options: Any,
     ) -> dict[str, Any]:
         """Start a task. An image is a URL, a blob id, a local file path or raw bytes
-        (files and bytes are sent as data: URLs)."""
+        (files and bytes are sent as data: URLs). Sent with an Idempotency-Key (a new one
+        unless given) and, after a network error, a 5xx or a 409, sent again with the same
+        key and bytes, up to ``retries`` times: one task, however the attempts ended."""
         inputs = {"prompt": prompt, "images": [_image(image) for image in images], **options}
         body: dict[str, Any] = {"provider": provider, "input": inputs}
         if channel_id is not None:
             body["channel_id"] = channel_id
-        return await self._json("POST", "/v1/tasks", json=body)
+        headers = {
+            "content-type": "application/json",
+            "idempotency-key": idempotency_key or f"hub-client-{uuid.uuid4()}",
+        }
+        return await self._retried("POST", "/v1/tasks", orjson.dumps(body), headers)
 
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/v1/tasks/{task_id}")
@@ -146,6 +162,27 @@ class AsyncClient:
                 pass
             await asyncio.sleep(delay)  # the stream ended or broke: resume where it stopped
 
+    async def _retried(
+        self, method: str, path: str, content: bytes, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            retry_after = None
+            try:
+                response = await self._http.request(method, path, content=content, headers=headers)
+            except httpx.TransportError:
+                if attempt >= self._retries:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+                    _raise_for(response)
+                    result: dict[str, Any] = response.json()
+                    return result
+                retry_after = _seconds(response.headers.get("retry-after"))
+            delay = min(FIRST_DELAY * 2**attempt, MAX_DELAY)
+            await asyncio.sleep(min(retry_after, MAX_DELAY) if retry_after else delay)
+            attempt += 1
+
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = await self._http.request(method, path, **kwargs)
         _raise_for(response)
@@ -180,9 +217,19 @@ class Client:
         return self._run(self._client.create_channel(label, ttl_seconds))
 
     def submit(
-        self, provider: str, prompt: str, images: list[str | Path | bytes], **options: Any
+        self,
+        provider: str,
+        prompt: str,
+        images: list[str | Path | bytes],
+        *,
+        idempotency_key: str | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
-        return self._run(self._client.submit(provider, prompt, images, **options))
+        return self._run(
+            self._client.submit(
+                provider, prompt, images, idempotency_key=idempotency_key, **options
+            )
+        )
 
     def get(self, task_id: str) -> dict[str, Any]:
         return self._run(self._client.get(task_id))
@@ -224,6 +271,13 @@ def _image(image: str | Path | bytes) -> str:
     # Without an image/* type the hub tells the format from the bytes themselves.
     prefix = f"data:{media}" if media and media.startswith("image/") else "data:"
     return f"{prefix};base64," + base64.b64encode(data).decode()
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -108,6 +108,13 @@ class Settings:
     quota_streams: int = setting(1000, ge=0, note=OFF)
     # Who may read /metrics: this bearer token, or (unset) clients on loopback only.
     metrics_token: str = setting("", secret=True)
+    # Idempotency-Key: how long a key's answer is kept (and replayed), and how long a
+    # request may hold a key before making its task (past that, a retry may take it over).
+    idempotency_ttl_seconds: int = setting(DAY, gt=0, duration=True)
+    idempotency_lease_seconds: float = setting(120.0, gt=0, duration=True)
+    # POST /v1/images/edits waits at most this long for its task (then an OpenAI-shaped
+    # 504; the task goes on): below the openai SDK's 600 s timeout, which it would retry.
+    openai_wait_seconds: float = setting(540.0, gt=0, le=590, duration=True)
     # Every other HUB_* variable (HUB_EACHLABS_API_KEY, HUB_SANDBOX_LATENCY, ...), read by
     # the modules they configure with the same parser. Out of repr: it holds provider keys.
     extra_env: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)

@@ -140,7 +140,12 @@ class Store(Protocol):
 
     # -- tasks and blobs -------------------------------------------------------------------
 
-    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event: ...
+    async def create_task(
+        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+    ) -> Event:
+        """Write the task and its event. With ``claim``, in the same transaction, bind the
+        claimed idempotency key to the task, or raise ``Conflict`` and write nothing if the
+        claim is no longer held (another request took the key over)."""
 
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 
@@ -234,6 +239,26 @@ class Store(Protocol):
         """Record an attempt: delivered if ``error`` is None, else failed and tried again
         at ``retry_at`` (None: given up). Returns the endpoint's failures in a row."""
 
+    # -- idempotency keys ------------------------------------------------------------------
+
+    async def reserve_idempotency(
+        self, new: IdempotencyRecord, now: float, expired_before: float
+    ) -> IdempotencyRecord:
+        """Atomically, across replicas: keep ``new`` if its (owner, key) has no record, or
+        only one created before ``expired_before``, or a reservation whose lease ran out
+        with no task made; return the record that holds the key now (``new`` if taken)."""
+
+    async def finish_idempotency(
+        self, owner: str, key: str, task_id: str, status: int, body: bytes
+    ) -> None:
+        """Keep the answer given for the key's task (once: the first answer stays)."""
+
+    async def release_idempotency(self, claim: IdempotencyClaim) -> None:
+        """Forget a reservation that made no task (the request was refused)."""
+
+    async def prune_idempotency(self, before: float) -> int:
+        """Delete the records created before ``before``; return how many went."""
+
 
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.
@@ -270,6 +295,32 @@ class Slot:
     # "concurrency" or "rate" (wait), "gone" (the task is no longer queued and unsent).
     reason: str | None = None
     count: int = 0  # the unfinished jobs or calls in the window that made it wait
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request's hold on an idempotency key: its owner, the key, and the request's own
+    token (a takeover replaces the token, so the old holder can no longer bind a task)."""
+
+    owner: str
+    key: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """What the store keeps for one (owner, key): the request's digest, who holds it
+    until when, the task it made and, once given, the answer."""
+
+    owner: str
+    key: str
+    fingerprint: bytes
+    token: str
+    lease_until: float | None
+    created_at: float
+    task_id: str | None = None
+    status: int | None = None
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

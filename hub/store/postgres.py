@@ -33,6 +33,8 @@ import asyncpg
 
 from hub.background.loops import Health
 from hub.enums import EventType
+from hub.errors import Conflict
+from hub.store import idempotency_sql as idem
 from hub.store.base import (
     ApiKey,
     Blob,
@@ -42,6 +44,8 @@ from hub.store.base import (
     Endpoint,
     Event,
     EventQuery,
+    IdempotencyClaim,
+    IdempotencyRecord,
     NewEvent,
     Slot,
     TaskRecord,
@@ -68,6 +72,7 @@ log = logging.getLogger("hub.store")
 
 MAX_BATCH = 512
 POOL_SIZE = 10
+RESERVE_TRIES = 5
 # pg_advisory_xact_lock's first key for a provider's limits ("hubl"); the second is the
 # provider's name hashed. Replicas counting one account's calls take turns on it.
 LIMITS_LOCK = 0x6875626C
@@ -232,7 +237,9 @@ class PostgresStore:
             channel.id, channel.owner, channel.label, channel.created_at, channel.expires_at,
         )  # fmt: skip
 
-    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
+    async def create_task(
+        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+    ) -> Event:
         async with self.pool.acquire() as connection, connection.transaction():
             values = task_values(task)
             await connection.execute(
@@ -240,6 +247,11 @@ class PostgresStore:
                 f" VALUES ({', '.join(f'${i}' for i in range(1, len(values) + 1))})",
                 *values,
             )
+            if claim is not None:
+                # Raised inside the transaction: the task's insert is rolled back with it.
+                bound = claim.owner, claim.key, claim.token, task.id
+                if await connection.execute(idem.BIND, *bound) != "UPDATE 1":
+                    raise Conflict("idempotency_key_in_use", idem.LOST, retry_after=1.0)
             events = await _emit(connection, [event])
         self.feed.committed(events)
         return events[0]
@@ -585,6 +597,36 @@ class PostgresStore:
             blob_id,
         )
         return Blob(*row) if row else None
+
+    # -- idempotency keys ------------------------------------------------------------------
+
+    async def reserve_idempotency(
+        self, new: IdempotencyRecord, now: float, expired_before: float
+    ) -> IdempotencyRecord:
+        async with self.pool.acquire() as connection:
+            for _ in range(RESERVE_TRIES):
+                # The upsert takes the row's lock: replicas reserving one key take turns.
+                await connection.fetch(
+                    idem.RESERVE,
+                    new.owner, new.key, new.fingerprint, new.token, new.lease_until,
+                    new.created_at, expired_before, now,
+                )  # fmt: skip
+                row = await connection.fetchrow(idem.SELECT, new.owner, new.key)
+                if row is not None:  # else released in between: try again
+                    return IdempotencyRecord(*row)
+        raise Conflict("idempotency_key_in_use", idem.BUSY, retry_after=1.0)
+
+    async def finish_idempotency(
+        self, owner: str, key: str, task_id: str, status: int, body: bytes
+    ) -> None:
+        await self.pool.execute(idem.FINISH, owner, key, task_id, status, body)
+
+    async def release_idempotency(self, claim: IdempotencyClaim) -> None:
+        await self.pool.execute(idem.RELEASE, claim.owner, claim.key, claim.token)
+
+    async def prune_idempotency(self, before: float) -> int:
+        done = await self.pool.execute(idem.PRUNE, before)
+        return int(done.split()[-1])
 
 
 async def _emit(

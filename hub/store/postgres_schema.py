@@ -146,6 +146,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # Idempotency keys: one record per (owner, key), the reservation and then the answer.
+    """
+    CREATE TABLE idempotency_keys (
+        owner text NOT NULL,
+        key text NOT NULL,
+        fingerprint bytea NOT NULL,
+        token text NOT NULL,
+        lease_until double precision,
+        task_id text,
+        status integer,
+        body bytea,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+    """,
     # Paid jobs: a task's error code, its last failed attempt and next one, the marker
     # set before a job is sent, and each provider's calls in its rate window.
     """

@@ -17,6 +17,8 @@ from typing import Any
 
 import aiosqlite
 
+from hub.errors import Conflict
+from hub.store import idempotency_sql as idem
 from hub.store.base import (
     ApiKey,
     Blob,
@@ -26,6 +28,8 @@ from hub.store.base import (
     Endpoint,
     Event,
     EventQuery,
+    IdempotencyClaim,
+    IdempotencyRecord,
     NewEvent,
     Slot,
     TaskRecord,
@@ -163,7 +167,9 @@ class SQLiteStore:
         deleted: int = await self._write().run(op)
         return deleted
 
-    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
+    async def create_task(
+        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+    ) -> Event:
         def op(db: sqlite3.Connection, tx: Tx) -> Event:
             values = task_values(task)
             db.execute(
@@ -172,7 +178,10 @@ class SQLiteStore:
             )
             return tx.emit(event)
 
-        created: Event = await self._write().run(op)
+        write = op if claim is None else _claimed(op, claim, task.id)
+        created: Event | None = await self._write().run(write)
+        if created is None:
+            raise Conflict("idempotency_key_in_use", idem.LOST, retry_after=1.0)
         return created
 
     async def update_task(
@@ -544,6 +553,45 @@ class SQLiteStore:
         id_, owner, content_type, size, sha256, created_at, data = row
         return Blob(id_, owner, content_type, size, bytes(sha256), created_at, bytes(data))
 
+    # -- idempotency keys ------------------------------------------------------------------
+
+    async def reserve_idempotency(
+        self, new: IdempotencyRecord, now: float, expired_before: float
+    ) -> IdempotencyRecord:
+        def op(db: sqlite3.Connection, tx: Tx) -> IdempotencyRecord:
+            # The writer runs one op at a time: the upsert and the read see the same row.
+            db.execute(
+                idem.sqlite(idem.RESERVE),
+                (new.owner, new.key, new.fingerprint, new.token, new.lease_until,
+                 new.created_at, expired_before, now),
+            ).fetchall()  # fmt: skip
+            row = db.execute(idem.sqlite(idem.SELECT), (new.owner, new.key)).fetchone()
+            return _idempotency(row)
+
+        held: IdempotencyRecord = await self._write().run(op)
+        return held
+
+    async def finish_idempotency(
+        self, owner: str, key: str, task_id: str, status: int, body: bytes
+    ) -> None:
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute(idem.sqlite(idem.FINISH), (owner, key, task_id, status, body))
+
+        await self._write().run(op)
+
+    async def release_idempotency(self, claim: IdempotencyClaim) -> None:
+        def op(db: sqlite3.Connection, tx: Tx) -> None:
+            db.execute(idem.sqlite(idem.RELEASE), (claim.owner, claim.key, claim.token))
+
+        await self._write().run(op)
+
+    async def prune_idempotency(self, before: float) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
+            return int(db.execute(idem.sqlite(idem.PRUNE), (before,)).rowcount)
+
+        deleted: int = await self._write().run(op)
+        return deleted
+
 
 def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
     cursor = db.execute(
@@ -573,6 +621,29 @@ def _count_call(db: sqlite3.Connection, limits: CallLimits, now: float) -> Slot 
         return Slot(False, oldest + limits.window, "rate", int(count))
     db.execute("INSERT INTO provider_calls (provider, at) VALUES (?, ?)", (limits.provider, now))
     return None
+
+
+def _claimed(
+    op: Callable[[sqlite3.Connection, Tx], Event], claim: IdempotencyClaim, task_id: str
+) -> Callable[[sqlite3.Connection, Tx], Event | None]:
+    """``op`` (the task's insert), run only if the claim still holds its key, which it then
+    binds to the task, in the same transaction; None, with nothing written, if not."""
+
+    def bound(db: sqlite3.Connection, tx: Tx) -> Event | None:
+        values = (claim.owner, claim.key, claim.token, task_id)
+        if db.execute(idem.sqlite(idem.BIND), values).rowcount != 1:
+            return None
+        return op(db, tx)
+
+    return bound
+
+
+def _idempotency(row: Any) -> IdempotencyRecord:
+    owner, key, fingerprint, token, lease_until, created_at, task_id, status, body = row
+    return IdempotencyRecord(
+        owner, key, bytes(fingerprint), token, lease_until, created_at, task_id, status,
+        bytes(body) if body is not None else None,
+    )  # fmt: skip
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -132,6 +132,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # Idempotency keys: one record per (owner, key), the reservation and then the answer.
+    """
+    CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        token TEXT NOT NULL,
+        lease_until REAL,
+        task_id TEXT,
+        status INTEGER,
+        body BLOB,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (owner, key)
+    );
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+    """,
     # Paid jobs: a task's error code, its last failed attempt and next one, the marker
     # set before a job is sent, and each provider's calls in its rate window.
     """

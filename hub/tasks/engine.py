@@ -44,7 +44,16 @@ from hub.providers.base import (
     ProviderError,
     Resend,
 )
-from hub.store.base import Blob, CallLimits, Delivery, NewEvent, Slot, Store, TaskRecord
+from hub.store.base import (
+    Blob,
+    CallLimits,
+    Delivery,
+    IdempotencyClaim,
+    NewEvent,
+    Slot,
+    Store,
+    TaskRecord,
+)
 from hub.tasks.io import Held, Result, TaskIO, asked_n
 from hub.tasks.shapes import TaskError
 from hub.tasks.view import TaskView
@@ -155,9 +164,12 @@ class TaskEngine:
         channel_id: str | None,
         data: bytes,
         task_id: str | None = None,
+        claim: IdempotencyClaim | None = None,
     ) -> TaskRecord:
         """Write the task (queued) and wake the worker. ``task_id``: one made beforehand
-        with ``new_id`` (to set up what must exist before the task can end)."""
+        with ``new_id`` (to set up what must exist before the task can end). ``claim``: an
+        idempotency key this request holds, bound to the task in the same transaction
+        (``Conflict`` and no task if the claim was lost)."""
         now = time.time()
         task = TaskRecord(
             id=task_id or new_id(),
@@ -177,7 +189,7 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self.view.event(task))
+        await self._store.create_task(task, self.view.event(task), claim)
         self.wake()
         return task
 

@@ -28,7 +28,7 @@ from hub.tasks.shapes import MAX_IMAGES, TaskRequest
 MAX_IMAGES_BY_PROVIDER = {"atlascloud": 1}
 DATA_URL = re.compile(r"data:(image/[a-z0-9.+-]+)?(;[^,]*)?;base64,(.*)", re.DOTALL)
 FETCH_TIMEOUT = 20.0
-OPTIONS = ("size", "quality", "background", "output_format", "n")
+OPTIONS = ("size", "quality", "background", "output_format", "n", "output_compression")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class TaskInput:
     prompt: str
     images: tuple[str, ...]  # blob ids
     mask: str | None
-    options: dict[str, Any]  # size, quality, background, output_format, n: only those given
+    options: dict[str, Any]  # OPTIONS: only those given
 
     def to_json(self) -> bytes:
         return orjson.dumps(

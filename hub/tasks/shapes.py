@@ -54,6 +54,8 @@ class EditInput(Struct, forbid_unknown_fields=True):
     background: Background | None = None
     output_format: OutputFormat | None = None
     n: Annotated[int, Meta(ge=1, le=MAX_N)] | None = None
+    # 0-100, for jpeg and webp output; kept in the task's input for the providers that take it.
+    output_compression: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
 class TaskRequest(Struct, forbid_unknown_fields=True):

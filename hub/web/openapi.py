@@ -73,8 +73,10 @@ ERRORS = {
     408: "The request body took longer than HUB_BODY_TIMEOUT_SECONDS to arrive.",
     410: "The token, or the channel it names, has expired.",
     413: "The body is larger than the hub accepts here.",
+    409: "A request with this Idempotency-Key is still being answered; retry after Retry-After.",
     415: "The body is not of a media type this operation takes.",
-    422: "A field is invalid; the message names it.",
+    422: "A field is invalid; the message names it (idempotency_key_reused: the key was used"
+    " with another request).",
     429: "Too many requests for this API key or callback URL; retry after Retry-After.",
     503: "The hub cannot check this delivery now; the sender should retry.",
 }
@@ -82,14 +84,18 @@ ERRORS = {
 
 # POST /v1/images/edits answers errors as OpenAI does: its own shape and statuses.
 OPENAI_ERRORS = {
-    400: "A field is invalid (param names it), or the body is not a multipart form.",
+    400: "A field is invalid (param names it), the body is not a multipart form, or the"
+    " provider refused the content (code moderation_blocked, x-should-retry: false).",
     401: "The API key is missing or wrong (code invalid_api_key).",
     408: "The body did not arrive in time.",
+    409: "A request with this Idempotency-Key is still being answered; retry.",
     413: "The body is larger than the hub takes.",
+    422: "The Idempotency-Key was used with another request (code idempotency_key_reused).",
     429: "Too many requests for this API key; retry after Retry-After.",
-    502: "The provider failed the edit (code provider_failed).",
+    502: "The provider failed the edit (code provider_failed); x-should-retry: false.",
     503: "The hub is shutting down; retry.",
-    504: "The edit did not finish by its deadline.",
+    504: "The edit did not finish by its deadline, or within HUB_OPENAI_WAIT_SECONDS (code"
+    " timeout; the task goes on); x-should-retry: false.",
 }
 
 
@@ -250,7 +256,8 @@ def _paths(settings: Settings) -> Schema:
             "post": _op(
                 "createTask",
                 "Submit an image edit to a provider; watch its stream_url.",
-                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 413, 422, 429)},
+                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 409, 413, 422, 429)},
+                params=[_param_ref("IdempotencyKey")],
                 body={"required": True, "content": {JSON: {"schema": _ref("TaskRequest")}}},
             ),
             "get": _op(
@@ -330,6 +337,7 @@ def _paths(settings: Settings) -> Schema:
                     "200": _ok({"oneOf": [_ref("ImagesResponse"), _ref("EditAccepted")]}),
                     **{str(status): _openai_error(status) for status in OPENAI_ERRORS},
                 },
+                params=[_param_ref("IdempotencyKey")],
                 body={
                     "required": True,
                     "content": {"multipart/form-data": {"schema": _ref("EditRequest")}},
@@ -443,6 +451,13 @@ def _parameters() -> Schema:
             "in": "header",
             "schema": event_id,
             "description": "Replay every matching event after this id (what EventSource sends).",
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "The same key and request within HUB_IDEMPOTENCY_TTL_SECONDS (24 h)"
+            " get the first answer again (Idempotent-Replayed: true) and make nothing.",
         },
         "LastEventIdQuery": _query(
             "last_event_id", event_id, "The same, for clients that cannot send headers."

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from hub.shapes import TaskId
-from hub.tasks.shapes import Background, OutputFormat, Quality, Size
+from hub.tasks.shapes import OutputFormat, Quality
 
 
 class ErrorDetail(Struct, forbid_unknown_fields=True):
@@ -46,15 +46,38 @@ class B64Image(Struct, forbid_unknown_fields=True):
     b64_json: Annotated[str, Meta(extra_json_schema={"contentEncoding": "base64"})]
 
 
+class InputTokens(Struct, forbid_unknown_fields=True, frozen=True):
+    image_tokens: int
+    text_tokens: int
+
+
+class Usage(Struct, forbid_unknown_fields=True, frozen=True):
+    """OpenAI's token counts. The hub's providers report none, so every count is 0: a
+    client that reads ``usage`` finds it, and nothing is made up."""
+
+    input_tokens: int
+    input_tokens_details: InputTokens
+    output_tokens: int
+    total_tokens: int
+
+
+NO_USAGE = Usage(0, InputTokens(0, 0), 0, 0)
+
+
 class ImagesResponse(Struct):
-    """OpenAI's answer to an image edit. Open, as OpenAI's is: its clients take more."""
+    """OpenAI's answer to an image edit. Open, as OpenAI's is: its clients take more.
+    ``size``, ``output_format`` and ``background`` describe the image produced (the first
+    one), read from its bytes: its dimensions (any, e.g. ``1024x1536``), its format, and
+    ``transparent`` when any pixel is not opaque. ``quality`` cannot be read from an image:
+    it is the quality the provider was sent (low, medium or high), left out otherwise."""
 
     created: int
     data: list[B64Image]
-    background: Background | UnsetType = UNSET
+    background: Literal["transparent", "opaque"] | UnsetType = UNSET
     output_format: OutputFormat | UnsetType = UNSET
     quality: Quality | UnsetType = UNSET
-    size: Size | UnsetType = UNSET
+    size: Annotated[str, Meta(pattern=r"^[0-9]+x[0-9]+$")] | UnsetType = UNSET
+    usage: Usage = NO_USAGE
 
 
 class EditAccepted(Struct, forbid_unknown_fields=True):

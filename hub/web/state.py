@@ -213,4 +213,6 @@ class HubState:
         deleted = await self.store.prune(before)
         if deleted:
             log.info("retention pruned %d events", deleted)
+        # Idempotency keys live for their own TTL (24 h by default), not the retention's.
+        await self.store.prune_idempotency(time.time() - self.settings.idempotency_ttl_seconds)
         return self.settings.prune_interval_seconds

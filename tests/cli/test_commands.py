@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from tests.helpers import KEY, live_hub, make_png, open_image, until
+from tests.helpers import KEY, live_hub, make_png, open_image, query_store, until
 
 # Every test here runs the CLI as a process.
 pytestmark = pytest.mark.process
@@ -67,6 +67,22 @@ async def test_submit_reports_the_hubs_error(hub, tmp_path):
         "--image", str(photo),
     )  # fmt: skip
     assert code == 1 and "422" in err and "provider" in err
+
+
+async def test_submit_again_with_the_same_idempotency_key_is_the_same_task(hub, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    runs = []
+    for _ in range(2):
+        code, out, err = await hub_command(
+            "submit", "--url", hub.url, "--key", KEY, "--provider", "acedata", "--prompt", "p",
+            "--image", str(photo), "--out", str(tmp_path / "out"), "--idempotency-key", "run-1",
+        )  # fmt: skip
+        assert code == 0, err
+        runs.append(out.split()[0])
+    assert runs[0] == runs[1] and runs[0].startswith("task_")
+    row = await query_store(hub.state.store, "SELECT count(*) FROM tasks")
+    assert int(row[0]) == 1
 
 
 async def test_watch_prints_each_event_as_a_line(hub, http):

@@ -6,15 +6,24 @@ The edit runs as a hub task on a provider (``provider`` field, else
 answers with the images as base64; with one (AceData's extension) it answers
 ``{"task_id"}`` at once and the hub later POSTs AceData's callback body there, through
 the webhook outbox (so with retries, and signed as well).
+
+``Idempotency-Key`` works as on ``POST /v1/tasks`` (``hub.tasks.idempotency``), the request
+told by its fields and file bytes. A repeat while the first request still waits for its
+task waits for the same task, and gets the same answer. The wait is bounded by
+``HUB_OPENAI_WAIT_SECONDS`` (540 s, below the SDK's 600 s timeout) and by the client's own
+``x-stainless-read-timeout``; past it, a 504 that is not kept, so a repeat with the key
+waits again. What is answered once the task exists is in ``openai_answer``. ``usage`` is
+all zeros: the providers report no tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
+import math
+import time
 from typing import Any
 
-import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,24 +32,26 @@ from hub.blobs import records
 from hub.blobs.images import image_type
 from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.bodies.read import read_body
-from hub.enums import TaskStatus
-from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
+from hub.errors import HubError, Invalid, Malformed, NotFound, Unavailable, invalid
 from hub.providers import PROVIDERS
-from hub.shapes import given
-from hub.store.base import EventQuery, TaskRecord
+from hub.store.base import EventQuery, IdempotencyClaim, TaskRecord
 from hub.streams.broker import SubscriptionClosed
-from hub.tasks import inputs
+from hub.tasks import idempotency, inputs
 from hub.tasks.engine import new_id
+from hub.tasks.idempotency import Replay
 from hub.tasks.shapes import TaskRequest
 from hub.web import errors
 from hub.web.decode import convert
+from hub.web.routes import openai_answer
 from hub.web.routes.common import hub, json_response
-from hub.web.routes.tasks import image_sources
-from hub.web.shapes import B64Image, EditAccepted, ImagesResponse, OpenAIError, OpenAIErrorDetail
+from hub.web.routes.tasks import REPLAYED, idempotency_keys, image_sources
+from hub.web.shapes import EditAccepted
 from hub.web.state import HubState
 from hub.webhooks import endpoints
 from hub.webhooks.shapes import WebhookUrl
 
+ROUTE = "POST /v1/images/edits"
+MAX_KEPT_ANSWER = 64 * 1024
 MAX_PARTS = 40
 # Answered or ignored as OpenAI's own fields: accepted so that clients work unchanged.
 IGNORED = {"model", "user", "moderation", "input_fidelity", "response_format", "partial_images"}
@@ -49,16 +60,62 @@ _CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
 
 async def edit(request: Request) -> Response:
+    call = _Call()
     try:
-        return await _edit(request)
+        return await _edit(request, call)
     except HubError as exc:
-        return _openai_error(exc)
+        return _openai_error(exc, call)
 
 
-async def _edit(request: Request) -> Response:
+class _Call:
+    """What one request has done so far: once its task exists (made by it, or by an
+    earlier request with its Idempotency-Key), no answer may invite a retry."""
+
+    def __init__(self) -> None:
+        self.task_made = False
+        self.replayed = False
+
+    def respond(self, answer: openai_answer.Answer) -> Response:
+        headers = dict(openai_answer.NO_RETRY) if self.task_made else {}
+        if self.replayed:
+            headers[REPLAYED] = "true"
+        return Response(answer.body, answer.status, headers, media_type="application/json")
+
+
+async def _edit(request: Request, call: _Call) -> Response:
     state = hub(request)
     owner = state.owner(request)
+    key = idempotency.checked_key(request.headers.get("idempotency-key"))
     fields, files = await _form(request, state)
+    claim = None
+    if key is not None:
+        fingerprint = idempotency.form_fingerprint(ROUTE, fields, files)
+        begun = await idempotency_keys(state).begin(owner, key, fingerprint)
+        if not isinstance(begun, IdempotencyClaim):
+            call.task_made = call.replayed = True
+            if isinstance(begun, Replay):
+                return call.respond(openai_answer.Answer(begun.status, begun.body))
+            return await _again(request, state, call, key, begun.task_id, fields)
+        claim = begun
+    try:
+        return await _new_edit(request, state, call, owner, key, claim, fields, files)
+    except Exception:
+        if claim is not None and not call.task_made:
+            await idempotency_keys(state).release(claim)  # refused: the key is free again
+        raise
+
+
+async def _new_edit(
+    request: Request,
+    state: HubState,
+    call: _Call,
+    owner: str,
+    key: str | None,
+    claim: IdempotencyClaim | None,
+    fields: dict[str, str],
+    files: dict[str, list[bytes]],
+) -> Response:
+    fields, files = dict(fields), dict(files)
     provider = fields.pop("provider", None) or _default_provider(state)
     for name in IGNORED:
         fields.pop(name, None)
@@ -87,20 +144,99 @@ async def _edit(request: Request) -> Response:
         task_input["mask"] = await _blob(state, owner, files["mask"][0], "mask")
     if _digits(task_input.get("n")):
         task_input["n"] = int(task_input["n"])  # a form holds text: "two" stays so, refused
+    if compression is not None:
+        task_input["output_compression"] = int(compression)
     asked = convert({"provider": provider, "input": task_input}, TaskRequest)
     spec = await inputs.parse(asked, state.engine.providers, image_sources(state, owner))
     task_id = new_id()
+    engine = state.engine
     if callback_url is not None:
         # The endpoint exists before the task does, so its end cannot be missed.
         url = endpoints.checked_url(convert(callback_url, WebhookUrl, root="callback_url"),
                                     "callback_url")  # fmt: skip
         await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
-        await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
-        return json_response(EditAccepted(task_id))
+        await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+        call.task_made = True
+        return await _keep(state, call, owner, key, task_id, _accepted(task_id))
     async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
-        task = await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
-        ended = await _ended(state, task, subscription)
-    return await _answer(state, ended, spec)
+        task = await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+        call.task_made = True
+        return await _wait(request, state, call, owner, key, task, subscription)
+
+
+async def _again(
+    request: Request,
+    state: HubState,
+    call: _Call,
+    key: str,
+    task_id: str,
+    fields: dict[str, str],
+) -> Response:
+    """An earlier request with this key made the task and kept no answer (it is still
+    waiting, or ended before answering): the same answer, from the same task."""
+    task = await state.store.get_task(task_id)
+    if task is None:  # gone with retention: the key outlived it
+        raise NotFound("not_found", "the task made for this Idempotency-Key is no longer kept")
+    if "callback_url" in fields:
+        return await _keep(state, call, task.owner, key, task.id, _accepted(task.id))
+    async with state.broker.subscribe(EventQuery(task_id=task.id)) as subscription:
+        return await _wait(request, state, call, task.owner, key, task, subscription)
+
+
+async def _wait(
+    request: Request,
+    state: HubState,
+    call: _Call,
+    owner: str,
+    key: str | None,
+    task: TaskRecord,
+    subscription: Any,
+) -> Response:
+    budget = _wait_budget(request, state, task)
+    ended = await _ended(state, task, subscription, budget)
+    if ended is None:
+        # Not kept: a repeat with the key waits for the same task again.
+        return call.respond(openai_answer.wait_ran_out(task, budget))
+    return await _keep(state, call, owner, key, task.id, await openai_answer.ended(state, ended))
+
+
+async def _keep(
+    state: HubState,
+    call: _Call,
+    owner: str,
+    key: str | None,
+    task_id: str,
+    answer: openai_answer.Answer,
+) -> Response:
+    # A large answer (images as base64) is not copied into the key's record: a repeat
+    # finds the key bound to the ended task and answers from it, the same bytes.
+    if key is not None and len(answer.body) <= MAX_KEPT_ANSWER:
+        await idempotency_keys(state).finish(owner, key, task_id, answer.status, answer.body)
+    return call.respond(answer)
+
+
+def _accepted(task_id: str) -> openai_answer.Answer:
+    return openai_answer.Answer(200, bytes(json_response(EditAccepted(task_id)).body))
+
+
+def _wait_budget(request: Request, state: HubState, task: TaskRecord) -> float:
+    """How long this request waits for its task: HUB_OPENAI_WAIT_SECONDS (below the SDK's
+    600 s), less if the client says its read timeout is shorter (the openai SDK sends
+    ``x-stainless-read-timeout``): answering before it gives up is what keeps it from
+    retrying into a second paid job. Never past the task's own deadline (and a margin)."""
+    budget = state.settings.openai_wait_seconds
+    read = _seconds(request.headers.get("x-stainless-read-timeout"))
+    if read is not None:
+        budget = min(budget, read - min(5.0, read / 10))
+    return max(0.0, min(budget, task.deadline - time.time() + 5.0))
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds > 0 else None
 
 
 async def _form(request: Request, state: HubState) -> tuple[dict[str, str], dict[str, list[bytes]]]:
@@ -146,43 +282,27 @@ def _default_provider(state: HubState) -> str:
     raise invalid("provider", "no provider is configured on this hub", "invalid_request_error")
 
 
-async def _ended(state: HubState, task: TaskRecord, subscription: Any) -> TaskRecord:
-    """The task once it has ended: its terminal event, or the store if it ended before
-    anything was awaited here. The task itself is durable: a client that gives up waiting
-    leaves it running."""
-    deadline = task.deadline - task.created_at + 5.0
-    async with asyncio.timeout(deadline):
-        while True:
-            current = await state.store.get_task(task.id)
-            if current is not None and current.terminal:
-                return current
-            try:
-                await subscription.wait(None)
-            except SubscriptionClosed:
-                raise Unavailable("server_error", "the hub is shutting down") from None
-            subscription.drain()
-
-
-async def _answer(state: HubState, task: TaskRecord, spec: inputs.TaskInput) -> Response:
-    if task.status != TaskStatus.SUCCEEDED:
-        status = 504 if task.status == TaskStatus.TIMED_OUT else 502
-        return _error(status, task.error or task.status, "server_error", None, "provider_failed")
-    data = []
-    for output in orjson.loads(task.outputs):
-        blob = await state.store.get_blob(output["blob_id"])
-        if blob is not None:
-            data.append(B64Image(base64.b64encode(blob.data).decode()))
-    # The options asked for, echoed as OpenAI does.
-    options = spec.options
-    answer = ImagesResponse(
-        created=int(task.created_at),
-        data=data,
-        background=given(options.get("background")),
-        output_format=given(options.get("output_format")),
-        quality=given(options.get("quality")),
-        size=given(options.get("size")),
-    )
-    return json_response(answer)
+async def _ended(
+    state: HubState, task: TaskRecord, subscription: Any, budget: float
+) -> TaskRecord | None:
+    """The task once it has ended (its terminal event, or the store if it ended before
+    anything was awaited here), or None if ``budget`` seconds went by first. The task
+    itself is durable: a client that gives up waiting leaves it running."""
+    current = await state.store.get_task(task.id)
+    if current is not None and current.terminal:
+        return current  # however little time is left: an ended task is answered
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(budget):
+            while True:
+                try:
+                    await subscription.wait(None)
+                except SubscriptionClosed:
+                    raise Unavailable("server_error", "the hub is shutting down") from None
+                subscription.drain()
+                current = await state.store.get_task(task.id)
+                if current is not None and current.terminal:
+                    return current
+    return None
 
 
 def _digits(value: str | None) -> bool:
@@ -194,16 +314,13 @@ def _bad(field: str, message: str) -> Invalid:
     return invalid(field, message, "invalid_request_error")
 
 
-def _openai_error(exc: HubError) -> Response:
+def _openai_error(exc: HubError, call: _Call) -> Response:
     param = exc.field.removeprefix("input.") if exc.field is not None else None
     status = errors.status_of(exc)
-    status = 400 if status == 422 else status
+    # OpenAI answers bad input with a 400; a reused Idempotency-Key stays the 422 it is.
+    status = 400 if status == 422 and exc.code != "idempotency_key_reused" else status
     kind = "invalid_request_error" if status < 500 else "server_error"
     code = _CODES.get(status) or (exc.code if exc.code != kind else None)
-    response = _error(status, exc.message, kind, param, code)
+    response = call.respond(openai_answer.error(status, exc.message, kind, param, code))
     response.headers.update(errors.headers_of(exc))
     return response
-
-
-def _error(status: int, message: str, kind: str, param: str | None, code: str | None) -> Response:
-    return json_response(OpenAIError(OpenAIErrorDetail(message, kind, param, code)), status)

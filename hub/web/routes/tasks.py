@@ -5,22 +5,27 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hub.bodies.read import read_body
 from hub.enums import TERMINAL_EVENTS
 from hub.errors import Unauthorized, not_found
 from hub.shapes import TASK_IDS
 from hub.store.base import EventQuery, TaskRecord
 from hub.streams.sse import EventStream
 from hub.streams.watch import check_watch, watch_url
-from hub.tasks import inputs
+from hub.tasks import idempotency, inputs
 from hub.tasks.engine import new_id
+from hub.tasks.idempotency import Existing, Replay
 from hub.tasks.shapes import Task, TaskList, TaskRequest
+from hub.web.decode import decode
 from hub.web.routes import webhooks
 from hub.web.routes.channels import last_event_id
-from hub.web.routes.common import hub, json_body, json_response
+from hub.web.routes.common import hub, json_response
 from hub.web.state import HubState
 from hub.webhooks import endpoints
 
 LIST_LIMIT = 100
+ROUTE = "POST /v1/tasks"
+REPLAYED = "idempotent-replayed"
 # A task request names images by URL; data: URLs can be large, so the body may be too.
 MAX_TASK_BODY = 80 * 1024 * 1024
 
@@ -28,17 +33,65 @@ MAX_TASK_BODY = 80 * 1024 * 1024
 async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
-    body = await json_body(request, TaskRequest, limit=MAX_TASK_BODY)
+    key = idempotency.checked_key(request.headers.get("idempotency-key"))
+    raw = await read_body(request, MAX_TASK_BODY, state.settings.body_timeout_seconds)
+    body = decode(raw, TaskRequest)
     hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
+    claim = None
+    if key is not None:
+        keys = idempotency_keys(state)
+        begun = await keys.begin(owner, key, idempotency.body_fingerprint(ROUTE, raw))
+        if isinstance(begun, Replay):
+            return replayed(begun.status, begun.body)
+        if isinstance(begun, Existing):
+            return await _accepted_again(state, owner, key, begun.task_id)
+        claim = begun
     engine = state.engine
-    await state.quotas.check(owner, live_tasks=1, webhooks=len(hook_urls), blob_bytes=1)
-    spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
-    task_id = new_id()
-    # The endpoints exist before the task does, so none of its events can be missed.
-    added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
-    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
+    try:
+        await state.quotas.check(owner, live_tasks=1, webhooks=len(hook_urls), blob_bytes=1)
+        spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
+        task_id = new_id()
+        # The endpoints exist before the task does, so none of its events can be missed.
+        added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
+        task = await engine.create(
+            owner, spec.provider, spec.channel_id, spec.to_json(), task_id, claim
+        )
+    except Exception:
+        if claim is not None:
+            await idempotency_keys(state).release(claim)  # frees it only if no task was made
+        raise
     hooks = [webhooks.describe(state, endpoint) for endpoint in added]
-    return json_response(engine.view.accepted(task, hooks), 202)
+    response = json_response(engine.view.accepted(task, hooks), 202)
+    if key is not None:
+        await idempotency_keys(state).finish(owner, key, task.id, 202, bytes(response.body))
+    return response
+
+
+def idempotency_keys(state: HubState) -> idempotency.IdempotencyKeys:
+    return idempotency.IdempotencyKeys(state.store, state.settings)
+
+
+def replayed(status: int, body: bytes) -> Response:
+    """The answer an earlier request with the same Idempotency-Key was given."""
+    headers = {REPLAYED: "true"}
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+async def _accepted_again(state: HubState, owner: str, key: str, task_id: str) -> Response:
+    """The answer to a key whose task exists with no answer kept (its request ended between
+    making the task and answering): the same answer, made again from the task."""
+    task = await state.store.get_task(task_id)
+    if task is None:  # gone with retention: the key outlived it
+        raise not_found("task")
+    hooks = [
+        webhooks.describe(state, endpoint)
+        for endpoint in await state.store.list_endpoints(owner)
+        if endpoint.task_id == task.id
+    ]
+    response = json_response(state.engine.view.accepted(task, hooks), 202)
+    body = bytes(response.body)
+    await idempotency_keys(state).finish(owner, key, task.id, 202, body)
+    return replayed(202, body)
 
 
 def image_sources(state: HubState, owner: str) -> inputs.Sources:
