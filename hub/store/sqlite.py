@@ -26,6 +26,7 @@ from hub.store.base import (
     ApiKey,
     Blob,
     CallbackUrlRecord,
+    CallLimits,
     Channel,
     Delivery,
     DeliveryRecord,
@@ -35,6 +36,7 @@ from hub.store.base import (
     IdempotencyClaim,
     IdempotencyRecord,
     NewEvent,
+    Slot,
     TaskRecord,
     Usage,
     WebhookJob,
@@ -48,11 +50,13 @@ from hub.store.columns import (
     ERASED_WITH_CHANNEL,
     EVENT_COLUMNS,
     FAIR_DUE_WEBHOOKS,
+    IN_FLIGHT_SQL,
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
     USAGE_SQL,
     WEBHOOK_WANTS,
+    task_values,
 )
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import INSERT_DELIVERY, Tx, Writer, delivery_row
@@ -282,15 +286,11 @@ class SQLiteStore:
         self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
     ) -> Event:
         def op(db: sqlite3.Connection, tx: Tx) -> Event:
+            values = task_values(task)
             db.execute(
-                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
-                (
-                    task.id, task.owner, task.provider, task.status, task.input,
-                    task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
-                    task.result, task.error, task.attempts, task.next_at, task.deadline,
-                    task.created_at, task.updated_at,
-                ),
-            )  # fmt: skip
+                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+                values,
+            )
             return tx.emit(event)
 
         write = op if claim is None else _claimed(op, claim, task.id)
@@ -363,6 +363,58 @@ class SQLiteStore:
                 )
 
         await self._write().run(op)
+
+    async def renew_leases(self, task_ids: Collection[str], now: float, until: float) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
+            renewed = 0
+            for task_id in task_ids:
+                renewed += db.execute(
+                    "UPDATE tasks SET lease_until = ? WHERE id = ? AND lease_until >= ?",
+                    (until, task_id, now),
+                ).rowcount
+            return renewed
+
+        count: int = await self._write().run(op)
+        return count
+
+    async def take_slot(
+        self,
+        task_id: str,
+        limits: CallLimits,
+        now: float | None,
+        changes: Mapping[str, object],
+    ) -> Slot:
+        unknown = set(changes) - TASK_FIELDS
+        if unknown:
+            raise ValueError(f"take_slot cannot change {sorted(unknown)}")
+
+        # One writer: the op runs alone, so its count and its change cannot interleave
+        # with another's.
+        def op(db: sqlite3.Connection, tx: Tx) -> Slot:
+            at = time.time() if now is None else now
+            row = db.execute(
+                "SELECT status, sending_at FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None or row[0] != "queued" or row[1] is not None:
+                return Slot(False, reason="gone")
+            if limits.concurrency > 0:
+                sql = IN_FLIGHT_SQL.replace("$", "?")
+                [busy] = db.execute(sql, (limits.provider, task_id)).fetchone()
+                if busy >= limits.concurrency:
+                    return Slot(False, reason="concurrency", count=int(busy))
+            wait = _count_call(db, limits, at)
+            if wait is not None:
+                return wait
+            columns = sorted(changes)
+            assignments = "".join(f"{column} = ?, " for column in columns)
+            db.execute(
+                f"UPDATE tasks SET {assignments}updated_at = ? WHERE id = ?",  # noqa: S608
+                (*(changes[c] for c in columns), at, task_id),
+            )
+            return Slot(True)
+
+        slot: Slot = await self._write().run(op)
+        return slot
 
     async def put_blob(self, blob: Blob) -> None:
         def op(db: sqlite3.Connection, tx: Tx) -> None:
@@ -681,6 +733,23 @@ class SQLiteStore:
 def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
     cursor = db.execute(INSERT_DELIVERY, (tx.delivery_id(), *delivery_row(d)))
     return cursor.rowcount == 1
+
+
+def _count_call(db: sqlite3.Connection, limits: CallLimits, now: float) -> Slot | None:
+    """Count a call in the provider's window; a Slot to wait if the window is full."""
+    if limits.per_window <= 0:
+        return None
+    db.execute(
+        "DELETE FROM provider_calls WHERE provider = ? AND at <= ?",
+        (limits.provider, now - limits.window),
+    )
+    count, oldest = db.execute(
+        "SELECT count(*), min(at) FROM provider_calls WHERE provider = ?", (limits.provider,)
+    ).fetchone()
+    if count >= limits.per_window:
+        return Slot(False, oldest + limits.window, "rate", int(count))
+    db.execute("INSERT INTO provider_calls (provider, at) VALUES (?, ?)", (limits.provider, now))
+    return None
 
 
 def _claimed(

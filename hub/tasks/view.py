@@ -8,11 +8,12 @@ import msgspec
 import orjson
 
 from hub.blobs import records
-from hub.enums import TaskStatus
+from hub.enums import EventType, TaskStatus
 from hub.formats import iso
+from hub.providers.base import ErrorCode
 from hub.shapes import given
 from hub.store.base import NewEvent, TaskRecord
-from hub.tasks.shapes import Output, Task, TaskAccepted, TaskEvent
+from hub.tasks.shapes import Output, Task, TaskAccepted, TaskError, TaskEvent, TaskRetrying
 from hub.webhooks.shapes import Webhook
 
 
@@ -31,13 +32,15 @@ class TaskView:
             provider_task_id=task.provider_task_id,
             status=TaskStatus(task.status),
             outputs=self._outputs(task),
-            error=task.error,
+            error=error_of(task),
             channel_id=task.channel_id,
             attempts=task.attempts,
             created_at=iso(task.created_at),
             updated_at=iso(task.updated_at),
             stream_url=self.stream_url(task.id),
             watch_url=watch_url,
+            last_error=last_error_of(task),
+            next_attempt_at=iso(task.retry_at) if task.retry_at is not None else None,
         )
 
     def accepted(self, task: TaskRecord, webhooks: list[Webhook]) -> TaskAccepted:
@@ -60,7 +63,7 @@ class TaskView:
             provider_task_id=task.provider_task_id,
             status=task.status,
             outputs=self._outputs(task),
-            error=task.error,
+            error=error_of(task),
             at=iso(time.time()),
             channel_id=given(task.channel_id),
         )
@@ -69,8 +72,41 @@ class TaskView:
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip
 
+    def retrying(
+        self, task: TaskRecord, attempt: int, error: TaskError, retry_at: float
+    ) -> NewEvent:
+        """``task.retrying``: an attempt failed, or waits for the provider's slot."""
+        data = TaskRetrying(
+            task_id=task.id,
+            provider=task.provider,
+            status=task.status,
+            attempt=attempt,
+            error=error,
+            retry_at=iso(retry_at),
+            at=iso(time.time()),
+            channel_id=given(task.channel_id),
+        )
+        return NewEvent(
+            EventType.TASK_RETRYING, msgspec.json.encode(data),
+            channel_id=task.channel_id, task_id=task.id, ref=task.id,
+        )  # fmt: skip
+
     def _outputs(self, task: TaskRecord) -> list[Output]:
         return [
             Output(url=records.url(self._base, o["blob_id"]), content_type=o["content_type"])
             for o in orjson.loads(task.outputs)
         ]
+
+
+def error_of(task: TaskRecord) -> TaskError | None:
+    if task.error is None:
+        return None
+    # Tasks that ended before error codes were kept: a code from how they ended.
+    fallback = ErrorCode.TIMED_OUT if task.status == TaskStatus.TIMED_OUT else "provider_failed"
+    return TaskError(task.error_code or fallback, task.error)
+
+
+def last_error_of(task: TaskRecord) -> TaskError | None:
+    if task.last_error is None:
+        return None
+    return TaskError(task.last_error_code or ErrorCode.PROVIDER_FAILED, task.last_error)

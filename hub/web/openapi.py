@@ -55,6 +55,7 @@ from hub.tasks.shapes import (
     TaskEvent,
     TaskList,
     TaskRequest,
+    TaskRetrying,
 )
 from hub.web.query import MAX_INT
 from hub.web.routes.channels import MAX_TASK_ID, MAX_TYPES
@@ -71,9 +72,9 @@ _IMAGE_TYPES = tuple(IMAGE_TYPES.values())
 # Every body the API takes or gives; each becomes a component named for its class.
 SHAPES = (
     Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
-    CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
-    TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
-    ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
+    CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, TaskRetrying,
+    StreamGap, TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList,
+    Blob, ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
     RedeliverRequest, RedeliveryAttempt, Redelivery, CallbackUrlInfo, CallbackUrlList,
     VerifierInfo, Verifier,
 )  # fmt: skip
@@ -415,7 +416,12 @@ def _schemas(settings: Settings) -> Schema:
                 "type": "string",
                 "contentMediaType": JSON,
                 "contentSchema": {
-                    "anyOf": [_ref("TaskEvent"), _ref("CallbackEvent"), _ref("StreamGap")]
+                    "anyOf": [
+                        _ref("TaskEvent"),
+                        _ref("TaskRetrying"),
+                        _ref("CallbackEvent"),
+                        _ref("StreamGap"),
+                    ]
                 },
             },
         },

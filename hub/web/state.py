@@ -124,6 +124,7 @@ class HubState:
             providers,
             self.provider_configs,
             self.metrics,
+            self.health,
         )
         await self._engine.start()
         self._webhooks = Webhooks(

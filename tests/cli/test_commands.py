@@ -213,3 +213,20 @@ async def test_channel_delete_erases_it(hub, http):
     code, _, err = await hub_command("channel", "delete", channel["id"], "--url", hub.url,
                                      "--key", KEY)  # fmt: skip
     assert code == 1 and err.startswith("hub: 404 ") and err.count("\n") == 1
+
+
+async def test_submit_prints_each_retry_and_the_error_it_ends_with(hub, http, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    faults = f"{hub.url}/sandbox/acedata/_sandbox/faults"
+    for kind in ("429", "fail"):
+        assert (await http.post(faults, json={"kind": kind})).status_code == 201
+    code, out, err = await hub_command(
+        "submit", "--url", hub.url, "--key", KEY, "--provider", "acedata", "--prompt", "p",
+        "--image", str(photo), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1, err
+    lines = out.splitlines()
+    [retry] = [line for line in lines if " attempt 1: " in line]
+    assert "rate_limited: acedata: HTTP 429" in retry and "; next attempt at " in retry
+    assert lines[-1].startswith("failed: provider_failed: acedata: ")
