@@ -62,6 +62,7 @@ class TaskIO:
             background=spec.get("background"),
             output_format=spec.get("output_format"),
             n=spec.get("n"),
+            output_compression=spec.get("output_compression"),
             callback_url=callback_url,
             callback_secret=task.callback_secret,
         )

@@ -42,6 +42,7 @@ class Scripted:
         callback: bool = False,
         max_n: int = 1,
     ) -> None:
+        self.requests: list[EditRequest] = []
         self.submits = submit if isinstance(submit, list) else [submit]
         self.polls = polls
         self.submit_calls = 0
@@ -54,6 +55,7 @@ class Scripted:
         return self.supports_callback
 
     async def submit(self, request: EditRequest) -> Outcome:
+        self.requests.append(request)
         answer = self.submits[min(self.submit_calls, len(self.submits) - 1)]
         self.submit_calls += 1
         if isinstance(answer, Exception):
@@ -167,6 +169,17 @@ async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_f
     [output] = orjson.loads(done.outputs)
     stored = await store.get_blob(output["blob_id"])
     assert stored.data == data and stored.owner == "owner" and stored.content_type == "image/png"
+
+
+async def test_every_option_of_the_input_reaches_the_provider(engine_for):
+    options = {"size": "1024x1536", "quality": "low", "background": "opaque"}
+    options |= {"output_format": "jpeg", "output_compression": 40, "n": 1}
+    done = Outcome("succeeded", outputs=(Output(data=make_png()),))
+    provider = Scripted(done, [])
+    store, task = await engine_for(provider, spec=options)
+    await ended(store, task.id)
+    [request] = provider.requests
+    assert {name: getattr(request, name) for name in options} == options
 
 
 async def test_a_final_poll_error_fails_the_task_with_its_message(engine_for):
