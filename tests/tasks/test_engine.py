@@ -172,8 +172,8 @@ async def test_a_retryable_poll_error_is_retried_then_the_task_succeeds(engine_f
 
 
 async def test_every_option_of_the_input_reaches_the_provider(engine_for):
-    options = {"size": "1024x1536", "quality": "low", "background": "opaque"}
-    options |= {"output_format": "jpeg", "output_compression": 40, "n": 1}
+    options: dict[str, object] = {"size": "1024x1536", "quality": "low", "n": 1}
+    options |= {"background": "opaque", "output_format": "jpeg", "output_compression": 40}
     done = Outcome("succeeded", outputs=(Output(data=make_png()),))
     provider = Scripted(done, [])
     store, task = await engine_for(provider, spec=options)

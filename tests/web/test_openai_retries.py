@@ -74,7 +74,7 @@ async def test_a_provider_failure_is_one_task_and_one_submission(hub, sdk, http)
 
 
 async def test_a_wait_past_the_deadline_is_an_openai_504_and_one_task(hub, sdk, http):
-    await queue_faults(http, hub, "hang")
+    await queue_faults(http, hub, "stall")
     with pytest.raises(openai.APIStatusError) as late:
         await sdk.images.edit(image=png_file(), prompt="p", extra_body={"provider": "acedata"})
     assert late.value.status_code == 504
@@ -92,7 +92,7 @@ async def test_the_wait_ends_before_the_clients_own_timeout(make_settings, http)
     x-stainless-read-timeout and answers first."""
     settings = make_settings(sandbox=True, extra_env=FAST)  # the default wait, 540 s
     async with live_hub(settings) as hub:
-        await queue_faults(http, hub, "hang")
+        await queue_faults(http, hub, "stall")
         async with openai.AsyncOpenAI(
             base_url=f"{hub.url}/v1", api_key=AUTH_KEY, timeout=3.0
         ) as sdk:
@@ -123,7 +123,7 @@ async def test_a_repeat_with_the_same_idempotency_key_makes_nothing(hub, sdk):
 
 
 async def test_a_repeat_while_the_first_waits_waits_for_the_same_task(hub, http):
-    await queue_faults(http, hub, "hang", 2)
+    await queue_faults(http, hub, "stall", 2)
     form = {"prompt": "p", "provider": "acedata"}
     headers = {**AUTH, "idempotency-key": "same"}
 
