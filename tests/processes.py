@@ -39,6 +39,7 @@ class HubProcess:
         *,
         extra: dict[str, str] | None = None,
         command: tuple[str, ...] = ("serve",),
+        log_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
@@ -53,7 +54,8 @@ class HubProcess:
             "HUB_RATE_LIMIT_PER_CALLBACK": "0",
             **(extra or {}),
         }
-        self.log = data_dir / f"hub-{port}-{os.urandom(3).hex()}.log"
+        # Elsewhere than the data dir where that is a disk a test fills up.
+        self.log = (log_dir or data_dir) / f"hub-{port}-{os.urandom(3).hex()}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hub", *command, "--port", str(port)],

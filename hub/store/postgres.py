@@ -57,6 +57,7 @@ from hub.store.columns import (
     USAGE_SQL,
     WEBHOOK_WANTS,
 )
+from hub.store.faults import postgres_transient, unavailable_on
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
 
@@ -102,6 +103,8 @@ class _Pending:
     future: asyncio.Future[Event | None]
 
 
+# A dropped or refused connection answers 503, not 500 (see faults).
+@unavailable_on(postgres_transient)
 class PostgresStore:
     def __init__(
         self,
@@ -177,7 +180,12 @@ class PostgresStore:
             except asyncio.CancelledError:
                 _fail(batch, RuntimeError("the store is closed"))
                 raise
-            except Exception:
+            except Exception as exc:
+                if postgres_transient(exc):
+                    # The server is gone or full: no delivery would do better alone.
+                    log.warning("batch of %d deliveries failed: %s", len(batch), exc)
+                    _fail(batch, exc)
+                    continue
                 # One bad delivery must not fail the others that shared its transaction.
                 log.exception("batch of %d deliveries failed; retrying one by one", len(batch))
                 for pending in batch:

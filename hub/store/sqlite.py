@@ -41,12 +41,15 @@ from hub.store.columns import (
     USAGE_SQL,
     WEBHOOK_WANTS,
 )
+from hub.store.faults import sqlite_transient, unavailable_on
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
 
 log = logging.getLogger("hub.store")
 
 
+# A full disk or an I/O error answers 503, not 500 (see faults).
+@unavailable_on(sqlite_transient)
 class SQLiteStore:
     def __init__(
         self,
