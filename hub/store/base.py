@@ -215,6 +215,11 @@ class Store(Protocol):
         """Record an attempt: delivered if ``error`` is None, else failed and tried again
         at ``retry_at`` (None: given up). Returns the endpoint's failures in a row."""
 
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        """Extend to ``until`` the lease of each outbox entry in ``leases`` (id: the lease
+        this caller holds) that still holds exactly that lease: the ids renewed. An entry
+        settled, or taken over after its lease ran out, is left alone."""
+
 
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.

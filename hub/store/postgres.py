@@ -454,6 +454,15 @@ class PostgresStore:
             )  # fmt: skip
         return int(failures or 0)
 
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        rows = await self.pool.fetch(
+            "UPDATE outbox o SET lease_until = $1"
+            " FROM unnest($2::int8[], $3::float8[]) AS l(id, held)"
+            " WHERE o.id = l.id AND o.lease_until = l.held RETURNING o.id",
+            until, list(leases), list(leases.values()),
+        )  # fmt: skip
+        return {int(row[0]) for row in rows}
+
     # -- reads -----------------------------------------------------------------------------
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:

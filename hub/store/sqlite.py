@@ -394,6 +394,14 @@ class SQLiteStore:
         failures: int = await self._write().run(op)
         return failures
 
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        def op(db: sqlite3.Connection, tx: Tx) -> set[int]:
+            sql = "UPDATE outbox SET lease_until = ? WHERE id = ? AND lease_until = ?"
+            return {i for i, held in leases.items() if db.execute(sql, (until, i, held)).rowcount}
+
+        renewed: set[int] = await self._write().run(op)
+        return renewed
+
     # -- reads -----------------------------------------------------------------------------
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
