@@ -29,7 +29,9 @@ async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_body(request, TaskRequest, limit=MAX_TASK_BODY)
-    hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
+    hook_urls = endpoints.urls(
+        body.webhook_urls, "webhook_urls", allow_private=state.settings.loopback_allowed
+    )
     engine = state.engine
     await state.quotas.check(owner, live_tasks=1, webhooks=len(hook_urls), blob_bytes=1)
     spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
