@@ -4,6 +4,7 @@ blobs (base64 decoded once, URLs downloaded within bounds, since provider URLs e
 
 from __future__ import annotations
 
+import logging
 import time
 
 import httpx
@@ -12,6 +13,7 @@ import orjson
 from hub.access.tokens import CALLBACK, Claims, Signer
 from hub.blobs import images, records
 from hub.config.settings import Settings
+from hub.errors import Invalid
 from hub.net.fetch import fetch
 from hub.providers.base import (
     EditRequest,
@@ -24,6 +26,8 @@ from hub.providers.base import (
     Resend,
 )
 from hub.store.base import Blob, Store, TaskRecord
+
+log = logging.getLogger("hub.tasks")
 
 OUTPUT_FETCH_SECONDS = 60.0
 # Signed URLs outlive the task by this much, so a provider that fetches late still can.
@@ -93,7 +97,7 @@ class TaskIO:
         stored = []
         for output in outputs:
             if output.data is not None:
-                stored.extend(self.decoded(task, (output,)))
+                stored.extend(_image_blob(task, output.data, output.content_type or ""))
             elif output.url is not None:
                 data, content_type = await fetch(
                     self._client,
@@ -102,20 +106,37 @@ class TaskIO:
                     within=OUTPUT_FETCH_SECONDS,
                     allow_private=self._settings.loopback_allowed,
                 )
-                kind = (
-                    images.sniff(data) or content_type.split(";")[0] or "application/octet-stream"
-                )
-                stored.append(records.make(task.owner, data, kind))
+                stored.extend(_image_blob(task, data, content_type))
         return stored
 
     def decoded(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
-        """Outputs that came as bytes, as blobs."""
+        """Outputs that came as bytes in a callback, as blobs: only those that are PNG,
+        JPEG or WebP. None of them one: the callback is refused (422) and changes
+        nothing, rather than the task succeeding with no image; the task is then
+        finished by polling, which fails it as having returned no image."""
         made = []
         for output in outputs:
             assert output.data is not None
-            kind = images.sniff(output.data) or output.content_type or "application/octet-stream"
-            made.append(records.make(task.owner, output.data, kind))
+            made.extend(_image_blob(task, output.data, output.content_type or ""))
+        if outputs and not made:
+            raise Invalid("invalid_output", "the callback's images are not PNG, JPEG or WebP")
         return made
+
+
+def _image_blob(task: TaskRecord, data: bytes, claimed: str) -> list[Blob]:
+    """The output as a blob if its bytes are an image the hub serves, typed as sniffed.
+
+    Never stored as the type its sender claims: an ``image/svg+xml`` output holding a
+    script ran in the hub's origin when opened. A task whose outputs are all refused fails
+    as having returned no image."""
+    kind = images.sniff(data)
+    if kind is None:
+        log.warning(
+            "task %s: an output refused: not a PNG, JPEG or WebP image (sent as %s)",
+            task.id, claimed.split(";")[0].strip() or "no type",
+        )  # fmt: skip
+        return []
+    return [records.make(task.owner, data, kind)]
 
 
 def outcome_to_json(outcome: Outcome) -> bytes:
