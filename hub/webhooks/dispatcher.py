@@ -132,9 +132,9 @@ class Webhooks:
             return every
         until = time.time() + self._lease
         renewed = await self._store.renew_webhook_leases(held, until)
-        for outbox_id in held:
-            if outbox_id not in self._held:
-                continue  # settled meanwhile
+        for outbox_id, lease in held.items():
+            if self._held.get(outbox_id) != lease:
+                continue  # settled meanwhile (or settled and claimed again)
             if outbox_id in renewed:
                 self._held[outbox_id] = until
             else:
