@@ -40,6 +40,7 @@ class HubProcess:
         extra: dict[str, str] | None = None,
         command: tuple[str, ...] = ("serve",),
         log_dir: Path | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port
@@ -58,7 +59,8 @@ class HubProcess:
         self.log = (log_dir or data_dir) / f"hub-{port}-{os.urandom(3).hex()}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub", *command, "--port", str(port)],
+                # ``prefix`` runs it inside another command that ends by exec-ing it.
+                [*prefix, sys.executable, "-m", "hub", *command, "--port", str(port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,10 +1,13 @@
 """`hub serve` under a flood of callbacks while its store fails, on both stores.
 
-SQLite: the data dir is a small tmpfs the test mounts, and a filler file takes its last
-byte mid-flood: a real full disk (ENOSPC on SQLite's own writes), not a simulated error.
-Where the test may not mount (no CAP_SYS_ADMIN) it is skipped and says so; no stand-in
-(``PRAGMA max_page_count``, ``RLIMIT_FSIZE``) reaches the running hub's connection or
-fails the WAL's rewrites of space it already holds the way a full disk does.
+SQLite: the data dir is a small tmpfs, and a filler file takes its last byte mid-flood:
+a real full disk (ENOSPC on SQLite's own writes), not a simulated error. The test mounts
+it itself as root, else in a user and mount namespace it starts the hub in; only where
+neither is possible is it skipped, saying so. No stand-in does the same to a running hub:
+``PRAGMA max_page_count`` is per connection (the hub's own, out of reach), and
+``RLIMIT_FSIZE`` does not fail the WAL's rewrites of space it already holds. (The
+in-process equivalent, max_page_count on the writer's connection, is in
+tests/store/test_faults.py, in the quick suite.)
 
 PostgreSQL: every connection of the hub's database is killed with
 ``pg_terminate_backend``, again and again for a while, mid-flood.
@@ -148,22 +151,44 @@ async def run_fault(
     return flood
 
 
+@dataclass
+class Disk:
+    """A small tmpfs for the hub's data dir: ``path`` as the hub sees it, ``prefix`` to start
+    the hub with, and ``outside()`` the way to that file system from this process."""
+
+    path: Path
+    prefix: tuple[str, ...] = ()
+    hub: HubProcess | None = None
+
+    def outside(self) -> Path:
+        if not self.prefix:
+            return self.path
+        assert self.hub is not None
+        # The hub's own mount namespace, reached through its /proc entry.
+        return Path(f"/proc/{self.hub.pid}/root{self.path}")
+
+
 @contextlib.contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path``, for this test alone."""
+def small_disk(path: Path, size: str) -> Iterator[Disk]:
+    """A tmpfs of ``size`` at ``path``: mounted here where this process may (root), else in
+    a user and mount namespace of the hub's own (``unshare``, no privilege needed where
+    the kernel allows unprivileged user namespaces)."""
     path.mkdir(mode=0o700)
+    options = f"size={size},mode=0700"
+    if os.geteuid() == 0:
+        mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+        subprocess.run(mount, check=True, capture_output=True)
+        try:
+            yield Disk(path)
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+        return
     try:
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-            check=True,
-            capture_output=True,
-        )
+        subprocess.run(["unshare", "-rm", "true"], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (needs CAP_SYS_ADMIN): {exc}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+        pytest.skip(f"cannot mount a tmpfs here (not root, no user namespaces): {exc}")
+    script = f'mount -t tmpfs -o {options} tmpfs "{path}" && exec "$@"'
+    yield Disk(path, ("unshare", "-rm", "sh", "-c", script, "sh"))
 
 
 def fill(filler: Path) -> int:
@@ -188,14 +213,14 @@ async def test_a_full_disk_answers_503_and_loses_nothing(tmp_path, http):
     logs = tmp_path / "logs"
     logs.mkdir()
     with small_disk(tmp_path / "disk", "24m") as disk:
-        hub = HubProcess(disk, free_port(), log_dir=logs)
-        filler = disk / "filler"
+        hub = disk.hub = HubProcess(disk.path, free_port(), log_dir=logs, prefix=disk.prefix)
 
         async def fault() -> None:
+            filler = disk.outside() / "filler"
             print(f"\nfilled the disk with {await asyncio.to_thread(fill, filler)} bytes")
 
         async def heal() -> None:
-            filler.unlink()
+            (disk.outside() / "filler").unlink()
 
         with running(hub):
             await run_fault(http, hub, fault, heal)
