@@ -67,3 +67,28 @@ async def test_writes_beyond_the_database_size_limit_are_unavailable_then_work(t
         assert stored.data == big.data
     finally:
         await store.close()
+
+
+async def test_an_fsync_sqlite_reports_failed_stops_the_store(tmp_path, monkeypatch):
+    """SQLite's own fsync failing (SQLITE_IOERR_FSYNC on a commit) is as fatal as the
+    WAL's: nothing more is taken and the owner is told, as for test_fsync_failure.py."""
+    fatal: list[BaseException] = []
+    store = SQLiteStore(tmp_path / "hub.db", lambda events: None, on_fatal=fatal.append)
+    await store.open()
+    try:
+        writer = store._writer
+        assert writer is not None
+
+        def failing(batch: object, ids: object) -> list[object]:
+            raise sqlite_error(SQLITE_IOERR_FSYNC, "disk I/O error")
+
+        monkeypatch.setattr(writer, "_commit_in_thread", failing)
+        event = NewEvent(EventType.WEBHOOK_FAILING, b"{}", channel_id="c")
+        with pytest.raises(StoreUnavailable):
+            await store.add_events([event])
+        monkeypatch.undo()
+        assert len(fatal) == 1 and sqlite_fsync_failed(fatal[0])
+        with pytest.raises(StoreUnavailable):
+            await store.add_events([event])
+    finally:
+        await store.close()
