@@ -39,6 +39,8 @@ class HubProcess:
         *,
         extra: dict[str, str] | None = None,
         command: tuple[str, ...] = ("serve",),
+        log_dir: Path | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.port = port
@@ -53,10 +55,12 @@ class HubProcess:
             "HUB_RATE_LIMIT_PER_CALLBACK": "0",
             **(extra or {}),
         }
-        self.log = data_dir / f"hub-{port}-{os.urandom(3).hex()}.log"
+        # Elsewhere than the data dir where that is a disk a test fills up.
+        self.log = (log_dir or data_dir) / f"hub-{port}-{os.urandom(3).hex()}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub", *command, "--port", str(port)],
+                # ``prefix`` runs it inside another command that ends by exec-ing it.
+                [*prefix, sys.executable, "-m", "hub", *command, "--port", str(port)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -96,6 +96,9 @@ class Settings:
     webhook_max_attempts: int = setting(8, ge=1)
     webhook_retry_seconds: float = setting(5.0, gt=0, duration=True)
     webhook_failing_after: int = setting(5, ge=1)
+    # How long a replica's claim on a webhook attempt holds without being renewed: renewed
+    # while the attempt is in flight, so a dead replica's is taken over this soon.
+    webhook_lease_seconds: float = setting(15.0, ge=1, duration=True)
     # Logs: "text" or "json" lines; access_log adds a line per request (route, status, ms).
     log_format: str = setting("text", choices=("text", "json"))
     access_log: bool = setting(False)

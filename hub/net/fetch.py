@@ -16,6 +16,7 @@ import httpx
 
 from hub.net import bounded
 from hub.net.addresses import is_public
+from hub.net.urls import UrlRefused, checked
 
 MAX_REDIRECTS = 5
 
@@ -33,18 +34,14 @@ async def resolve(host: str, port: int) -> list[str]:
 
 
 async def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = resolve) -> str:
-    """The address to connect to for ``url``; FetchError unless it is http(s) and every
-    address its host resolves to is public (loopback too, if ``allow_private``)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError("must be an http(s) URL")
-    if parts.username or parts.password:
-        raise FetchError("must not carry credentials")
-    host = parts.hostname
+    """The address to connect to for ``url``; FetchError unless it passes ``urls.checked``
+    (the check it had when it was accepted) and every address its host resolves to is
+    public (loopback too, if ``allow_private``)."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # not a number, or out of range ("99999", "8 0")
-        raise FetchError("has an invalid port") from None
+        target = checked(url, allow_private=allow_private)
+    except UrlRefused as exc:
+        raise FetchError(str(exc)) from None
+    host, port = target.host, target.port
     try:
         addresses = await resolver(host, port)
     except (OSError, UnicodeError):

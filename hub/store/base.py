@@ -359,6 +359,11 @@ class Store(Protocol):
     async def prune_idempotency(self, before: float) -> int:
         """Delete the records created before ``before``; return how many went."""
 
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        """Extend to ``until`` the lease of each outbox entry in ``leases`` (id: the lease
+        this caller holds) that still holds exactly that lease: the ids renewed. An entry
+        settled, or taken over after its lease ran out, is left alone."""
+
 
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.

@@ -75,6 +75,7 @@ from hub.store.columns import (
     WEBHOOK_WANTS,
     task_values,
 )
+from hub.store.faults import postgres_transient, unavailable_on
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
 
@@ -134,6 +135,8 @@ class _Pending:
     future: asyncio.Future[Event | None]
 
 
+# A dropped or refused connection answers 503, not 500 (see faults).
+@unavailable_on(postgres_transient)
 class PostgresStore:
     def __init__(
         self,
@@ -209,7 +212,12 @@ class PostgresStore:
             except asyncio.CancelledError:
                 _fail(batch, RuntimeError("the store is closed"))
                 raise
-            except Exception:
+            except Exception as exc:
+                if postgres_transient(exc):
+                    # The server is gone or full: no delivery would do better alone.
+                    log.warning("batch of %d deliveries failed: %s", len(batch), exc)
+                    _fail(batch, exc)
+                    continue
                 # One bad delivery must not fail the others that shared its transaction.
                 log.exception("batch of %d deliveries failed; retrying one by one", len(batch))
                 for pending in batch:
@@ -642,6 +650,15 @@ class PostgresStore:
                 at, error, job.endpoint.id,
             )  # fmt: skip
         return int(failures or 0)
+
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        rows = await self.pool.fetch(
+            "UPDATE outbox o SET lease_until = $1"
+            " FROM unnest($2::int8[], $3::float8[]) AS l(id, held)"
+            " WHERE o.id = l.id AND o.lease_until = l.held RETURNING o.id",
+            until, list(leases), list(leases.values()),
+        )  # fmt: skip
+        return {int(row[0]) for row in rows}
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -58,12 +58,15 @@ from hub.store.columns import (
     WEBHOOK_WANTS,
     task_values,
 )
+from hub.store.faults import sqlite_transient, unavailable_on
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import INSERT_DELIVERY, Tx, Writer, delivery_row
 
 log = logging.getLogger("hub.store")
 
 
+# A full disk or an I/O error answers 503, not 500 (see faults).
+@unavailable_on(sqlite_transient)
 class SQLiteStore:
     def __init__(
         self,
@@ -566,6 +569,14 @@ class SQLiteStore:
 
         failures: int = await self._write().run(op)
         return failures
+
+    async def renew_webhook_leases(self, leases: Mapping[int, float], until: float) -> set[int]:
+        def op(db: sqlite3.Connection, tx: Tx) -> set[int]:
+            sql = "UPDATE outbox SET lease_until = ? WHERE id = ? AND lease_until = ?"
+            return {i for i, held in leases.items() if db.execute(sql, (until, i, held)).rowcount}
+
+        renewed: set[int] = await self._write().run(op)
+        return renewed
 
     # -- reads -----------------------------------------------------------------------------
 

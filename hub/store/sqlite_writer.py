@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from hub.enums import EventType
 from hub.store.base import Delivery, Event, NewEvent, StoreUnavailable
 from hub.store.columns import DELIVERY_COLUMNS
+from hub.store.faults import sqlite_fsync_failed, sqlite_transient
 
 log = logging.getLogger("hub.store")
 
@@ -195,7 +196,18 @@ class Writer:
                 batch.append(self._queue.get_nowait())
             try:
                 results = await self._commit(batch)
-            except Exception:
+            except Exception as exc:
+                if sqlite_fsync_failed(exc):
+                    self._stop_for(exc, [(batch, [])])
+                    return
+                if sqlite_transient(exc):
+                    # The disk is full, or failing: no write would do better alone. Nothing
+                    # committed, so the store stays sound; each caller hears 503.
+                    log.warning("batch of %d writes failed: %s", len(batch), exc)
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
+                    continue
                 # One bad write must not fail the others that shared its transaction:
                 # retry each alone so only the guilty one sees its error.
                 log.exception("batch of %d writes failed; retrying one by one", len(batch))

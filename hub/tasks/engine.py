@@ -33,6 +33,7 @@ from hub.access.tokens import Signer
 from hub.background.loops import Health, forever
 from hub.config.settings import Settings
 from hub.enums import ACTIVE, TaskStatus
+from hub.errors import Invalid
 from hub.metrics import Metrics
 from hub.net.backoff import backoff
 from hub.net.fetch import FetchError
@@ -489,6 +490,10 @@ class TaskEngine:
             }
             await self._store.update_task(task.id, ACTIVE, changes, blobs=held.blobs)
             return
+        if not fetched.entries:
+            failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{task.provider} returned no image")
+            await self._end(task, TaskStatus.FAILED, failure)
+            return
         blobs = held.blobs + fetched.blobs
         changes, events = self._success_change(task, provider_task_id, fetched)
         await self._store.update_task(task.id, ACTIVE, changes, events, blobs)
@@ -593,6 +598,9 @@ class TaskEngine:
             }
             return changes, self._transition_events(task, ended), []
         held = self._io.hold(task, outcome.outputs)
+        if outcome.outputs and not held.entries:
+            # Refused (422), changing nothing: polling then finishes the task.
+            raise Invalid("invalid_output", "the callback's images are not PNG, JPEG or WebP")
         # Fewer images than asked (a webhook with the first only): the worker asks the
         # provider for the whole list before the task succeeds.
         short = len(held.entries) < asked_n(task) and provider_task_id is not None

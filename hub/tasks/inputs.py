@@ -19,6 +19,7 @@ import orjson
 from hub.blobs import images, records
 from hub.errors import invalid
 from hub.net.fetch import FetchError, fetch
+from hub.net.urls import UrlRefused, checked
 from hub.providers.base import Provider
 from hub.shapes import BLOB_IDS
 from hub.store.base import Blob, Store
@@ -80,6 +81,11 @@ async def parse(
         channel = await sources.store.get_channel(channel_id)
         if channel is None or channel.owner != sources.owner:
             raise invalid("channel_id", "no such channel")
+    # Every URL checked before any is fetched: a bad mask URL is refused as fast as a bad
+    # first image's, and with nothing fetched or stored for it.
+    named = [(f"input.images[{i}]", source) for i, source in enumerate(value.images)]
+    for field, source in named + ([("input.mask", value.mask)] if value.mask else []):
+        _check_url(source, field, sources.allow_private)
     image_ids = []
     for index, source in enumerate(value.images):
         image_ids.append(await _resolve(source, f"input.images[{index}]", sources))
@@ -119,6 +125,14 @@ async def _resolve(source: str, field: str, sources: Sources) -> str:
     made: Blob = records.make(sources.owner, data, content_type)
     await sources.store.put_blob(made)
     return made.id
+
+
+def _check_url(source: str, field: str, allow_private: bool) -> None:
+    if source.startswith(("http://", "https://")):
+        try:
+            checked(source, allow_private=allow_private)
+        except UrlRefused as exc:
+            raise invalid(field, f"the URL {exc}") from None
 
 
 def _decode_data_url(source: str, field: str, max_bytes: int) -> bytes:

@@ -4,6 +4,7 @@ blobs (base64 decoded once, URLs downloaded within bounds, since provider URLs e
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -25,10 +26,11 @@ from hub.providers.base import (
 )
 from hub.store.base import Blob, Store, TaskRecord
 
+log = logging.getLogger("hub.tasks")
+
 OUTPUT_FETCH_SECONDS = 60.0
 # Signed URLs outlive the task by this much, so a provider that fetches late still can.
 URL_GRACE_SECONDS = 3600
-UNKNOWN_TYPE = "application/octet-stream"
 
 
 class TaskIO:
@@ -100,17 +102,17 @@ class TaskIO:
         held = Held()
         for output in outputs:
             if output.data is not None:
-                kind = images.sniff(output.data) or output.content_type or UNKNOWN_TYPE
-                blob = records.make(task.owner, output.data, kind)
-                held.blobs.append(blob)
-                held.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
+                for blob in _image_blob(task, output.data, output.content_type or ""):
+                    held.blobs.append(blob)
+                    held.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
             elif output.url is not None:
                 held.entries.append({"url": output.url})
         return held
 
     async def fetch(self, task: TaskRecord, entries: list[dict[str, str]]) -> Held:
-        """``entries`` with every URL downloaded into a blob, in order. Raises FetchError
-        for a download that fails (the caller tries again until the deadline)."""
+        """``entries`` with every URL downloaded into a blob, in order (a download that is
+        not an image the hub serves is left out). Raises FetchError for a download that
+        fails (the caller tries again until the deadline)."""
         done = Held()
         for entry in entries:
             if "url" not in entry:
@@ -123,10 +125,9 @@ class TaskIO:
                 within=OUTPUT_FETCH_SECONDS,
                 allow_private=self._settings.loopback_allowed,
             )
-            kind = images.sniff(data) or content_type.split(";")[0] or UNKNOWN_TYPE
-            blob = records.make(task.owner, data, kind)
-            done.blobs.append(blob)
-            done.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
+            for blob in _image_blob(task, data, content_type):
+                done.blobs.append(blob)
+                done.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
         return done
 
 
@@ -145,6 +146,22 @@ class Held:
 
     def outputs_json(self) -> bytes:
         return orjson.dumps(self.entries)
+
+
+def _image_blob(task: TaskRecord, data: bytes, claimed: str) -> list[Blob]:
+    """The output as a blob if its bytes are an image the hub serves, typed as sniffed.
+
+    Never stored as the type its sender claims: an ``image/svg+xml`` output holding a
+    script ran in the hub's origin when opened. A task whose outputs are all refused fails
+    as having returned no image."""
+    kind = images.sniff(data)
+    if kind is None:
+        log.warning(
+            "task %s: an output refused: not a PNG, JPEG or WebP image (sent as %s)",
+            task.id, claimed.split(";")[0].strip() or "no type",
+        )  # fmt: skip
+        return []
+    return [records.make(task.owner, data, kind)]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,12 @@ receiver answered, so a crash between the two sends it again (receivers dedupe o
 backoff until ``HUB_WEBHOOK_MAX_ATTEMPTS``; an endpoint that fails
 ``HUB_WEBHOOK_FAILING_AFTER`` times in a row is reported: its record says so, and its
 channel or task stream gets one ``webhook.failing`` event.
+
+An attempt is claimed under a short lease (``HUB_WEBHOOK_LEASE_SECONDS``, 15 s), renewed
+every third of it while the attempt is in flight, however long the receiver takes: so a
+replica that dies mid-attempt has its job taken over by another within about a lease,
+and a live one's is never taken from it while it can reach the store. A renewal names the
+lease it holds, so one that ran out and was taken over is not extended by its old holder.
 """
 
 from __future__ import annotations
@@ -68,7 +74,13 @@ class Webhooks:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._lease = settings.webhook_timeout_seconds + 30.0
+        self._lease = settings.webhook_lease_seconds
+        # Outbox id -> the lease_until this dispatcher holds on it, for attempts in flight.
+        self._held: dict[int, float] = {}
+        self.leases = (health or Health()).component(
+            "webhook-leases", stuck_after=self._lease * 2 + 30.0
+        )
+        self._renewer: asyncio.Task[None] | None = None
 
     def kick(self) -> None:
         """New events were committed: look for webhooks to send now, not at the next tick."""
@@ -78,13 +90,16 @@ class Webhooks:
         self._task = self.component.task = asyncio.create_task(
             forever(self.component, self._step), name="hub-webhooks"
         )
+        self._renewer = self.leases.task = asyncio.create_task(
+            forever(self.leases, self._renew, cap=self._lease / 3), name="hub-webhook-leases"
+        )
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._sending) if t is not None]
+        tasks = [t for t in (self._task, self._renewer, *self._sending) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
+        self._task = self._renewer = None
 
     async def _step(self) -> float:
         self._kick.clear()
@@ -103,16 +118,41 @@ class Webhooks:
         free = CONCURRENCY - len(self._sending)
         if free <= 0:
             return
-        for job in await self._store.claim_webhooks(time.time(), self._lease, free):
-            self._spawn(self._send(job))
+        now = time.time()
+        for job in await self._store.claim_webhooks(now, self._lease, free):
+            # The same sum the store leased it until: what a renewal names as held.
+            self._held[job.id] = now + self._lease
+            self._spawn(self._send(job), job.id)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _renew(self) -> float:
+        """Extend the lease of every attempt in flight; the wait until the next renewal."""
+        every = self._lease / 3
+        held = dict(self._held)
+        if not held:
+            return every
+        until = time.time() + self._lease
+        renewed = await self._store.renew_webhook_leases(held, until)
+        for outbox_id, lease in held.items():
+            if self._held.get(outbox_id) != lease:
+                continue  # settled meanwhile (or settled and claimed again)
+            if outbox_id in renewed:
+                self._held[outbox_id] = until
+            else:
+                # Its lease ran out before a renewal got through (the store was away):
+                # another replica may send it too; receivers dedupe on webhook-id.
+                log.warning("webhook attempt %d: lease lost; another replica may send it",
+                            outbox_id)  # fmt: skip
+                del self._held[outbox_id]
+        return every
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], outbox_id: int) -> None:
         task = asyncio.create_task(_logged(coro))
         self._sending.add(task)
-        task.add_done_callback(self._sent)
+        task.add_done_callback(lambda done: self._sent(done, outbox_id))
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
+    def _sent(self, task: asyncio.Task[None], outbox_id: int) -> None:
         self._sending.discard(task)
+        self._held.pop(outbox_id, None)
         self._kick.set()  # a slot is free
 
     async def _send(self, job: WebhookJob) -> None:

@@ -4,42 +4,35 @@ they are checked when given, and how an endpoint is shown to its owner."""
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from hub.enums import EndpointStatus
 from hub.errors import invalid
 from hub.formats import iso
+from hub.net.urls import UrlRefused, checked
 from hub.shapes import WEBHOOK_IDS
 from hub.store.base import Endpoint, Store
 from hub.webhooks.shapes import Webhook
 from hub.webhooks.signing import new_secret
 
 
-def checked_url(value: str, field: str) -> str:
-    """An http(s) URL without credentials (its length and characters are the shape's,
-    ``WebhookUrl``). Where it points is checked at each send (a name may resolve
-    elsewhere later), so a private address is refused then, not here."""
+def checked_url(value: str, field: str, *, allow_private: bool) -> str:
+    """A URL the hub may POST to, checked in full now (``hub.net.urls.checked``, the check
+    every send repeats): http(s), no credentials, a port from 1 to 65535, and no private
+    or loopback address written as its host (loopback only where ``allow_private``). A
+    host name is resolved and judged at each send, as it may point elsewhere by then."""
     try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:  # a broken [IPv6] host: urlsplit refuses it outright
-        raise invalid(field, "must be an http(s) URL") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise invalid(field, "must be an http(s) URL")
-    if parts.username or parts.password:
-        raise invalid(field, "must not carry credentials")
-    try:
-        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
-    except ValueError:
-        raise invalid(field, "has an invalid port (1 to 65535)") from None
-    if any(ch.isspace() for ch in value):
-        raise invalid(field, "must not contain spaces")
+        checked(value, allow_private=allow_private)
+    except UrlRefused as exc:
+        raise invalid(field, str(exc)) from None
     return value
 
 
-def urls(value: list[str] | None, field: str) -> list[str]:
+def urls(value: list[str] | None, field: str, *, allow_private: bool) -> list[str]:
     """The ``webhook_urls`` of a channel or task being made."""
-    return [checked_url(item, f"{field}[{i}]") for i, item in enumerate(value or ())]
+    return [
+        checked_url(item, f"{field}[{i}]", allow_private=allow_private)
+        for i, item in enumerate(value or ())
+    ]
 
 
 async def add(

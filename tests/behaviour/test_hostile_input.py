@@ -106,7 +106,7 @@ def url_for(channel: Any = "<channel>", **more: Any) -> bytes:
     return js({"channel_id": channel, **more})
 
 
-def hook(url: Any = "http://192.0.2.1/hook", **more: Any) -> bytes:
+def hook(url: Any = "http://hooks.example/hook", **more: Any) -> bytes:
     return js({"url": url, "channel_id": "<channel>", **more})
 
 
@@ -517,9 +517,9 @@ CASES = [
     edits("stream-true", 400, edit_form(("stream", None, b"true")), FORM),
     edits("unknown-field", 400, edit_form(("colour", None, b"blue")), FORM),
     edits("unknown-provider", 400, edit_form(("provider", None, b"nobody")), FORM),
-    edits("callback-url-ftp", 400, edit_form(("callback_url", None, b"ftp://192.0.2.1/")), FORM),
+    edits("callback-url-ftp", 400, edit_form(("callback_url", None, b"ftp://hooks.example/")), FORM),
     edits("callback-url-credentials", 400,
-          edit_form(("callback_url", None, b"http://u:p@192.0.2.1/")), FORM),
+          edit_form(("callback_url", None, b"http://u:p@hooks.example/")), FORM),
     edits("seventeen-images", 400,
           multipart(("prompt", None, b"p"), *[("image[]", b"a.png", PNG)] * 17), FORM),
     edits("oversize-declared", 413, edit_form(), FORM, length(b"9" * 12)),
@@ -527,23 +527,23 @@ CASES = [
     # --- /v1/webhooks: a URL and one of channel_id, task_id; read and deleted by id.
     webhooks("malformed-json", 400, b'{"url": '),
     webhooks("invalid-utf8", 400, b'{"url": "\xff"}'),
-    webhooks("array", 422, js([{"url": "http://192.0.2.1/"}])),
+    webhooks("array", 422, js([{"url": "http://hooks.example/"}])),
     webhooks("no-url", 422, js({"channel_id": "<channel>"})),
     webhooks("url-number", 422, hook(5)),
     webhooks("url-object", 422, hook({})),
-    webhooks("url-not-http", 422, hook("ftp://192.0.2.1/hook")),
+    webhooks("url-not-http", 422, hook("ftp://hooks.example/hook")),
     webhooks("url-javascript", 422, hook("javascript:alert(1)")),
     webhooks("url-no-host", 422, hook("http:///hook")),
-    webhooks("url-credentials", 422, hook("http://user:pw@192.0.2.1/hook")),
-    webhooks("url-nul", 422, hook("http://192.0.2.1/\x00")),
-    webhooks("url-huge", 422, hook("http://192.0.2.1/" + LONG)),
+    webhooks("url-credentials", 422, hook("http://user:pw@hooks.example/hook")),
+    webhooks("url-nul", 422, hook("http://hooks.example/\x00")),
+    webhooks("url-huge", 422, hook("http://hooks.example/" + LONG)),
     webhooks("both-channel-and-task", 422, hook(task_id="<task>")),
-    webhooks("neither-channel-nor-task", 422, js({"url": "http://192.0.2.1/"})),
+    webhooks("neither-channel-nor-task", 422, js({"url": "http://hooks.example/"})),
     webhooks("channel-object", 422, hook(channel_id={})),
     webhooks("channel-unknown", 404, hook(channel_id="ch_" + ZEROS)),
-    webhooks("task-unknown", 404, js({"url": "http://192.0.2.1/", "task_id": "task_x"})),
+    webhooks("task-unknown", 404, js({"url": "http://hooks.example/", "task_id": "task_x"})),
     webhooks("unknown-field", 422, hook(secret="mine")),
-    webhooks("oversize", 413, hook("http://192.0.2.1/" + "x" * 70_000)),
+    webhooks("oversize", 413, hook("http://hooks.example/" + "x" * 70_000)),
     case("webhooks-no-key", "GET", "/v1/webhooks", 401, auth=False),
     case("webhooks-put", "PUT", "/v1/webhooks", 405),
     get("webhook-id-dotdot-encoded-slashes", "/v1/webhooks/..%2F..%2Fhealthz", 404),

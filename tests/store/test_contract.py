@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.enums import TaskStatus
+from hub.enums import EventType, TaskStatus
 from hub.store.base import ApiKey, Channel, Delivery, Endpoint, Event, NewEvent, Store, TaskRecord
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
@@ -186,3 +186,20 @@ async def test_an_acedata_endpoint_is_given_only_its_tasks_end(store: Store) -> 
     await store.enqueue_webhooks(time.time(), 100)
     jobs = await store.claim_webhooks(time.time(), 30.0, 10)
     assert [job.event.type for job in jobs] == ["task.succeeded"]
+
+
+async def test_a_renewal_extends_only_the_lease_it_names(store: Store) -> None:
+    endpoint = Endpoint("wh_1", "owner", "http://example.com/", "whsec_x", "ch_1", None, 1.0)
+    await store.add_endpoint(endpoint)
+    await store.add_events([NewEvent(EventType.CALLBACK_RECEIVED, b"{}", "ch_1")])
+    await store.enqueue_webhooks(100.0, 10)
+    [job] = await store.claim_webhooks(100.0, 15.0, 10)
+    assert await store.renew_webhook_leases({job.id: 115.0}, 130.0) == {job.id}
+    # Not while held (until 130): not claimable at 120.
+    assert await store.claim_webhooks(120.0, 15.0, 10) == []
+    # An old holder naming a lease it no longer holds renews nothing.
+    assert await store.renew_webhook_leases({job.id: 115.0}, 200.0) == set()
+    [again] = await store.claim_webhooks(131.0, 15.0, 10)
+    assert again.id == job.id
+    await store.settle_webhook(again, 132.0, None, None)
+    assert await store.renew_webhook_leases({job.id: 146.0}, 300.0) == set()

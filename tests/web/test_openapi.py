@@ -171,7 +171,7 @@ async def test_real_answers_are_what_the_description_says(client, state, describ
     task = response.json()
     check(await client.get(f"/v1/tasks/{task['id']}", headers=AUTH))
 
-    hook = {"url": "http://192.0.2.1/hook", "channel_id": channel["id"]}
+    hook = {"url": "http://hooks.example/hook", "channel_id": channel["id"]}
     response = await client.post("/v1/webhooks", json=hook, headers=AUTH)
     check(response)
     webhook = response.json()

@@ -48,7 +48,9 @@ async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_body(request, ChannelRequest, optional=True)
-    hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
+    hook_urls = endpoints.urls(
+        body.webhook_urls, "webhook_urls", allow_private=state.settings.loopback_allowed
+    )
     ttl = state.settings.channel_ttl_seconds
     if body.ttl_seconds is not None:
         ttl = _ttl(state, body.ttl_seconds)

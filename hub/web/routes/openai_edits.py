@@ -125,6 +125,13 @@ async def _new_edit(
     if compression is not None and not (_digits(compression) and int(compression) <= 100):
         raise _bad("output_compression", "must be an integer from 0 to 100")
     callback_url = fields.pop("callback_url", None)
+    if callback_url is not None:
+        # Checked in full before anything is stored for the request.
+        callback_url = endpoints.checked_url(
+            convert(callback_url, WebhookUrl, root="callback_url"),
+            "callback_url",
+            allow_private=state.settings.loopback_allowed,
+        )
     images = files.pop("image", []) + files.pop("image[]", [])
     if not images:
         raise _bad("image", "is required: 1 to 16 image files")
@@ -152,9 +159,7 @@ async def _new_edit(
     engine = state.engine
     if callback_url is not None:
         # The endpoint exists before the task does, so its end cannot be missed.
-        url = endpoints.checked_url(convert(callback_url, WebhookUrl, root="callback_url"),
-                                    "callback_url")  # fmt: skip
-        await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
+        await endpoints.add(state.store, owner, [callback_url], task_id=task_id, format="acedata")
         await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
         call.task_made = True
         return await _keep(state, call, owner, key, task_id, _accepted(task_id))

@@ -36,7 +36,9 @@ async def create(request: Request) -> Response:
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     raw = await read_body(request, MAX_TASK_BODY, state.settings.body_timeout_seconds)
     body = decode(raw, TaskRequest)
-    hook_urls = endpoints.urls(body.webhook_urls, "webhook_urls")
+    hook_urls = endpoints.urls(
+        body.webhook_urls, "webhook_urls", allow_private=state.settings.loopback_allowed
+    )
     claim = None
     if key is not None:
         keys = idempotency_keys(state)

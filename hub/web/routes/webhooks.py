@@ -18,7 +18,7 @@ async def create(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     body = await json_body(request, WebhookRequest)
-    url = endpoints.checked_url(body.url, "url")
+    url = endpoints.checked_url(body.url, "url", allow_private=state.settings.loopback_allowed)
     if (body.channel_id is None) == (body.task_id is None):
         raise invalid("channel_id", "give exactly one of channel_id and task_id")
     if body.channel_id is not None:
