@@ -17,15 +17,20 @@ from typing import Any
 
 import aiosqlite
 
+from hub.store import costs
 from hub.store.base import (
     ApiKey,
     Blob,
+    BudgetExceeded,
     Channel,
+    Charge,
     Delivery,
     Endpoint,
     Event,
     EventQuery,
     NewEvent,
+    SpendRow,
+    TaskCost,
     TaskRecord,
     Usage,
     WebhookJob,
@@ -159,8 +164,16 @@ class SQLiteStore:
         deleted: int = await self._write().run(op)
         return deleted
 
-    async def create_task(self, task: TaskRecord, event: NewEvent) -> Event:
-        def op(db: sqlite3.Connection, tx: Tx) -> Event:
+    async def create_task(
+        self, task: TaskRecord, event: NewEvent, charge: Charge | None = None
+    ) -> Event:
+        def op(db: sqlite3.Connection, tx: Tx) -> Event | BudgetExceeded:
+            # One writer runs every transaction in turn: the check and the insert below
+            # cannot interleave with another task's.
+            if charge is not None:
+                refused = _reserve(db, task, charge)
+                if refused is not None:
+                    return refused
             db.execute(
                 f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
                 (
@@ -172,7 +185,9 @@ class SQLiteStore:
             )  # fmt: skip
             return tx.emit(event)
 
-        created: Event = await self._write().run(op)
+        created: Event | BudgetExceeded = await self._write().run(op)
+        if isinstance(created, BudgetExceeded):
+            raise created
         return created
 
     async def update_task(
@@ -184,6 +199,7 @@ class SQLiteStore:
         blobs: Sequence[Blob] = (),
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
+        changes, settle = costs.split(changes)
         unknown = set(changes) - TASK_FIELDS
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
@@ -196,6 +212,8 @@ class SQLiteStore:
             # A savepoint, so a transition whose callback turns out to be a byte-identical
             # retry is undone without touching the rest of the batch.
             db.execute("SAVEPOINT task_update")
+            if settle is not None:
+                db.execute(_numbered(settle[0]), (task_id, *settle[1]))
             cursor = db.execute(
                 f"UPDATE tasks SET {assignments}{release}updated_at = ?"  # noqa: S608
                 f" WHERE id = ? AND status IN ({states})",
@@ -482,6 +500,36 @@ class SQLiteStore:
         row = await self._row(USAGE_SQL.replace("$", "?"), (owner, now))
         return Usage(*(int(value) for value in row))
 
+    async def task_costs(self, task_ids: Sequence[str]) -> dict[str, TaskCost]:
+        if not task_ids:
+            return {}
+        marks = ", ".join("?" * len(task_ids))
+        sql = f"{_COSTS_OF} ({marks})"
+        rows = await self._rows(sql, tuple(task_ids))
+        return {row[0]: TaskCost(row[1], row[2]) for row in rows}
+
+    async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
+        rows = await self._rows(_numbered(costs.SPEND_SQLITE), (owner, since, until))
+        return [SpendRow(*row) for row in rows]
+
+    async def spent(self, owner: str, since: float) -> int:
+        row = await self._row(_numbered(costs.SPENT), (owner, since))
+        return int(row[0])
+
+    async def budget(self, owner: str) -> int | None:
+        row = await self._row(_numbered(costs.BUDGET), (owner,))
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def set_budget(self, key_id: str, micros: int | None) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            return db.execute(_numbered(costs.SET_BUDGET), (key_id, micros)).rowcount == 1
+
+        done: bool = await self._write().run(op)
+        return done
+
+    async def spend_totals(self) -> dict[str, int]:
+        return {provider: int(total) for provider, total in await self._rows(costs.TOTALS)}
+
     async def get_blob(self, blob_id: str) -> Blob | None:
         sql = (
             "SELECT id, owner, content_type, size, sha256, created_at, data FROM blobs WHERE id = ?"
@@ -504,6 +552,30 @@ def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
         ),
     )  # fmt: skip
     return cursor.rowcount == 1
+
+
+_COSTS_OF = "SELECT task_id, estimated_micros, billed_micros FROM task_costs WHERE task_id IN"
+
+
+def _numbered(sql: str) -> str:
+    """Shared SQL's ``$n`` parameters as SQLite's ``?n``."""
+    return sql.replace("$", "?")
+
+
+def _reserve(db: sqlite3.Connection, task: TaskRecord, charge: Charge) -> BudgetExceeded | None:
+    """Reserve the task's estimate against its key's month, or say why it does not fit."""
+    row = db.execute(_numbered(costs.BUDGET), (task.owner,)).fetchone()
+    budget = row[0] if row is not None and row[0] is not None else charge.default_budget
+    if budget is not None:
+        found = db.execute(_numbered(costs.SPENT), (task.owner, charge.month_start)).fetchone()
+        spent = int(found[0])
+        if spent + charge.estimated_micros > budget:
+            return BudgetExceeded(budget, spent, charge.estimated_micros)
+    db.execute(
+        _numbered(costs.INSERT_COST),
+        (task.id, task.owner, task.provider, charge.estimated_micros, task.created_at),
+    )
+    return None
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -36,6 +36,8 @@ from hub.providers.base import (
     Resend,
 )
 from hub.store.base import Blob, Delivery, NewEvent, Store, TaskRecord
+from hub.store.costs import BILLED
+from hub.tasks.billing import Billing, provider_cost
 from hub.tasks.io import TaskIO, outcome_from_json, outcome_to_json
 from hub.tasks.limits import Limiter
 from hub.tasks.view import TaskView
@@ -56,8 +58,10 @@ class TaskEngine:
         providers: Mapping[str, Provider],
         configs: Mapping[str, ProviderConfig],
         metrics: Metrics | None = None,
+        billing: Billing | None = None,
     ) -> None:
         self._settings = settings
+        self.billing = billing or Billing(settings, configs)
         self._metrics = metrics
         self._store = store
         self._signer = signer
@@ -147,7 +151,9 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self.view.event(task))
+        # The estimate is reserved in the task's own transaction (402 if over budget).
+        charge = self.billing.charge(owner, provider, data, now)
+        await self._store.create_task(task, self.view.event(task), charge)
         self.wake()
         return task
 
@@ -237,7 +243,9 @@ class TaskEngine:
                 await self._later(task, delay)
             else:
                 suffix = f" (after {attempts} attempts)" if error.retryable else ""
-                await self._end(task, TaskStatus.FAILED, error.message + suffix)
+                # An unknown outcome may have been billed: its estimate stays spent.
+                billed = error.resend is Resend.UNKNOWN
+                await self._end(task, TaskStatus.FAILED, error.message + suffix, billed=billed)
             return
         if outcome.state != "pending":
             await self._finish(task, outcome)
@@ -310,11 +318,18 @@ class TaskEngine:
     async def _succeed(self, task: TaskRecord, outcome: Outcome, stored: list[Blob]) -> None:
         provider_task_id = task.provider_task_id or outcome.provider_task_id
         changes, steps = self._success_change(task, provider_task_id, stored)
+        changes.update(provider_cost(outcome))
         await self._store.update_task(task.id, ACTIVE, changes, steps, stored)
 
-    async def _end(self, task: TaskRecord, status: TaskStatus, error: str) -> None:
+    async def _end(
+        self, task: TaskRecord, status: TaskStatus, error: str, *, billed: bool = False
+    ) -> None:
         ended = _replace(task, status=status, error=error)
-        changes = {"status": status, "error": error, "result": None, "next_at": None}
+        changes: dict[str, object] = {
+            "status": status, "error": error, "result": None, "next_at": None
+        }  # fmt: skip
+        if billed:
+            changes[BILLED] = True
         if (
             await self._store.update_task(
                 task.id, ACTIVE, changes, self._transition_events(task, ended)
@@ -377,7 +392,9 @@ class TaskEngine:
         provider_task_id = task.provider_task_id or outcome.provider_task_id
         if outcome.outputs and all(output.data is not None for output in outcome.outputs):
             stored = self._io.decoded(task, outcome.outputs)
-            return (*self._success_change(task, provider_task_id, stored), stored)
+            changes, steps = self._success_change(task, provider_task_id, stored)
+            changes.update(provider_cost(outcome))
+            return changes, steps, stored
         # Outputs to download: keep the outcome; the worker fetches them at once.
         changes = {"result": outcome_to_json(outcome), "next_at": time.time()}
         if task.status != TaskStatus.QUEUED:

@@ -27,6 +27,7 @@ from hub.store import open_store
 from hub.store.base import Event, Store
 from hub.streams.broker import Broker
 from hub.streams.sse import StreamConfig, Streams
+from hub.tasks.billing import Billing
 from hub.tasks.engine import TaskEngine
 from hub.webhooks.dispatcher import Webhooks
 
@@ -120,6 +121,7 @@ class HubState:
             providers,
             self.provider_configs,
             self.metrics,
+            Billing(self.settings, self.provider_configs, self.keys.configured),
         )
         await self._engine.start()
         self._webhooks = Webhooks(

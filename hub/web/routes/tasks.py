@@ -8,7 +8,7 @@ from starlette.responses import Response
 from hub.enums import TERMINAL_EVENTS
 from hub.errors import Unauthorized, not_found
 from hub.shapes import TASK_IDS
-from hub.store.base import EventQuery, TaskRecord
+from hub.store.base import EventQuery, TaskCost, TaskRecord
 from hub.streams.sse import EventStream
 from hub.streams.watch import check_watch, watch_url
 from hub.tasks import inputs
@@ -57,13 +57,15 @@ async def index(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     tasks = await state.store.list_tasks(owner, LIST_LIMIT)
-    return json_response(TaskList([_describe(state, task) for task in tasks]))
+    costs = await state.store.task_costs([task.id for task in tasks])
+    return json_response(TaskList([_describe(state, task, costs.get(task.id)) for task in tasks]))
 
 
 async def show(request: Request) -> Response:
     state = hub(request)
     task = await _owned_task(state, request)
-    return json_response(_describe(state, task))
+    costs = await state.store.task_costs([task.id])
+    return json_response(_describe(state, task, costs.get(task.id)))
 
 
 async def stream(request: Request) -> Response:
@@ -94,12 +96,12 @@ async def stream(request: Request) -> Response:
     )
 
 
-def _describe(state: HubState, task: TaskRecord) -> Task:
+def _describe(state: HubState, task: TaskRecord, cost: TaskCost | None = None) -> Task:
     view = state.engine.view
     watch = watch_url(
         state.signer, view.stream_url(task.id), state.settings.watch_ttl_seconds, task_id=task.id
     )
-    return view.describe(task, watch)
+    return view.describe(task, watch, cost)
 
 
 async def _owned_task(state: HubState, request: Request) -> TaskRecord:
