@@ -296,7 +296,7 @@ class PostgresStore:
 
     async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
         rows = await self.pool.fetch(costs.SPEND_POSTGRES, owner, since, until)
-        return [SpendRow(*row) for row in rows]
+        return [SpendRow(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     async def spent(self, owner: str, since: float) -> int:
         return int(await self.pool.fetchval(costs.SPENT, owner, since))

@@ -510,7 +510,7 @@ class SQLiteStore:
 
     async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
         rows = await self._rows(_numbered(costs.SPEND_SQLITE), (owner, since, until))
-        return [SpendRow(*row) for row in rows]
+        return [SpendRow(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
     async def spent(self, owner: str, since: float) -> int:
         row = await self._row(_numbered(costs.SPENT), (owner, since))

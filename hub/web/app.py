@@ -26,6 +26,7 @@ from hub.web.routes import (
     health,
     openai_edits,
     tasks,
+    usage,
     webhooks,
 )
 from hub.web.state import HubState
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/tasks", tasks.index, methods=["GET"]),
         Route("/v1/tasks/{task_id}", tasks.show, methods=["GET"]),
         Route("/v1/tasks/{task_id}/events", tasks.stream, methods=["GET"]),
+        Route("/v1/usage", usage.show, methods=["GET"]),
         Route("/v1/uploads", blobs.upload, methods=["POST"]),
         Route("/v1/blobs/{blob_id}", blobs.show, methods=["GET"]),
         Route("/blobs/{token}", blobs.public, methods=["GET"]),

@@ -45,6 +45,7 @@ from hub.tasks.shapes import (
     TaskList,
     TaskRequest,
 )
+from hub.tasks.spend import UsageReport
 from hub.web.query import MAX_INT
 from hub.web.routes.channels import MAX_TASK_ID, MAX_TYPES
 from hub.web.routes.common import hub, json_response
@@ -61,13 +62,14 @@ SHAPES = (
     Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
     CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
     TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
-    ImagesResponse, EditAccepted, OpenAIError,
+    ImagesResponse, EditAccepted, OpenAIError, UsageReport,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
 ERRORS = {
     400: "The body cannot be read (not JSON, a malformed form, a bad Content-Length).",
     401: "No valid API key, or a token that is forged or not for this resource.",
+    402: "The task's estimate would take this key over its monthly budget (budget_exceeded).",
     404: "No such object for this key (another key's objects answer the same).",
     408: "The request body took longer than HUB_BODY_TIMEOUT_SECONDS to arrive.",
     410: "The token, or the channel it names, has expired.",
@@ -83,6 +85,7 @@ ERRORS = {
 OPENAI_ERRORS = {
     400: "A field is invalid (param names it), or the body is not a multipart form.",
     401: "The API key is missing or wrong (code invalid_api_key).",
+    402: "The edit's estimate would take this key over its monthly budget (budget_exceeded).",
     408: "The body did not arrive in time.",
     413: "The body is larger than the hub takes.",
     429: "Too many requests for this API key; retry after Retry-After.",
@@ -249,13 +252,25 @@ def _paths(settings: Settings) -> Schema:
             "post": _op(
                 "createTask",
                 "Submit an image edit to a provider; watch its stream_url.",
-                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 413, 422, 429)},
+                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 402, 408, 413, 422, 429)},
                 body={"required": True, "content": {JSON: {"schema": _ref("TaskRequest")}}},
             ),
             "get": _op(
                 "listTasks",
                 "This key's newest tasks (up to 100), newest first.",
                 {"200": _ok(_ref("TaskList")), **_errors(401, 429)},
+            ),
+        },
+        "/v1/usage": {
+            "get": _op(
+                "getUsage",
+                "This key's spend from `from` to `to` (UTC dates, inclusive; by default this "
+                "month), by provider and by day, and this month against its budget.",
+                {"200": _ok(_ref("UsageReport")), **_errors(401, 422, 429)},
+                params=[
+                    _query("from", {"type": "string", "format": "date"}, "First day (UTC)."),
+                    _query("to", {"type": "string", "format": "date"}, "Last day (UTC)."),
+                ],
             ),
         },
         "/v1/tasks/{task_id}": {

@@ -55,6 +55,8 @@ class HubState:
         self.health = Health()
         self._task_counts: dict[tuple[str, str], int] = {}
         self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
+        self._spend: dict[str, float] = {}
+        self.metrics.watch_spend(lambda: self._spend)
         self.store: Store = open_store(settings, self._committed, self._store_failed, self.health)
         # Set when the store stopped for good (an fsync failed): the process must end.
         self.failed: BaseException | None = None
@@ -174,6 +176,8 @@ class HubState:
     async def render_metrics(self) -> bytes:
         async def refresh() -> None:
             self._task_counts = await self.store.task_counts()
+            totals = await self.store.spend_totals()
+            self._spend = {provider: micros / 1e6 for provider, micros in totals.items()}
 
         return await self.metrics.render(refresh)
 
