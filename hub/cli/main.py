@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hub.cli import commands, keys, serve
+from hub.cli import commands, keys, money, serve
 from hub.config.env import SettingsError
 
 
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_commands(subcommands)
     commands.add_commands(subcommands)
     keys.add_commands(subcommands)
+    money.add_commands(subcommands)
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
