@@ -225,11 +225,13 @@
     polling = true;
     const gen = generation;
     try {
-      const [channelList, taskList] = await Promise.allSettled([
+      const [channelList, taskList, usage] = await Promise.allSettled([
         getJson("v1/channels"),
         getJson("v1/tasks"),
+        getJson("v1/usage"),
       ]);
       if (gen !== generation) return;
+      if (usage.status === "fulfilled") renderUsage(usage.value);
       const errors = [];
       for (const [result, name, render] of [
         [channelList, "channels", renderChannels],
@@ -256,6 +258,29 @@
         pollTimer = setTimeout(refresh, POLL_MS);
       }
     }
+  }
+
+  // ---- spend against the budget ----------------------------------------------------------
+
+  function dollars(value) {
+    return `$${Number(value || 0).toFixed(value >= 1 ? 2 : 4)}`;
+  }
+
+  function renderUsage(report) {
+    const budget = report.budget || {};
+    const meter = $("usage-meter");
+    const spent = dollars(budget.spent_usd);
+    if (budget.monthly_usd === null || budget.monthly_usd === undefined) {
+      $("usage-summary").textContent = `${budget.month || ""}: ${spent} spent · no budget`;
+      meter.hidden = true;
+      return;
+    }
+    $("usage-summary").textContent =
+      `${budget.month}: ${spent} of ${dollars(budget.monthly_usd)} · ${dollars(budget.remaining_usd)} left`;
+    meter.max = Math.max(budget.monthly_usd, 0.000001);
+    meter.high = budget.monthly_usd * 0.8;
+    meter.value = Math.min(budget.spent_usd, budget.monthly_usd);
+    meter.hidden = false;
   }
 
   // ---- channels -----------------------------------------------------------------------
