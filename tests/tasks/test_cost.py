@@ -262,3 +262,22 @@ async def test_replicas_racing_for_one_budget_cannot_overshoot_it(make_settings,
         finally:
             for c in clients:
                 await c.aclose()
+
+
+async def test_the_edits_route_refuses_over_budget_in_openais_shape(make_settings):
+    settings = make_settings(extra_env=DOWN, budget_usd=0.10, worker_concurrency=0)
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+            response = await client.post(
+                "/v1/images/edits",
+                data={"prompt": "make it blue", "provider": "segmind"},
+                files={"image": ("in.png", make_png(), "image/png")},
+                headers=AUTH,
+            )
+            assert response.status_code == 402, response.text
+            error = response.json()["error"]
+            assert error["code"] == "budget_exceeded" and error["type"] == "invalid_request_error"
+            assert "$0.1000 remains" in error["message"]
+            assert (await client.get("/v1/tasks", headers=AUTH)).json()["tasks"] == []
