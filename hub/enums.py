@@ -44,6 +44,7 @@ class EventType(StrEnum):
     WEBHOOK_FAILING = "webhook.failing"
     TASK_QUEUED = "task.queued"
     TASK_SUBMITTED = "task.submitted"
+    TASK_RETRYING = "task.retrying"
     TASK_SUCCEEDED = "task.succeeded"
     TASK_FAILED = "task.failed"
     TASK_TIMED_OUT = "task.timed_out"

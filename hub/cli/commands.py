@@ -118,7 +118,8 @@ def describe(event: Event) -> str:
         ref = f" task {data['task_id']}" if data.get("task_id") else ""
         detail = f"{data.get('content_type') or '-'}{ref} {body}"
     elif event.type.startswith("task."):
-        detail = f"{data.get('task_id')} {data.get('provider', '')} {data.get('error') or ''}"
+        error = _error_text(data["error"]) if data.get("error") else ""
+        detail = f"{data.get('task_id')} {data.get('provider', '')} {error}"
     else:
         detail = orjson.dumps(data).decode()[:120]
     return f"#{event.id} {at} {event.type} {detail}".rstrip()
@@ -139,7 +140,7 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
         done = await client.get(waiting.result())
         progress.finish(done["status"])
         if done["status"] != TaskStatus.SUCCEEDED:
-            out.write(f"{done['status']}: {done.get('error')}\n")
+            out.write(f"{done['status']}: {_error_text(done.get('error'))}\n")
             return 1
         args.out.mkdir(parents=True, exist_ok=True)
         for number, output in enumerate(done["outputs"], start=1):
@@ -153,7 +154,22 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
 async def _follow(client: AsyncClient, task_id: str, progress: _Progress) -> str:
     async for event in client.events(task_id=task_id):
         progress.status = event.type.removeprefix("task.")
+        if event.type == "task.retrying" and isinstance(event.data, dict):
+            # Why it waits, and until when: a retry is never silent.
+            data = event.data
+            at = str(data.get("retry_at", ""))[11:19]
+            progress.note(
+                f"attempt {data.get('attempt')}: {_error_text(data.get('error'))};"
+                f" next attempt at {at}"
+            )
     return task_id
+
+
+def _error_text(error: object) -> str:
+    """A task's ``error`` ({"code", "message"}) as one line."""
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    return str(error)
 
 
 class _Progress:
@@ -179,6 +195,13 @@ class _Progress:
             self._out.write(f"{self._task_id} {status} at {elapsed:.1f}s\n")
             self._out.flush()
         self._shown = status
+
+    def note(self, line: str) -> None:
+        """A line of its own, above the progress line."""
+        prefix = "\r\033[K" if self._live else ""
+        self._out.write(f"{prefix}{self._task_id} {line}\n")
+        self._out.flush()
+        self._shown = ""
 
     def finish(self, status: str) -> None:
         elapsed = time.monotonic() - self._started

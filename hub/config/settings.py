@@ -79,9 +79,16 @@ class Settings:
     task_timeout_seconds: int = setting(600, gt=0, duration=True)
     task_max_attempts: int = setting(5, ge=1)
     worker_concurrency: int = setting(32, ge=0, note="0 = this process works no tasks")
-    # A claimed task is held for its provider's request timeout plus this margin; past
-    # that, another worker (another replica, with PostgreSQL) takes it over.
-    task_lease_margin_seconds: float = setting(30.0, ge=0, duration=True)
+    # A claimed task is held this long, and renewed every third of it while its worker
+    # lives; a dead worker's task is taken over (by another replica) once it runs out.
+    task_lease_seconds: float = setting(12.0, gt=0, duration=True)
+    # A submit whose outcome is unknown (the provider may have accepted and billed it) is
+    # never sent again: the task waits this long for the provider's callback, where it was
+    # given one, then fails with error.code outcome_unknown.
+    task_unknown_grace_seconds: float = setting(300.0, ge=0, duration=True)
+    # The window each provider's HUB_<PROVIDER>_RATE_PER_MINUTE is counted in (tests
+    # shorten it; a real account's limit is per minute).
+    provider_rate_window_seconds: float = setting(60.0, gt=0, duration=True)
     max_image_bytes: int = setting(50 * 1024 * 1024, ge=1)
     max_upload_bytes: int = setting(50 * 1024 * 1024, ge=1)
     # Outbound webhooks: time for one POST, attempts per event, the first retry's delay

@@ -192,6 +192,23 @@ class Store(Protocol):
 
     async def next_due(self) -> float | None: ...
 
+    async def renew_leases(self, task_ids: Collection[str], now: float, until: float) -> int:
+        """Extend to ``until`` the leases on ``task_ids`` that are still held at ``now``
+        (a lease that ran out may be another worker's by now: never taken back)."""
+
+    async def take_slot(
+        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+    ) -> Slot:
+        """Atomically, across every replica on this store: if the queued task is not being
+        sent already, its provider has fewer than ``limits.concurrency`` jobs unfinished
+        (tasks being sent or submitted without a result) and fewer than
+        ``limits.per_window`` calls in the last ``limits.window`` seconds, count this call
+        and apply ``changes`` (the sending marker) to the task."""
+
+    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+        """Count one call (a poll) in the provider's rate window: None if it may go now,
+        else when to try again."""
+
     async def put_blob(self, blob: Blob) -> None: ...
 
     async def usage(self, owner: str, now: float) -> Usage:
@@ -295,6 +312,28 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class CallLimits:
+    """One provider account's limits, counted in the store so every replica sees the same
+    counts. 0 = no limit."""
+
+    provider: str
+    concurrency: int = 0  # jobs unfinished at the provider at once
+    per_window: int = 0  # calls in any ``window`` seconds
+    window: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """What ``take_slot`` decided: taken, or not and when to look again, and why."""
+
+    taken: bool
+    retry_at: float | None = None
+    # "concurrency" or "rate" (wait), "gone" (the task is no longer queued and unsent).
+    reason: str | None = None
+    count: int = 0  # the unfinished jobs or calls in the window that made it wait
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRecord:
     id: str
     owner: str
@@ -312,6 +351,16 @@ class TaskRecord:
     deadline: float
     created_at: float
     updated_at: float
+    error_code: str | None = None  # the code of ``error``
+    # The last attempt that failed (or the wait for a slot), and when the next one goes.
+    last_error_code: str | None = None
+    last_error: str | None = None
+    retry_at: float | None = None
+    # Set, and committed, before the provider is sent the job; cleared when its answer is
+    # recorded. Found set with no answer (a crash, a stop, a lease taken over): the job
+    # may have been accepted and billed, so it is never sent again.
+    sending_at: float | None = None
+    submitted_at: float | None = None  # when the provider accepted it
 
     def __post_init__(self) -> None:
         # Rows come back with the status as text; the record always holds the enum.

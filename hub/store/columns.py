@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hub.enums import TERMINAL_EVENTS
-from hub.store.base import WEBHOOK_EVENTS
+from hub.store.base import WEBHOOK_EVENTS, TaskRecord
 
 KEYS_SQL = "SELECT id, owner, hash, label, created_at, revoked_at FROM api_keys ORDER BY created_at"
 # An endpoint with its pending count, in Endpoint's field order.
@@ -16,14 +18,31 @@ ENDPOINT_SELECT = (
 EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
-    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at"
+    " outputs, result, error, attempts, next_at, deadline, created_at, updated_at,"
+    " error_code, last_error_code, last_error, retry_at, sending_at, submitted_at"
 )
+
+
+def task_values(task: TaskRecord) -> list[object]:
+    """The record's values in TASK_COLUMNS' order (its fields' order)."""
+    return [getattr(task, field.name) for field in dataclasses.fields(task)]
+
+
 # What update_task may change; anything else is a programming error. Every update ends the
 # task's lease unless it sets lease_until itself.
 TASK_FIELDS = frozenset(
     {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at",
-     "lease_until"}
+     "lease_until", "error_code", "last_error_code", "last_error", "retry_at", "sending_at",
+     "submitted_at"}
 )  # fmt: skip
+
+# A provider's jobs unfinished, as its account counts them: being sent (the answer not yet
+# recorded, or never: it may have been accepted), or submitted without a result yet.
+# $1 provider, $2 the task asking (not counted). tasks_in_flight serves it.
+IN_FLIGHT_SQL = (
+    "SELECT count(*) FROM tasks WHERE provider = $1 AND id <> $2"
+    " AND (sending_at IS NOT NULL OR (status = 'submitted' AND result IS NULL))"
+)
 
 # Which events (e) an endpoint (p) is sent, beyond being its channel's or task's:
 # never webhook.* events; for the "acedata" format only the task's end.

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from hub.enums import TERMINAL, TaskStatus
 
 # Pseudo-fields ``update_task`` takes beside the task's own columns: what the provider
-# said it billed (micro-dollars), or True to count the estimate as billed (the outcome is
-# unknown, so it may have been).
+# said it billed (micro-dollars), or True to count the estimate as billed.
 BILLED_MICROS = "billed_micros"
 BILLED = "billed"
 COST_FIELDS = frozenset({BILLED_MICROS, BILLED})
+OUTCOME_UNKNOWN = "outcome_unknown"  # ErrorCode.OUTCOME_UNKNOWN (hub.providers.base)
 
 INSERT_COST = (
     "INSERT INTO task_costs (task_id, owner, provider, estimated_micros, billed_micros,"
@@ -48,11 +48,13 @@ SET_BUDGET = (
     " ON CONFLICT (owner) DO UPDATE SET monthly_micros = excluded.monthly_micros"
 )
 # Settling, run before the task's own update (so "submitted" is the status it had):
-# accepted by the provider (it gave an id, or the task was submitted) means billed at
-# the estimate; otherwise nothing was billed. Only once: a settled row keeps its figure.
+# accepted by the provider (it gave an id, or the task was submitted), or a send whose
+# outcome is unknown (it may have been billed, and is never sent again), means billed
+# at the estimate; otherwise nothing was billed. Only once: a settled row keeps its figure.
 SETTLE = (
     "UPDATE task_costs SET billed_micros = CASE WHEN EXISTS (SELECT 1 FROM tasks"
-    " WHERE id = $1 AND (status = 'submitted' OR provider_task_id IS NOT NULL))"
+    " WHERE id = $1 AND (status = 'submitted' OR provider_task_id IS NOT NULL"
+    " OR last_error_code = 'outcome_unknown'))"
     " THEN estimated_micros ELSE 0 END WHERE task_id = $1 AND billed_micros IS NULL"
 )
 SETTLE_AS_ESTIMATED = (
@@ -91,6 +93,7 @@ def split(changes: Mapping[str, object]) -> tuple[dict[str, object], Settle | No
         return own, (SETTLE_AT, (figure,))
     if status not in TERMINAL:
         return own, None
-    if changes.get(BILLED) or status == TaskStatus.SUCCEEDED:
+    unknown = changes.get("error_code") == OUTCOME_UNKNOWN
+    if changes.get(BILLED) or unknown or status == TaskStatus.SUCCEEDED:
         return own, (SETTLE_AS_ESTIMATED, ())
     return own, (SETTLE, ())

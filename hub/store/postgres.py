@@ -38,6 +38,7 @@ from hub.store.base import (
     ApiKey,
     Blob,
     BudgetExceeded,
+    CallLimits,
     Channel,
     Charge,
     Delivery,
@@ -45,6 +46,7 @@ from hub.store.base import (
     Event,
     EventQuery,
     NewEvent,
+    Slot,
     SpendRow,
     TaskCost,
     TaskRecord,
@@ -56,11 +58,13 @@ from hub.store.columns import (
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
     FAIR_DUE_WEBHOOKS,
+    IN_FLIGHT_SQL,
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
     USAGE_SQL,
     WEBHOOK_WANTS,
+    task_values,
 )
 from hub.store.postgres_feed import CHANNEL, Feed
 from hub.store.postgres_schema import Connection, migrate
@@ -69,6 +73,9 @@ log = logging.getLogger("hub.store")
 
 MAX_BATCH = 512
 POOL_SIZE = 10
+# pg_advisory_xact_lock's first key for a provider's limits ("hubl"); the second is the
+# provider's name hashed. Replicas counting one account's calls take turns on it.
+LIMITS_LOCK = 0x6875626C
 
 
 # Takes ids for $1 events (bumping the counter, which holds its lock until commit), inserts
@@ -236,14 +243,12 @@ class PostgresStore:
         async with self.pool.acquire() as connection, connection.transaction():
             if charge is not None:
                 await _reserve(connection, task, charge)
+            values = task_values(task)
             await connection.execute(
                 f"INSERT INTO tasks ({TASK_COLUMNS})"  # noqa: S608
-                f" VALUES ({', '.join(f'${i}' for i in range(1, 17))})",
-                task.id, task.owner, task.provider, task.status, task.input,
-                task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
-                task.result, task.error, task.attempts, task.next_at, task.deadline,
-                task.created_at, task.updated_at,
-            )  # fmt: skip
+                f" VALUES ({', '.join(f'${i}' for i in range(1, len(values) + 1))})",
+                *values,
+            )
             events = await _emit(connection, [event])
         self.feed.committed(events)
         return events[0]
@@ -331,6 +336,53 @@ class PostgresStore:
             await self.pool.execute(
                 "UPDATE tasks SET lease_until = NULL WHERE id = ANY($1::text[])", list(task_ids)
             )
+
+    async def renew_leases(self, task_ids: Collection[str], now: float, until: float) -> int:
+        done = await self.pool.execute(
+            "UPDATE tasks SET lease_until = $1 WHERE id = ANY($2::text[]) AND lease_until >= $3",
+            until, list(task_ids), now,
+        )  # fmt: skip
+        return int(done.split()[-1])
+
+    async def take_slot(
+        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+    ) -> Slot:
+        unknown = set(changes) - TASK_FIELDS
+        if unknown:
+            raise ValueError(f"take_slot cannot change {sorted(unknown)}")
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider
+            )
+            row = await connection.fetchrow(
+                "SELECT status, sending_at FROM tasks WHERE id = $1 FOR UPDATE", task_id
+            )
+            if row is None or row["status"] != "queued" or row["sending_at"] is not None:
+                return Slot(False, reason="gone")
+            if limits.concurrency > 0:
+                busy = await connection.fetchval(IN_FLIGHT_SQL, limits.provider, task_id)
+                if busy >= limits.concurrency:
+                    return Slot(False, reason="concurrency", count=int(busy))
+            wait = await _count_call(connection, limits, now)
+            if wait is not None:
+                return wait
+            columns = sorted(changes)
+            assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, 3))
+            await connection.execute(
+                f"UPDATE tasks SET {assignments}, updated_at = $2 WHERE id = $1",  # noqa: S608
+                task_id, now, *(changes[c] for c in columns),
+            )  # fmt: skip
+        return Slot(True)
+
+    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+        if limits.per_window <= 0:
+            return None
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider
+            )
+            wait = await _count_call(connection, limits, now)
+        return None if wait is None else wait.retry_at
 
     async def put_blob(self, blob: Blob) -> None:
         async with self.pool.acquire() as connection:
@@ -611,6 +663,27 @@ async def _emit(
         )
         for i, e in enumerate(new)
     ]
+
+
+async def _count_call(connection: Connection, limits: CallLimits, now: float) -> Slot | None:
+    """Count a call in the provider's window (under its lock); a Slot to wait if full."""
+    if limits.per_window <= 0:
+        return None
+    await connection.execute(
+        "DELETE FROM provider_calls WHERE provider = $1 AND at <= $2",
+        limits.provider, now - limits.window,
+    )  # fmt: skip
+    row = await connection.fetchrow(
+        "SELECT count(*) AS n, min(at) AS oldest FROM provider_calls WHERE provider = $1",
+        limits.provider,
+    )
+    assert row is not None  # an aggregate always has its row
+    if row["n"] >= limits.per_window:
+        return Slot(False, row["oldest"] + limits.window, "rate", int(row["n"]))
+    await connection.execute(
+        "INSERT INTO provider_calls (provider, at) VALUES ($1, $2)", limits.provider, now
+    )
+    return None
 
 
 def _columns(deliveries: Sequence[Delivery]) -> list[list[Any]]:

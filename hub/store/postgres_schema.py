@@ -146,6 +146,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # Paid jobs: a task's error code, its last failed attempt and next one, the marker
+    # set before a job is sent, and each provider's calls in its rate window.
+    """
+    ALTER TABLE tasks ADD COLUMN error_code text;
+    ALTER TABLE tasks ADD COLUMN last_error_code text;
+    ALTER TABLE tasks ADD COLUMN last_error text;
+    ALTER TABLE tasks ADD COLUMN retry_at double precision;
+    ALTER TABLE tasks ADD COLUMN sending_at double precision;
+    ALTER TABLE tasks ADD COLUMN submitted_at double precision;
+    CREATE INDEX tasks_in_flight ON tasks (provider)
+        WHERE sending_at IS NOT NULL OR (status = 'submitted' AND result IS NULL);
+    CREATE TABLE provider_calls (provider text NOT NULL, at double precision NOT NULL);
+    CREATE INDEX provider_calls_at ON provider_calls (provider, at);
+    """,
     # What tasks cost, and monthly budgets per key (hub.store.costs).
     """
     CREATE TABLE task_costs (

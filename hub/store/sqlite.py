@@ -22,6 +22,7 @@ from hub.store.base import (
     ApiKey,
     Blob,
     BudgetExceeded,
+    CallLimits,
     Channel,
     Charge,
     Delivery,
@@ -29,6 +30,7 @@ from hub.store.base import (
     Event,
     EventQuery,
     NewEvent,
+    Slot,
     SpendRow,
     TaskCost,
     TaskRecord,
@@ -40,11 +42,13 @@ from hub.store.columns import (
     ENDPOINT_SELECT,
     EVENT_COLUMNS,
     FAIR_DUE_WEBHOOKS,
+    IN_FLIGHT_SQL,
     KEYS_SQL,
     TASK_COLUMNS,
     TASK_FIELDS,
     USAGE_SQL,
     WEBHOOK_WANTS,
+    task_values,
 )
 from hub.store.sqlite_schema import MIGRATIONS
 from hub.store.sqlite_writer import Tx, Writer
@@ -174,15 +178,11 @@ class SQLiteStore:
                 refused = _reserve(db, task, charge)
                 if refused is not None:
                     return refused
+            values = task_values(task)
             db.execute(
-                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * 16)})",  # noqa: S608
-                (
-                    task.id, task.owner, task.provider, task.status, task.input,
-                    task.channel_id, task.provider_task_id, task.callback_secret, task.outputs,
-                    task.result, task.error, task.attempts, task.next_at, task.deadline,
-                    task.created_at, task.updated_at,
-                ),
-            )  # fmt: skip
+                f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
+                values,
+            )
             return tx.emit(event)
 
         created: Event | BudgetExceeded = await self._write().run(op)
@@ -257,6 +257,64 @@ class SQLiteStore:
                 )
 
         await self._write().run(op)
+
+    async def renew_leases(self, task_ids: Collection[str], now: float, until: float) -> int:
+        def op(db: sqlite3.Connection, tx: Tx) -> int:
+            renewed = 0
+            for task_id in task_ids:
+                renewed += db.execute(
+                    "UPDATE tasks SET lease_until = ? WHERE id = ? AND lease_until >= ?",
+                    (until, task_id, now),
+                ).rowcount
+            return renewed
+
+        count: int = await self._write().run(op)
+        return count
+
+    async def take_slot(
+        self, task_id: str, limits: CallLimits, now: float, changes: Mapping[str, object]
+    ) -> Slot:
+        unknown = set(changes) - TASK_FIELDS
+        if unknown:
+            raise ValueError(f"take_slot cannot change {sorted(unknown)}")
+
+        # One writer: the op runs alone, so its count and its change cannot interleave
+        # with another's.
+        def op(db: sqlite3.Connection, tx: Tx) -> Slot:
+            row = db.execute(
+                "SELECT status, sending_at FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None or row[0] != "queued" or row[1] is not None:
+                return Slot(False, reason="gone")
+            if limits.concurrency > 0:
+                sql = IN_FLIGHT_SQL.replace("$", "?")
+                [busy] = db.execute(sql, (limits.provider, task_id)).fetchone()
+                if busy >= limits.concurrency:
+                    return Slot(False, reason="concurrency", count=int(busy))
+            wait = _count_call(db, limits, now)
+            if wait is not None:
+                return wait
+            columns = sorted(changes)
+            assignments = "".join(f"{column} = ?, " for column in columns)
+            db.execute(
+                f"UPDATE tasks SET {assignments}updated_at = ? WHERE id = ?",  # noqa: S608
+                (*(changes[c] for c in columns), now, task_id),
+            )
+            return Slot(True)
+
+        slot: Slot = await self._write().run(op)
+        return slot
+
+    async def take_call(self, limits: CallLimits, now: float) -> float | None:
+        if limits.per_window <= 0:
+            return None
+
+        def op(db: sqlite3.Connection, tx: Tx) -> float | None:
+            wait = _count_call(db, limits, now)
+            return None if wait is None else wait.retry_at
+
+        retry_at: float | None = await self._write().run(op)
+        return retry_at
 
     async def put_blob(self, blob: Blob) -> None:
         def op(db: sqlite3.Connection, tx: Tx) -> None:
@@ -575,6 +633,23 @@ def _reserve(db: sqlite3.Connection, task: TaskRecord, charge: Charge) -> Budget
         _numbered(costs.INSERT_COST),
         (task.id, task.owner, task.provider, charge.estimated_micros, task.created_at),
     )
+    return None
+
+
+def _count_call(db: sqlite3.Connection, limits: CallLimits, now: float) -> Slot | None:
+    """Count a call in the provider's window; a Slot to wait if the window is full."""
+    if limits.per_window <= 0:
+        return None
+    db.execute(
+        "DELETE FROM provider_calls WHERE provider = ? AND at <= ?",
+        (limits.provider, now - limits.window),
+    )
+    count, oldest = db.execute(
+        "SELECT count(*), min(at) FROM provider_calls WHERE provider = ?", (limits.provider,)
+    ).fetchone()
+    if count >= limits.per_window:
+        return Slot(False, oldest + limits.window, "rate", int(count))
+    db.execute("INSERT INTO provider_calls (provider, at) VALUES (?, ?)", (limits.provider, now))
     return None
 
 

@@ -132,6 +132,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX blobs_owner ON blobs (owner);
     """,
+    # Paid jobs: a task's error code, its last failed attempt and next one, the marker
+    # set before a job is sent, and each provider's calls in its rate window.
+    """
+    ALTER TABLE tasks ADD COLUMN error_code TEXT;
+    ALTER TABLE tasks ADD COLUMN last_error_code TEXT;
+    ALTER TABLE tasks ADD COLUMN last_error TEXT;
+    ALTER TABLE tasks ADD COLUMN retry_at REAL;
+    ALTER TABLE tasks ADD COLUMN sending_at REAL;
+    ALTER TABLE tasks ADD COLUMN submitted_at REAL;
+    CREATE INDEX tasks_in_flight ON tasks (provider)
+        WHERE sending_at IS NOT NULL OR (status = 'submitted' AND result IS NULL);
+    CREATE TABLE provider_calls (provider TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX provider_calls_at ON provider_calls (provider, at);
+    """,
     # What tasks cost, and monthly budgets per key (hub.store.costs).
     """
     CREATE TABLE task_costs (

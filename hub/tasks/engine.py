@@ -1,10 +1,18 @@
 """The task engine: queued -> submitted -> succeeded | failed | timed_out.
 
 A task is written to the store before anything is sent. A worker owned by the app's lifespan
-claims due tasks from the store (each under a lease), so after a restart every unfinished
-task resumes: queued ones are submitted, submitted ones are polled. Every transition is a
-conditional update of the task's status, so it happens once however many paths race for it
-(a callback and a poll, a callback that beats the submit response, a provider's retries).
+claims due tasks from the store (each under a short lease that it renews while it works), so
+after a restart every unfinished task resumes: queued ones are submitted, submitted ones are
+polled. Every transition is a conditional update of the task's status, so it happens once
+however many paths race for it (a callback and a poll, a callback that beats the submit
+response, a provider's retries).
+
+Money: every job a provider accepts is billed, so a task is sent at most once unless the
+provider's answer proves it was not accepted (``Resend.SAFE``). Before the call, a "sending"
+marker is committed on the task; the answer clears it. A task found with the marker and no
+answer (a crash, a stop, a lease taken over) or whose answer was lost (``Resend.UNKNOWN``)
+is never sent again: it waits for the provider's callback where it was given one, and
+otherwise fails with ``outcome_unknown``.
 """
 
 from __future__ import annotations
@@ -13,15 +21,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import secrets
 import time
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any
 
 import httpx
-import orjson
 
 from hub.access.tokens import Signer
+from hub.background.loops import Health, forever
 from hub.config.settings import Settings
 from hub.enums import ACTIVE, TaskStatus
 from hub.metrics import Metrics
@@ -35,17 +44,23 @@ from hub.providers.base import (
     ProviderError,
     Resend,
 )
-from hub.store.base import Blob, Delivery, NewEvent, Store, TaskRecord
-from hub.store.costs import BILLED
+from hub.store.base import Blob, CallLimits, Delivery, NewEvent, Slot, Store, TaskRecord
 from hub.tasks.billing import Billing, provider_cost
-from hub.tasks.io import TaskIO, outcome_from_json, outcome_to_json
-from hub.tasks.limits import Limiter
+from hub.tasks.io import Held, Result, TaskIO, asked_n
+from hub.tasks.shapes import TaskError
 from hub.tasks.view import TaskView
 
 log = logging.getLogger("hub.tasks")
 
 QUEUED = frozenset({TaskStatus.QUEUED})
 SUBMITTED = frozenset({TaskStatus.SUBMITTED})
+# How often a task waiting for one of its provider's slots looks again (slots free when
+# any replica's job ends, so there is nothing local to wait on).
+SLOT_RECHECK = 1.0
+# The provider said its slots are full (no Retry-After): look again after this.
+SLOT_FULL_WAIT = 5.0
+RATE_MARGIN = 0.05
+_jitter = random.Random()
 
 
 class TaskEngine:
@@ -58,6 +73,7 @@ class TaskEngine:
         providers: Mapping[str, Provider],
         configs: Mapping[str, ProviderConfig],
         metrics: Metrics | None = None,
+        health: Health | None = None,
         billing: Billing | None = None,
     ) -> None:
         self._settings = settings
@@ -69,16 +85,21 @@ class TaskEngine:
         self.view = TaskView(settings.public_url)
         self.providers = providers
         self._configs = configs
-        # How long a claimed task is held before another worker may take it (its worker
-        # died mid-call): the longest provider call, and a margin.
-        longest = max((c.request_timeout for c in configs.values()), default=60.0)
-        self._lease = longest + settings.task_lease_margin_seconds
-        self._limiters = {
-            name: Limiter(config.requests_per_minute, config.concurrency)
+        # Short, and renewed every third of it while the worker lives: a dead worker's
+        # task is taken over soon, a live one's never.
+        self._lease = settings.task_lease_seconds
+        # Counted over a little more than the provider's window: a call is counted before
+        # it leaves, and reaches the provider a moment later.
+        window = settings.provider_rate_window_seconds * (1 + RATE_MARGIN)
+        self._limits = {
+            name: CallLimits(name, config.concurrency, config.requests_per_minute, window)
             for name, config in configs.items()
         }
+        health = health or Health()
+        self._worker = health.component("tasks", stuck_after=30.0)
+        self._renewer = health.component("task-leases", stuck_after=max(30.0, self._lease * 3))
         self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         # Work under way, and the id of the task each is for.
         self._inflight: dict[asyncio.Task[None], str] = {}
         self._stopping = False
@@ -89,26 +110,28 @@ class TaskEngine:
         # With SQLite one process owns the store, so any lease left is from a worker that
         # died; with PostgreSQL this does nothing (other replicas' leases are live).
         await self._store.release_leases()
-        self._loop_task = asyncio.create_task(self._run(), name="hub-task-worker")
+        for component, step in ((self._worker, self._step), (self._renewer, self._renew)):
+            task = asyncio.create_task(forever(component, step), name=f"hub-{component.name}")
+            component.task = task
+            self._loops.append(task)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming, give running work ``grace`` seconds, then cancel it; cancelled
-        work is resumed from the store on the next start."""
+        work is resumed from the store on the next start (a send cut short is never sent
+        again: its marker says so)."""
         self._stopping = True
         self._wake.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        worker = self._loops[:1]
+        for task in worker:
+            task.cancel()
+        await asyncio.gather(*worker, return_exceptions=True)
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=grace)
             stopped = [self._inflight[task] for task in pending]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            # Their leases would hold them for minutes: let another worker (another
-            # replica) take them now. A submit cut short keeps its next_at, so it is not
-            # sent again before a lost answer could have come.
+            # Let another worker (another replica) take them now, not when the lease ends.
             if stopped:
                 try:
                     await self._store.release_leases(stopped)
@@ -116,6 +139,10 @@ class TaskEngine:
                     log.warning(
                         "releasing %d stopped tasks failed; their leases will expire", len(stopped)
                     )
+        for task in self._loops[1:]:
+            task.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        self._loops = []
 
     def wake(self) -> None:
         self._wake.set()
@@ -159,20 +186,17 @@ class TaskEngine:
 
     # -- the worker ------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        limit = self._settings.worker_concurrency
-        while not self._stopping:
-            self._wake.clear()
-            free = limit - len(self._inflight)
-            if free > 0:
-                try:
-                    claimed = await self._store.claim_tasks(time.time(), self._lease, free)
-                except Exception:
-                    log.exception("claiming tasks failed; will retry")
-                    claimed = []
-                for task in claimed:
-                    self._spawn(self._work(task), task.id)
-            await self._sleep(free > 0)
+    async def _step(self) -> float:
+        """One round: claim what is due and free to work, then wait for the next. A store
+        error ends the round, not the worker (``forever`` logs it and tries again)."""
+        self._wake.clear()
+        free = self._settings.worker_concurrency - len(self._inflight)
+        if free > 0 and not self._stopping:
+            claimed = await self._store.claim_tasks(time.time(), self._lease, free)
+            for task in claimed:
+                self._spawn(self._work(task), task.id)
+        await self._sleep(free > 0)
+        return 0.0
 
     async def _sleep(self, can_claim: bool) -> None:
         delay = 1.0
@@ -183,6 +207,15 @@ class TaskEngine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
+
+    async def _renew(self) -> float:
+        """Keep the leases of the work under way, so nobody takes over a live worker's
+        task however long its provider call lasts."""
+        working = set(self._inflight.values())
+        if working:
+            now = time.time()
+            await self._store.renew_leases(working, now, now + self._lease)
+        return self._lease / 3
 
     def _spawn(self, coro: Coroutine[Any, Any, None], task_id: str) -> None:
         task = asyncio.create_task(coro, name=f"hub-task-{task_id}")
@@ -195,10 +228,13 @@ class TaskEngine:
 
     async def _work(self, task: TaskRecord) -> None:
         try:
-            if time.time() >= task.deadline:
-                await self._end(task, TaskStatus.TIMED_OUT, self._timeout_message())
+            if task.sending_at is not None and task.status == TaskStatus.QUEUED:
+                # Sent, and no answer recorded: the job may have been accepted.
+                await self._unknown(task, None)
+            elif time.time() >= task.deadline:
+                await self._past_deadline(task)
             elif task.result is not None:
-                await self._finish(task, outcome_from_json(task.result))
+                await self._settle_result(task)
             elif task.status == TaskStatus.QUEUED:
                 await self._submit(task)
             else:
@@ -207,87 +243,206 @@ class TaskEngine:
             raise
         except Exception:
             log.exception("task %s: unexpected error; will look again", task.id)
-            await self._later(task, 5.0)
+            try:
+                await self._later(task, 5.0)
+            except Exception:
+                log.exception("task %s: could not reschedule; its lease will end", task.id)
 
-    # -- steps -----------------------------------------------------------------------------
+    # -- submitting ------------------------------------------------------------------------
 
     async def _submit(self, task: TaskRecord) -> None:
-        provider = self.providers[task.provider]
-        config = self._configs[task.provider]
-        attempts = task.attempts + 1
-        request = await self._io.edit_request(task, provider)
+        name = task.provider
+        provider, config = self.providers[name], self._configs[name]
         try:
-            async with self._limiters[task.provider].slot():
-                # Counted once the provider's slot is ours and before the request goes out,
-                # so a crash cannot hide it. The lease keeps other workers off while this
-                # one is alive; a restart (or, with replicas, the lease's end) makes the
-                # task due again at once: it stays due, only leased.
-                until = time.time() + self._lease
-                counted = {"attempts": attempts, "lease_until": until}
-                if await self._store.update_task(task.id, ACTIVE, counted) is None:
-                    return
-                with self._timing(task.provider, "submit"):
-                    async with asyncio.timeout(config.request_timeout):
-                        outcome = await provider.submit(request)
-        except (ProviderError, TimeoutError) as exc:
-            error = _provider_error(task.provider, exc)
-            if error.retryable and attempts < self._settings.task_max_attempts:
-                delay = backoff(attempts, error.retry_after)
-                log.info(
-                    "task %s: submit attempt %d failed (%s); retry in %.1fs",
-                    task.id,
-                    attempts,
-                    error.message,
-                    delay,
-                )
-                await self._later(task, delay)
-            else:
-                suffix = f" (after {attempts} attempts)" if error.retryable else ""
-                # An unknown outcome may have been billed: its estimate stays spent.
-                billed = error.resend is Resend.UNKNOWN
-                await self._end(task, TaskStatus.FAILED, error.message + suffix, billed=billed)
+            request = await self._io.edit_request(task, provider)
+        except ProviderError as exc:  # an input image is gone: nothing was sent
+            await self._end(task, TaskStatus.FAILED, TaskError(exc.code, exc.message))
             return
+        now = time.time()
+        attempt = task.attempts + 1
+        # The marker, the attempt and the slot, committed together before anything is
+        # sent: from here a crash leaves a task that is never sent again.
+        marker = {
+            "sending_at": now,
+            "attempts": attempt,
+            "lease_until": now + self._lease,
+            "retry_at": None,
+        }
+        slot = await self._store.take_slot(task.id, self._limits[name], now, marker)
+        if not slot.taken:
+            if slot.reason != "gone":
+                await self._wait_for_slot(task, slot)
+            return
+        sending = _replace(task, sending_at=now, attempts=attempt)
+        error: ProviderError
+        try:
+            with self._timing(name, "submit"):
+                async with asyncio.timeout(config.request_timeout):
+                    outcome = await provider.submit(request)
+        except TimeoutError:
+            error = ProviderError(
+                f"{name}: no answer within {config.request_timeout:g} s of sending the job",
+                resend=Resend.UNKNOWN,
+                code=ErrorCode.OUTCOME_UNKNOWN,
+            )
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("task %s: reading %s's answer failed", task.id, name)
+            error = ProviderError(
+                f"{name}: its answer could not be read ({type(exc).__name__})",
+                resend=Resend.UNKNOWN,
+                code=ErrorCode.OUTCOME_UNKNOWN,
+            )
+        else:
+            await self._accepted(sending, outcome)
+            return
+        await self._submit_failed(sending, error)
+
+    async def _accepted(self, task: TaskRecord, outcome: Outcome) -> None:
         if outcome.state != "pending":
             await self._finish(task, outcome)
             return
+        now = time.time()
+        config = self._configs[task.provider]
         changes: dict[str, object] = {
             "status": TaskStatus.SUBMITTED,
             "provider_task_id": outcome.provider_task_id,
-            "next_at": min(time.time() + config.first_poll_after, task.deadline),
+            "next_at": min(now + config.first_poll_after, task.deadline),
+            "sending_at": None,
+            "submitted_at": now,
         }
         submitted = _replace(
             task, status=TaskStatus.SUBMITTED, provider_task_id=outcome.provider_task_id
         )
-        if (
-            await self._store.update_task(
-                task.id,
-                QUEUED,
-                changes,
-                [self.view.event(submitted)],
+        events = [self.view.event(submitted)]
+        if await self._store.update_task(task.id, QUEUED, changes, events) is not None:
+            return
+        # A callback got here first (it can beat the submit response): keep the id.
+        await self._store.update_task(
+            task.id, SUBMITTED, {"provider_task_id": outcome.provider_task_id, "submitted_at": now}
+        )
+
+    async def _submit_failed(self, task: TaskRecord, error: ProviderError) -> None:
+        """``task``: as sent (its marker set, this attempt counted)."""
+        failure = TaskError(error.code, error.message)
+        now = time.time()
+        if error.slot_full or error.resend is Resend.SAFE:
+            if error.slot_full:
+                # Its account has too many jobs unfinished: nothing was accepted, and
+                # waiting for one to end spends no attempt.
+                attempts = task.attempts - 1
+                delay = error.retry_after or SLOT_FULL_WAIT * _jitter.uniform(0.8, 1.2)
+            elif task.attempts < self._settings.task_max_attempts:
+                attempts = task.attempts
+                delay = backoff(task.attempts, error.retry_after)
+            else:
+                message = f"{error.message} (after {task.attempts} attempts)"
+                await self._end(task, TaskStatus.FAILED, TaskError(error.code, message))
+                return
+            log.info("task %s: attempt %d: %s; again in %.1fs", task.id, task.attempts,
+                     error.message, delay)  # fmt: skip
+            retry_at = min(now + delay, task.deadline)
+            changes = {
+                "sending_at": None,
+                "attempts": attempts,
+                "next_at": retry_at,
+                "retry_at": retry_at,
+                "last_error_code": failure.code,
+                "last_error": failure.message,
+            }
+            event = self.view.retrying(task, task.attempts, failure, retry_at)
+            await self._store.update_task(task.id, QUEUED, changes, [event])
+        elif error.resend is Resend.NEVER:
+            await self._end(task, TaskStatus.FAILED, failure)
+        else:
+            await self._unknown(task, error)
+
+    async def _unknown(self, task: TaskRecord, error: ProviderError | None) -> None:
+        """A send whose outcome is unknown: never sent again. Wait for the provider's
+        callback where it was given one (until the grace or the deadline ends), else fail
+        saying it may have been charged."""
+        name = task.provider
+        if error is not None:
+            cause = error.message
+        elif task.last_error_code == ErrorCode.OUTCOME_UNKNOWN and task.last_error:
+            cause = task.last_error
+        else:
+            cause = f"{name}: the hub stopped before {name}'s answer to the job was recorded"
+        sent = task.sending_at or time.time()
+        until = min(sent + self._settings.task_unknown_grace_seconds, task.deadline)
+        if not self._io.callback_wanted(self.providers[name]) or time.time() >= until:
+            message = (
+                f"{cause}. The outcome is unknown: {name} may have charged for the job, so"
+                " the hub did not send it again"
             )
-            is None
-        ):
-            # A callback got here first (it can beat the submit response): keep the id.
-            await self._store.update_task(
-                task.id, SUBMITTED, {"provider_task_id": outcome.provider_task_id}
+            await self._end(task, TaskStatus.FAILED, TaskError(ErrorCode.OUTCOME_UNKNOWN, message))
+            return
+        log.info("task %s: %s; waiting for %s's callback", task.id, cause, name)
+        changes = {
+            "next_at": until,
+            "retry_at": None,
+            "last_error_code": ErrorCode.OUTCOME_UNKNOWN,
+            "last_error": cause,
+        }
+        await self._store.update_task(task.id, QUEUED, changes)
+
+    async def _wait_for_slot(self, task: TaskRecord, slot: Slot) -> None:
+        """The provider's account is at its limit (jobs unfinished, or calls in the
+        window, counted across replicas): wait, spending no attempt. Said once per wait."""
+        name, limits = task.provider, self._limits[task.provider]
+        now = time.time()
+        if slot.reason == "concurrency":
+            retry_at = now + SLOT_RECHECK * _jitter.uniform(0.8, 1.2)
+            message = (
+                f"{name}: {limits.concurrency} jobs unfinished, the most it takes at once;"
+                " waiting for one to end"
             )
+        else:
+            retry_at = max(now, slot.retry_at or now) + _jitter.uniform(0.0, 0.05)
+            message = (
+                f"{name}: {limits.per_window} calls in"
+                f" {self._settings.provider_rate_window_seconds:g} s, the most it"
+                " takes; waiting for a free one"
+            )
+        retry_at = min(retry_at, task.deadline)
+        failure = TaskError(ErrorCode.RATE_LIMITED, message)
+        changes = {
+            "next_at": retry_at,
+            "retry_at": retry_at,
+            "last_error_code": failure.code,
+            "last_error": failure.message,
+        }
+        same = task.last_error_code == failure.code and task.last_error == failure.message
+        events = [] if same else [self.view.retrying(task, task.attempts + 1, failure, retry_at)]
+        await self._store.update_task(task.id, QUEUED, changes, events)
+
+    # -- polling and results ---------------------------------------------------------------
 
     async def _poll(self, task: TaskRecord) -> None:
-        config = self._configs[task.provider]
+        name, config = task.provider, self._configs[task.provider]
         if task.provider_task_id is None:
-            await self._end(task, TaskStatus.FAILED, "the provider gave no task id to follow")
+            failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{name} gave no task id to follow")
+            await self._end(task, TaskStatus.FAILED, failure)
             return
+        now = time.time()
+        wait = await self._store.take_call(self._limits[name], now)
+        if wait is not None:
+            await self._later(task, wait - now)
+            return
+        age = now - (task.submitted_at or task.created_at)
         try:
-            async with self._limiters[task.provider].slot():
-                with self._timing(task.provider, "poll"):
-                    async with asyncio.timeout(config.request_timeout):
-                        outcome = await self.providers[task.provider].poll(task.provider_task_id)
+            with self._timing(name, "poll"):
+                async with asyncio.timeout(config.request_timeout):
+                    outcome = await self.providers[name].poll(task.provider_task_id, age=age)
         except (ProviderError, TimeoutError) as exc:
-            error = _provider_error(task.provider, exc)
-            if not error.retryable:
-                await self._end(task, TaskStatus.FAILED, error.message)
+            # A status read is free: anything but a final refusal is read again later.
+            error = exc if isinstance(exc, ProviderError) else _poll_timeout(name, config)
+            if error.resend is Resend.NEVER and not error.slot_full:
+                await self._end(task, TaskStatus.FAILED, TaskError(error.code, error.message))
                 return
-            await self._later(task, max(config.poll_interval, error.retry_after or 0.0))
+            delay = max(config.poll_interval, error.retry_after or 0.0)
+            await self._later(task, delay, last_error_code=error.code, last_error=error.message)
             return
         if outcome.state == "pending":
             await self._later(task, config.poll_interval)
@@ -295,52 +450,90 @@ class TaskEngine:
             await self._finish(task, outcome)
 
     async def _finish(self, task: TaskRecord, outcome: Outcome) -> None:
-        """Apply a terminal outcome: store its images and end the task, once."""
+        """Apply a terminal outcome from a submit or a poll: hold its images, in order,
+        and end the task, once."""
         if outcome.state == "failed":
-            await self._end(task, TaskStatus.FAILED, _reason(task.provider, outcome.error))
+            failure = TaskError(outcome.error_code, _reason(task.provider, outcome.error))
+            await self._end(task, TaskStatus.FAILED, failure)
             return
+        held = self._io.hold(task, outcome.outputs)
+        if task.result is not None:
+            # A short result (a webhook with fewer images than asked) was polled for the
+            # whole list: keep whichever holds more.
+            before = Result.from_json(task.result)
+            if len(before.entries) > len(held.entries):
+                held = Held(before.entries)
+        if not held.entries:
+            failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{task.provider} returned no image")
+            await self._end(task, TaskStatus.FAILED, failure)
+            return
+        provider_task_id = task.provider_task_id or outcome.provider_task_id
+        await self._complete(task, held, provider_task_id, provider_cost(outcome))
+
+    async def _complete(
+        self,
+        task: TaskRecord,
+        held: Held,
+        provider_task_id: str | None,
+        cost: Mapping[str, object] | None = None,
+    ) -> None:
+        """Download what is still a URL and succeed; a download that fails keeps the
+        result (and the images already held) and is tried again until the deadline."""
         try:
-            stored = await self._io.store_outputs(task, outcome.outputs)
+            fetched = await self._io.fetch(task, held.entries)
         except FetchError as exc:
-            # Keep the outcome and try the download again, until the deadline.
             log.info("task %s: fetching outputs failed: %s", task.id, exc)
             changes = {
-                "result": outcome_to_json(outcome),
+                "result": Result(provider_task_id, held.entries).to_json(),
                 "next_at": min(time.time() + 5.0, task.deadline),
+                "sending_at": None,
             }
-            await self._store.update_task(task.id, ACTIVE, changes)
+            await self._store.update_task(task.id, ACTIVE, changes, blobs=held.blobs)
             return
-        if not stored:
-            await self._end(task, TaskStatus.FAILED, f"{task.provider} returned no image")
+        blobs = held.blobs + fetched.blobs
+        changes, events = self._success_change(task, provider_task_id, fetched)
+        changes.update(cost or {})  # the provider's own figure, where it gave one
+        await self._store.update_task(task.id, ACTIVE, changes, events, blobs)
+
+    async def _settle_result(self, task: TaskRecord) -> None:
+        result = Result.from_json(task.result or b"{}")
+        if result.short and task.provider_task_id is not None:
+            await self._poll(task)  # for the whole list; _finish keeps the longer
             return
-        await self._succeed(task, outcome, stored)
+        await self._complete(task, Held(result.entries), result.provider_task_id)
 
-    async def _succeed(self, task: TaskRecord, outcome: Outcome, stored: list[Blob]) -> None:
-        provider_task_id = task.provider_task_id or outcome.provider_task_id
-        changes, steps = self._success_change(task, provider_task_id, stored)
-        changes.update(provider_cost(outcome))
-        await self._store.update_task(task.id, ACTIVE, changes, steps, stored)
+    async def _past_deadline(self, task: TaskRecord) -> None:
+        if task.result is not None:
+            result = Result.from_json(task.result)
+            held = Held(result.entries)
+            if result.short and held.complete and held.entries:
+                # The whole list never came: what the callback brought is the result.
+                changes, events = self._success_change(task, result.provider_task_id, held)
+                await self._store.update_task(task.id, ACTIVE, changes, events)
+                return
+        failure = TaskError(
+            ErrorCode.TIMED_OUT, f"no result within {self._settings.task_timeout_seconds} s"
+        )
+        await self._end(task, TaskStatus.TIMED_OUT, failure)
 
-    async def _end(
-        self, task: TaskRecord, status: TaskStatus, error: str, *, billed: bool = False
-    ) -> None:
-        ended = _replace(task, status=status, error=error)
-        changes: dict[str, object] = {
-            "status": status, "error": error, "result": None, "next_at": None
-        }  # fmt: skip
-        if billed:
-            changes[BILLED] = True
-        if (
-            await self._store.update_task(
-                task.id, ACTIVE, changes, self._transition_events(task, ended)
-            )
-            is not None
-        ):
-            log.info("task %s %s: %s", task.id, status, error)
+    async def _end(self, task: TaskRecord, status: TaskStatus, error: TaskError) -> None:
+        ended = _replace(task, status=status, error=error.message, error_code=error.code)
+        changes = {
+            "status": status,
+            "error": error.message,
+            "error_code": error.code,
+            "result": None,
+            "next_at": None,
+            "sending_at": None,
+            "retry_at": None,
+        }
+        events = self._transition_events(task, ended)
+        if await self._store.update_task(task.id, ACTIVE, changes, events) is not None:
+            log.info("task %s %s: %s", task.id, status, error.message)
 
-    async def _later(self, task: TaskRecord, delay: float) -> None:
+    async def _later(self, task: TaskRecord, delay: float, **changes: object) -> None:
         next_at = min(time.time() + delay, task.deadline)
-        await self._store.update_task(task.id, ACTIVE, {"next_at": next_at})
+        await self._store.update_task(task.id, ACTIVE, {"next_at": next_at, **changes})
 
     def _transition_events(self, before: TaskRecord, after: TaskRecord) -> list[NewEvent]:
         # A task that ends straight from queued (a synchronous provider, or a callback that
@@ -362,10 +555,10 @@ class TaskEngine:
             task = await self._store.get_task(task_id)
             if task is None:
                 return False
-            if task.terminal or outcome.state == "pending":
+            change = None if task.terminal else self._callback_change(task, outcome)
+            if change is None:
                 await self._store.add_delivery(delivery)
                 return False
-            change = self._callback_change(task, outcome)
             applied = await self._store.update_task(
                 task.id, frozenset({task.status}), *change, delivery=delivery
             )
@@ -379,34 +572,62 @@ class TaskEngine:
 
     def _callback_change(
         self, task: TaskRecord, outcome: Outcome
-    ) -> tuple[dict[str, object], list[NewEvent], list[Blob]]:
+    ) -> tuple[dict[str, object], list[NewEvent], list[Blob]] | None:
+        """What a callback changes (it is an answer: the sending marker goes), or None."""
+        provider_task_id = task.provider_task_id or outcome.provider_task_id
+        if outcome.state == "pending":
+            if task.status != TaskStatus.QUEUED or outcome.provider_task_id is None:
+                return None
+            # The provider says it has the job (a progress note with its id): it was
+            # accepted, so follow it, whatever became of the submit's own answer.
+            return self._submitted_change(task, provider_task_id, {"next_at": time.time()})
         if outcome.state == "failed":
-            error = _reason(task.provider, outcome.error)
-            ended = _replace(task, status=TaskStatus.FAILED, error=error)
+            failure = TaskError(outcome.error_code, _reason(task.provider, outcome.error))
+            ended = _replace(task, status=TaskStatus.FAILED, error=failure.message,
+                             error_code=failure.code)  # fmt: skip
             changes: dict[str, object] = {
                 "status": TaskStatus.FAILED,
-                "error": error,
+                "error": failure.message,
+                "error_code": failure.code,
                 "next_at": None,
+                "sending_at": None,
+                "retry_at": None,
             }
             return changes, self._transition_events(task, ended), []
-        provider_task_id = task.provider_task_id or outcome.provider_task_id
-        if outcome.outputs and all(output.data is not None for output in outcome.outputs):
-            stored = self._io.decoded(task, outcome.outputs)
-            changes, steps = self._success_change(task, provider_task_id, stored)
+        held = self._io.hold(task, outcome.outputs)
+        # Fewer images than asked (a webhook with the first only): the worker asks the
+        # provider for the whole list before the task succeeds.
+        short = len(held.entries) < asked_n(task) and provider_task_id is not None
+        if held.complete and held.entries and not short:
+            changes, events = self._success_change(task, provider_task_id, held)
             changes.update(provider_cost(outcome))
-            return changes, steps, stored
-        # Outputs to download: keep the outcome; the worker fetches them at once.
-        changes = {"result": outcome_to_json(outcome), "next_at": time.time()}
+            return changes, events, held.blobs
+        # Outputs to download, or to complete: keep the result; the worker goes on at once.
+        result = Result(provider_task_id, held.entries, short)
+        more = {"result": result.to_json(), "next_at": time.time(), "sending_at": None}
         if task.status != TaskStatus.QUEUED:
-            return changes, [], []
-        changes.update(status=TaskStatus.SUBMITTED, provider_task_id=provider_task_id)
+            return more, [], held.blobs
+        changes, events, _ = self._submitted_change(task, provider_task_id, more)
+        return changes, events, held.blobs
+
+    def _submitted_change(
+        self, task: TaskRecord, provider_task_id: str | None, more: dict[str, object]
+    ) -> tuple[dict[str, object], list[NewEvent], list[Blob]]:
+        changes: dict[str, object] = {
+            "status": TaskStatus.SUBMITTED,
+            "provider_task_id": provider_task_id,
+            "sending_at": None,
+            "retry_at": None,
+            "submitted_at": time.time(),
+            **more,
+        }
         submitted = _replace(task, status=TaskStatus.SUBMITTED, provider_task_id=provider_task_id)
         return changes, [self.view.event(submitted)], []
 
     def _success_change(
-        self, task: TaskRecord, provider_task_id: str | None, stored: list[Blob]
+        self, task: TaskRecord, provider_task_id: str | None, held: Held
     ) -> tuple[dict[str, object], list[NewEvent]]:
-        outputs = orjson.dumps([{"blob_id": b.id, "content_type": b.content_type} for b in stored])
+        outputs = held.outputs_json()
         done = _replace(
             task, status=TaskStatus.SUCCEEDED, provider_task_id=provider_task_id, outputs=outputs
         )
@@ -416,6 +637,8 @@ class TaskEngine:
             "outputs": outputs,
             "result": None,
             "next_at": None,
+            "sending_at": None,
+            "retry_at": None,
         }
         return changes, self._transition_events(task, done)
 
@@ -423,7 +646,7 @@ class TaskEngine:
 
     @contextlib.contextmanager
     def _timing(self, provider: str, call: str) -> Iterator[None]:
-        """Time one provider call (not the wait for a slot) into the latency histogram."""
+        """Time one provider call into the latency histogram."""
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -433,9 +656,6 @@ class TaskEngine:
             if self._metrics is not None:
                 elapsed = time.perf_counter() - started
                 self._metrics.provider_seconds.labels(provider, call, outcome).observe(elapsed)
-
-    def _timeout_message(self) -> str:
-        return f"no result within {self._settings.task_timeout_seconds} s"
 
 
 def new_id() -> str:
@@ -449,11 +669,9 @@ def _reason(provider: str, error: str | None) -> str:
     return error if error.startswith(f"{provider}:") else f"{provider}: {error}"
 
 
-def _provider_error(provider: str, exc: Exception) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
+def _poll_timeout(provider: str, config: ProviderConfig) -> ProviderError:
     return ProviderError(
-        f"{provider} did not answer in time",
+        f"{provider}: no answer to a status read within {config.request_timeout:g} s",
         resend=Resend.SAFE,
         code=ErrorCode.PROVIDER_UNAVAILABLE,
     )

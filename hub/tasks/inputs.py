@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import orjson
 from hub.blobs import images, records
 from hub.errors import invalid
 from hub.net.fetch import FetchError, fetch
+from hub.providers.base import Provider
 from hub.shapes import BLOB_IDS
 from hub.store.base import Blob, Store
 from hub.tasks.shapes import MAX_IMAGES, TaskRequest
@@ -56,7 +57,9 @@ class Sources:
     allow_private: bool
 
 
-async def parse(request: TaskRequest, configured: Collection[str], sources: Sources) -> TaskInput:
+async def parse(
+    request: TaskRequest, configured: Mapping[str, Provider], sources: Sources
+) -> TaskInput:
     """The task's input, with every image held as a blob. ``configured``: the providers
     that accept tasks here."""
     provider, value = request.provider, request.input
@@ -67,6 +70,11 @@ async def parse(request: TaskRequest, configured: Collection[str], sources: Sour
     limit = MAX_IMAGES_BY_PROVIDER.get(provider, MAX_IMAGES)
     if len(value.images) > limit:
         raise invalid("input.images", f"must hold at most {limit} images for {provider}")
+    most = configured[provider].max_n
+    if value.n is not None and value.n > most:
+        # Refused rather than silently given fewer images than paid for.
+        images = "image" if most == 1 else "images"
+        raise invalid("input.n", f"must be at most {most}: {provider} makes {most} {images} a job")
     channel_id = request.channel_id
     if channel_id is not None:
         channel = await sources.store.get_channel(channel_id)

@@ -5,6 +5,7 @@ blobs (base64 decoded once, URLs downloaded within bounds, since provider URLs e
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -17,7 +18,6 @@ from hub.providers.base import (
     EditRequest,
     ErrorCode,
     InputImage,
-    Outcome,
     Output,
     Provider,
     ProviderError,
@@ -28,6 +28,7 @@ from hub.store.base import Blob, Store, TaskRecord
 OUTPUT_FETCH_SECONDS = 60.0
 # Signed URLs outlive the task by this much, so a provider that fetches late still can.
 URL_GRACE_SECONDS = 3600
+UNKNOWN_TYPE = "application/octet-stream"
 
 
 class TaskIO:
@@ -48,7 +49,7 @@ class TaskIO:
         mask = await self._input_image(spec["mask"], "mask", ttl) if spec.get("mask") else None
         callback_url = None
         public = self._settings.public_url
-        if provider.supports_callback and provider.wants_callback(public):
+        if self.callback_wanted(provider):
             claims = Claims(None, int(task.deadline) + URL_GRACE_SECONDS, task_id=task.id)
             callback_url = f"{public}/callbacks/{self._signer.issue(CALLBACK, claims)}"
         return EditRequest(
@@ -64,6 +65,11 @@ class TaskIO:
             callback_url=callback_url,
             callback_secret=task.callback_secret,
         )
+
+    def callback_wanted(self, provider: Provider) -> bool:
+        """Whether the provider is handed a callback URL for its jobs (so a job whose
+        submit answer was lost may still report)."""
+        return provider.supports_callback and provider.wants_callback(self._settings.public_url)
 
     async def _input_image(self, blob_id: str, name: str, ttl: int) -> InputImage:
         blob = await self._store.get_blob(blob_id)
@@ -87,55 +93,84 @@ class TaskIO:
             load=load,
         )
 
-    async def store_outputs(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
-        """Every output as a blob of the task's owner. Raises FetchError for a download
-        that fails (the caller retries it until the deadline)."""
-        stored = []
+    def hold(self, task: TaskRecord, outputs: tuple[Output, ...]) -> Held:
+        """The outputs in order: bytes become blobs of the task's owner now (base64 is
+        decoded once), URLs are kept to download."""
+        held = Held()
         for output in outputs:
             if output.data is not None:
-                stored.extend(self.decoded(task, (output,)))
+                kind = images.sniff(output.data) or output.content_type or UNKNOWN_TYPE
+                blob = records.make(task.owner, output.data, kind)
+                held.blobs.append(blob)
+                held.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
             elif output.url is not None:
-                data, content_type = await fetch(
-                    self._client,
-                    output.url,
-                    max_bytes=self._settings.max_image_bytes,
-                    within=OUTPUT_FETCH_SECONDS,
-                    allow_private=self._settings.loopback_allowed,
-                )
-                kind = (
-                    images.sniff(data) or content_type.split(";")[0] or "application/octet-stream"
-                )
-                stored.append(records.make(task.owner, data, kind))
-        return stored
+                held.entries.append({"url": output.url})
+        return held
 
-    def decoded(self, task: TaskRecord, outputs: tuple[Output, ...]) -> list[Blob]:
-        """Outputs that came as bytes, as blobs."""
-        made = []
-        for output in outputs:
-            assert output.data is not None
-            kind = images.sniff(output.data) or output.content_type or "application/octet-stream"
-            made.append(records.make(task.owner, output.data, kind))
-        return made
-
-
-def outcome_to_json(outcome: Outcome) -> bytes:
-    """An outcome whose outputs are still to be downloaded, kept on the task meanwhile
-    (only URL outputs wait: bytes are stored as blobs at once)."""
-    return orjson.dumps(
-        {
-            "state": outcome.state,
-            "provider_task_id": outcome.provider_task_id,
-            "urls": [o.url for o in outcome.outputs if o.url is not None],
-            "error": outcome.error,
-        }
-    )
+    async def fetch(self, task: TaskRecord, entries: list[dict[str, str]]) -> Held:
+        """``entries`` with every URL downloaded into a blob, in order. Raises FetchError
+        for a download that fails (the caller tries again until the deadline)."""
+        done = Held()
+        for entry in entries:
+            if "url" not in entry:
+                done.entries.append(entry)
+                continue
+            data, content_type = await fetch(
+                self._client,
+                entry["url"],
+                max_bytes=self._settings.max_image_bytes,
+                within=OUTPUT_FETCH_SECONDS,
+                allow_private=self._settings.loopback_allowed,
+            )
+            kind = images.sniff(data) or content_type.split(";")[0] or UNKNOWN_TYPE
+            blob = records.make(task.owner, data, kind)
+            done.blobs.append(blob)
+            done.entries.append({"blob_id": blob.id, "content_type": blob.content_type})
+        return done
 
 
-def outcome_from_json(data: bytes) -> Outcome:
-    raw = orjson.loads(data)
-    return Outcome(
-        state=raw["state"],
-        provider_task_id=raw.get("provider_task_id"),
-        outputs=tuple(Output(url=u) for u in raw.get("urls", [])),
-        error=raw.get("error"),
-    )
+@dataclass
+class Held:
+    """A result's outputs, in the provider's order: each a blob the hub holds
+    (``blob_id``, ``content_type``) or a URL still to download (``url``); and the blobs
+    made for it that are not yet stored."""
+
+    entries: list[dict[str, str]] = field(default_factory=list)
+    blobs: list[Blob] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all("blob_id" in entry for entry in self.entries)
+
+    def outputs_json(self) -> bytes:
+        return orjson.dumps(self.entries)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A result kept on the task until its outputs are all held: ``short`` when it carries
+    fewer than were asked for (a webhook with the first image only), so the provider is
+    asked for the whole list before the task succeeds."""
+
+    provider_task_id: str | None
+    entries: list[dict[str, str]]
+    short: bool = False
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"provider_task_id": self.provider_task_id, "outputs": self.entries,
+             "short": self.short}
+        )  # fmt: skip
+
+    @staticmethod
+    def from_json(data: bytes) -> Result:
+        raw = orjson.loads(data)
+        # Kept before outputs were held in order: URLs only.
+        entries = raw.get("outputs") or [{"url": url} for url in raw.get("urls", [])]
+        return Result(raw.get("provider_task_id"), entries, bool(raw.get("short")))
+
+
+def asked_n(task: TaskRecord) -> int:
+    """How many images the task asked for."""
+    n = orjson.loads(task.input).get("n")
+    return n if isinstance(n, int) and n > 0 else 1

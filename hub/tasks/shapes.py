@@ -78,15 +78,25 @@ class Cost(Struct, forbid_unknown_fields=True):
     currency: Literal["USD"] = "USD"
 
 
+class TaskError(Struct, forbid_unknown_fields=True):
+    """Why a task failed, or why its last attempt did. ``code``: rate_limited,
+    provider_unavailable, provider_refused, outcome_unknown (the provider may have charged
+    for it: not sent again), provider_failed, moderation_blocked, invalid_input, timed_out."""
+
+    code: str
+    message: str
+
+
 class Task(Struct, forbid_unknown_fields=True):
-    """A task as it is now."""
+    """A task as it is now. ``last_error``: the last attempt that failed (or the wait for
+    the provider's slot), ``next_attempt_at``: when the next one goes, while it waits."""
 
     id: TaskId
     provider: str
     provider_task_id: str | None
     status: TaskStatus
     outputs: list[Output]
-    error: str | None
+    error: TaskError | None
     channel_id: str | None
     attempts: Count
     created_at: Timestamp
@@ -94,6 +104,8 @@ class Task(Struct, forbid_unknown_fields=True):
     stream_url: Url
     watch_url: Url
     cost: Cost
+    last_error: TaskError | None = None
+    next_attempt_at: Timestamp | None = None
 
 
 class TaskAccepted(Struct, forbid_unknown_fields=True):
@@ -119,6 +131,20 @@ class TaskEvent(Struct, forbid_unknown_fields=True):
     provider_task_id: str | None
     status: TaskStatus
     outputs: list[Output]
-    error: str | None
+    error: TaskError | None
+    at: Timestamp
+    channel_id: str | UnsetType = UNSET
+
+
+class TaskRetrying(Struct, forbid_unknown_fields=True):
+    """The data of a task.retrying event: an attempt failed, or waits for the provider's
+    slot, and the next goes at ``retry_at``. ``attempt``: the attempt that failed or waits."""
+
+    task_id: TaskId
+    provider: str
+    status: TaskStatus
+    attempt: int
+    error: TaskError
+    retry_at: Timestamp
     at: Timestamp
     channel_id: str | UnsetType = UNSET

@@ -8,12 +8,21 @@ import msgspec
 import orjson
 
 from hub.blobs import records
-from hub.enums import TaskStatus
+from hub.enums import EventType, TaskStatus
 from hub.formats import iso
+from hub.providers.base import ErrorCode
 from hub.shapes import given
 from hub.store.base import NewEvent, TaskCost, TaskRecord
 from hub.tasks.pricing import usd
-from hub.tasks.shapes import Cost, Output, Task, TaskAccepted, TaskEvent
+from hub.tasks.shapes import (
+    Cost,
+    Output,
+    Task,
+    TaskAccepted,
+    TaskError,
+    TaskEvent,
+    TaskRetrying,
+)
 from hub.webhooks.shapes import Webhook
 
 
@@ -32,7 +41,7 @@ class TaskView:
             provider_task_id=task.provider_task_id,
             status=TaskStatus(task.status),
             outputs=self._outputs(task),
-            error=task.error,
+            error=error_of(task),
             channel_id=task.channel_id,
             attempts=task.attempts,
             created_at=iso(task.created_at),
@@ -40,6 +49,8 @@ class TaskView:
             stream_url=self.stream_url(task.id),
             watch_url=watch_url,
             cost=cost_of(task, cost),
+            last_error=last_error_of(task),
+            next_attempt_at=iso(task.retry_at) if task.retry_at is not None else None,
         )
 
     def accepted(self, task: TaskRecord, webhooks: list[Webhook]) -> TaskAccepted:
@@ -62,12 +73,31 @@ class TaskView:
             provider_task_id=task.provider_task_id,
             status=task.status,
             outputs=self._outputs(task),
-            error=task.error,
+            error=error_of(task),
             at=iso(time.time()),
             channel_id=given(task.channel_id),
         )
         return NewEvent(
             task.status.event, msgspec.json.encode(data),
+            channel_id=task.channel_id, task_id=task.id, ref=task.id,
+        )  # fmt: skip
+
+    def retrying(
+        self, task: TaskRecord, attempt: int, error: TaskError, retry_at: float
+    ) -> NewEvent:
+        """``task.retrying``: an attempt failed, or waits for the provider's slot."""
+        data = TaskRetrying(
+            task_id=task.id,
+            provider=task.provider,
+            status=task.status,
+            attempt=attempt,
+            error=error,
+            retry_at=iso(retry_at),
+            at=iso(time.time()),
+            channel_id=given(task.channel_id),
+        )
+        return NewEvent(
+            EventType.TASK_RETRYING, msgspec.json.encode(data),
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip
 
@@ -87,3 +117,17 @@ def cost_of(task: TaskRecord, cost: TaskCost | None) -> Cost:
     if billed is None:
         billed = cost.estimated_micros if task.status == TaskStatus.SUBMITTED else 0
     return Cost(estimated_usd=usd(cost.estimated_micros), billed_usd=usd(billed))
+
+
+def error_of(task: TaskRecord) -> TaskError | None:
+    if task.error is None:
+        return None
+    # Tasks that ended before error codes were kept: a code from how they ended.
+    fallback = ErrorCode.TIMED_OUT if task.status == TaskStatus.TIMED_OUT else "provider_failed"
+    return TaskError(task.error_code or fallback, task.error)
+
+
+def last_error_of(task: TaskRecord) -> TaskError | None:
+    if task.last_error is None:
+        return None
+    return TaskError(task.last_error_code or ErrorCode.PROVIDER_FAILED, task.last_error)

@@ -44,6 +44,7 @@ from hub.tasks.shapes import (
     TaskEvent,
     TaskList,
     TaskRequest,
+    TaskRetrying,
 )
 from hub.tasks.spend import UsageReport
 from hub.web.query import MAX_INT
@@ -60,9 +61,9 @@ _IMAGE_TYPES = tuple(IMAGE_TYPES.values())
 # Every body the API takes or gives; each becomes a component named for its class.
 SHAPES = (
     Error, Health, ChannelAck, TaskAck, ChannelRequest, ChannelShape, NewChannel, ChannelList,
-    CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, StreamGap,
-    TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList, Blob,
-    ImagesResponse, EditAccepted, OpenAIError, UsageReport,
+    CallbackUrlRequest, CallbackUrl, CallbackEvent, CallbackRecord, TaskEvent, TaskRetrying,
+    StreamGap, TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList,
+    Blob, ImagesResponse, EditAccepted, OpenAIError, UsageReport,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
@@ -400,7 +401,12 @@ def _schemas(settings: Settings) -> Schema:
                 "type": "string",
                 "contentMediaType": JSON,
                 "contentSchema": {
-                    "anyOf": [_ref("TaskEvent"), _ref("CallbackEvent"), _ref("StreamGap")]
+                    "anyOf": [
+                        _ref("TaskEvent"),
+                        _ref("TaskRetrying"),
+                        _ref("CallbackEvent"),
+                        _ref("StreamGap"),
+                    ]
                 },
             },
         },

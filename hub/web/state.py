@@ -123,7 +123,8 @@ class HubState:
             providers,
             self.provider_configs,
             self.metrics,
-            Billing(self.settings, self.provider_configs, self.keys.configured),
+            self.health,
+            billing=Billing(self.settings, self.provider_configs, self.keys.configured),
         )
         await self._engine.start()
         self._webhooks = Webhooks(

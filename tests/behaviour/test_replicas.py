@@ -119,7 +119,7 @@ def provider_env(sandbox: HubProcess) -> tuple[tuple[str, str], ...]:
         ("HUB_ATLASCLOUD_FIRST_POLL_AFTER", "0.1"),
         ("HUB_ATLASCLOUD_POLL_INTERVAL", "0.1"),
         ("HUB_ATLASCLOUD_REQUEST_TIMEOUT", "5"),
-        ("HUB_TASK_LEASE_MARGIN_SECONDS", "1"),
+        ("HUB_TASK_LEASE_SECONDS", "3"),
     )
 
 

@@ -131,3 +131,20 @@ async def test_a_key_made_with_the_cli_works_until_revoked(make_settings, http):
         assert other.status_code == 404
         assert (await hub_command("keys", "revoke", key_id, env=env))[0] == 0
         await until(lambda: answers(401), timeout=10, every=0.2)
+
+
+async def test_submit_prints_each_retry_and_the_error_it_ends_with(hub, http, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    faults = f"{hub.url}/sandbox/acedata/_sandbox/faults"
+    for kind in ("429", "fail"):
+        assert (await http.post(faults, json={"kind": kind})).status_code == 201
+    code, out, err = await hub_command(
+        "submit", "--url", hub.url, "--key", KEY, "--provider", "acedata", "--prompt", "p",
+        "--image", str(photo), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 1, err
+    lines = out.splitlines()
+    [retry] = [line for line in lines if " attempt 1: " in line]
+    assert "rate_limited: acedata: HTTP 429" in retry and "; next attempt at " in retry
+    assert lines[-1].startswith("failed: provider_failed: acedata: ")
