@@ -1,5 +1,5 @@
-"""``hub usage``: what this key's tasks cost this month, against its budget (over HTTP,
-through ``hub.client``)."""
+"""``hub usage``: what this key's tasks cost this month, against its budget; ``hub cancel``:
+cancel a task (both over HTTP, through ``hub.client``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ def add_commands(commands: Any) -> None:
     usage.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the 1st)")
     usage.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: today)")
     usage.set_defaults(run=sync(show_usage))
+    cancel = commands.add_parser("cancel", help="cancel a task: nothing more is sent")
+    _connection(cancel)
+    cancel.add_argument("task_id")
+    cancel.set_defaults(run=sync(cancel_task))
+
+
+async def cancel_task(args: argparse.Namespace, out: TextIO) -> int:
+    async with _client(args) as client:
+        task = await client.cancel(args.task_id)
+    cost = task.get("cost") or {}
+    out.write(f"{task['id']} {task['status']} (billed ${cost.get('billed_usd', 0):.4f})\n")
+    return 0
 
 
 async def show_usage(args: argparse.Namespace, out: TextIO) -> int:

@@ -102,6 +102,10 @@ class AsyncClient:
                     break
             return await self.get(task_id)
 
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task; the task, canceled. HubError 409 ``task_ended`` if it had ended."""
+        return await self._json("POST", f"/v1/tasks/{task_id}/cancel")
+
     async def usage(self, start: str | None = None, end: str | None = None) -> dict[str, Any]:
         """The key's spend from ``start`` to ``end`` (UTC dates, YYYY-MM-DD; by default
         this month), by provider and by day, and this month against its budget."""
@@ -195,6 +199,9 @@ class Client:
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         return self._run(self._client.wait(task_id, timeout))
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._client.cancel(task_id))
 
     def usage(self, start: str | None = None, end: str | None = None) -> dict[str, Any]:
         return self._run(self._client.usage(start, end))

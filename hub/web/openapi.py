@@ -72,6 +72,7 @@ ERRORS = {
     401: "No valid API key, or a token that is forged or not for this resource.",
     402: "The task's estimate would take this key over its monthly budget (budget_exceeded).",
     404: "No such object for this key (another key's objects answer the same).",
+    409: "The object is not in a state that allows this (task_ended: it has ended).",
     408: "The request body took longer than HUB_BODY_TIMEOUT_SECONDS to arrive.",
     410: "The token, or the channel it names, has expired.",
     413: "The body is larger than the hub accepts here.",
@@ -279,6 +280,16 @@ def _paths(settings: Settings) -> Schema:
                 "getTask",
                 "A task as it is now.",
                 {"200": _ok(_ref("Task")), **_errors(401, 404, 429)},
+                params=[_param_ref("TaskId")],
+            ),
+        },
+        "/v1/tasks/{task_id}/cancel": {
+            "post": _op(
+                "cancelTask",
+                "Cancel a task: queued, it ends at once and nothing more is sent; submitted, "
+                "the provider is asked to stop where it can and a late result is kept as a "
+                "delivery, never applied. 409 task_ended if it had ended.",
+                {"200": _ok(_ref("Task")), **_errors(401, 404, 409, 429)},
                 params=[_param_ref("TaskId")],
             ),
         },

@@ -13,7 +13,7 @@
   const MAX_STREAMS = 20;
   const MAX_DELIVERIES = 50;
   const MAX_BODY_CHARS = 64 * 1024;
-  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out"];
+  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
   const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
 
   const $ = (id) => document.getElementById(id);
