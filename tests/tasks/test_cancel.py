@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from hub.enums import TaskStatus
+from hub.providers.base import ErrorCode, ProviderError, Resend
 from tests.helpers import (
     AUTH,
     OTHER_AUTH,
@@ -98,3 +99,36 @@ async def test_a_canceled_task_is_never_applied_by_a_late_callback(make_settings
         assert task["cost"] == canceled["cost"]
         types = await stream_to_end(http, created["stream_url"], AUTH)
         assert types == ["task.queued", "task.submitted", "task.canceled"]
+
+
+async def test_a_submitted_task_asks_its_provider_to_stop(client, state, monkeypatch):
+    created = (await client.post("/v1/tasks", json=body(), headers=AUTH)).json()
+    accepted = {"status": TaskStatus.SUBMITTED, "provider_task_id": "job-7"}
+    await state.store.update_task(created["id"], QUEUED, accepted)
+    asked = []
+
+    async def cancel(provider_task_id):
+        asked.append(provider_task_id)
+        return True
+
+    monkeypatch.setattr(state.engine.providers["segmind"], "cancel", cancel)
+    task = (await client.post(f"/v1/tasks/{created['id']}/cancel", headers=AUTH)).json()
+    assert asked == ["job-7"]
+    assert task["status"] == "canceled" and "asked to stop" in task["error"]["message"]
+    # Accepted: billed at its estimate.
+    assert task["cost"] == {"estimated_usd": 0.14, "billed_usd": 0.14, "currency": "USD"}
+
+
+async def test_a_provider_that_fails_to_cancel_leaves_the_task_canceled(client, state, monkeypatch):
+    created = (await client.post("/v1/tasks", json=body(), headers=AUTH)).json()
+    accepted = {"status": TaskStatus.SUBMITTED, "provider_task_id": "job-8"}
+    await state.store.update_task(created["id"], QUEUED, accepted)
+
+    async def cancel(provider_task_id):
+        raise ProviderError(
+            "segmind: down", resend=Resend.SAFE, code=ErrorCode.PROVIDER_UNAVAILABLE
+        )
+
+    monkeypatch.setattr(state.engine.providers["segmind"], "cancel", cancel)
+    response = await client.post(f"/v1/tasks/{created['id']}/cancel", headers=AUTH)
+    assert response.status_code == 200 and response.json()["status"] == "canceled"
