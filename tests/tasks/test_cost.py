@@ -281,3 +281,15 @@ async def test_the_edits_route_refuses_over_budget_in_openais_shape(make_setting
             assert error["code"] == "budget_exceeded" and error["type"] == "invalid_request_error"
             assert "$0.1000 remains" in error["message"]
             assert (await client.get("/v1/tasks", headers=AUTH)).json()["tasks"] == []
+
+
+async def test_a_task_refused_over_budget_leaves_no_webhook_behind(make_settings):
+    settings = make_settings(extra_env=DOWN, budget_usd=0.10, worker_concurrency=0)
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+            asked = {**body(), "webhook_urls": ["https://example.com/hook"]}
+            response = await client.post("/v1/tasks", json=asked, headers=AUTH)
+            assert response.status_code == 402, response.text
+            assert (await client.get("/v1/webhooks", headers=AUTH)).json()["webhooks"] == []

@@ -24,7 +24,7 @@ from hub.blobs.images import image_type
 from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.bodies.read import read_body
 from hub.enums import TaskStatus
-from hub.errors import HubError, Invalid, Malformed, Unavailable, invalid
+from hub.errors import HubError, Invalid, Malformed, PaymentRequired, Unavailable, invalid
 from hub.providers import PROVIDERS
 from hub.shapes import given
 from hub.store.base import EventQuery, TaskRecord
@@ -94,8 +94,13 @@ async def _edit(request: Request) -> Response:
         # The endpoint exists before the task does, so its end cannot be missed.
         url = endpoints.checked_url(convert(callback_url, WebhookUrl, root="callback_url"),
                                     "callback_url")  # fmt: skip
-        await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
-        await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        added = await endpoints.add(state.store, owner, [url], task_id=task_id, format="acedata")
+        try:
+            await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)
+        except PaymentRequired:
+            for endpoint in added:  # over budget: no task, so no callback either
+                await state.store.delete_endpoint(endpoint.id)
+            raise
         return json_response(EditAccepted(task_id))
     async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
         task = await state.engine.create(owner, spec.provider, None, spec.to_json(), task_id)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.enums import TERMINAL_EVENTS
-from hub.errors import Unauthorized, not_found
+from hub.errors import PaymentRequired, Unauthorized, not_found
 from hub.shapes import TASK_IDS
 from hub.store.base import EventQuery, TaskCost, TaskRecord
 from hub.streams.sse import EventStream
@@ -36,7 +36,13 @@ async def create(request: Request) -> Response:
     task_id = new_id()
     # The endpoints exist before the task does, so none of its events can be missed.
     added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
-    task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
+    try:
+        task = await engine.create(owner, spec.provider, spec.channel_id, spec.to_json(), task_id)
+    except PaymentRequired:
+        # Over budget: no task, so its webhooks go too.
+        for endpoint in added:
+            await state.store.delete_endpoint(endpoint.id)
+        raise
     hooks = [webhooks.describe(state, endpoint) for endpoint in added]
     return json_response(engine.view.accepted(task, hooks), 202)
 
