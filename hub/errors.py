@@ -35,6 +35,10 @@ class Unauthorized(HubError):
     """No credential, or one that is not valid here."""
 
 
+class PaymentRequired(HubError):
+    """It would cost more than the caller's budget allows."""
+
+
 class Forbidden(HubError):
     """A valid credential that may not do this."""
 

@@ -12,7 +12,7 @@ import collections
 from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -77,6 +77,11 @@ class Metrics:
         self._state.subscribers = subscribers
         self._state.task_counts = task_counts
 
+    def watch_spend(self, spend: Callable[[], dict[str, float]]) -> None:
+        """Where ``hub_spend_usd_total`` reads from: USD billed by provider, from the store
+        (so the same on every replica)."""
+        self._state.spend = spend
+
     async def render(self, refresh: Callable[[], Awaitable[None]]) -> bytes:
         """The exposition text; ``refresh`` first updates what the gauges read."""
         await refresh()
@@ -87,6 +92,7 @@ class _State(Collector):
     def __init__(self) -> None:
         self.subscribers: Callable[[], int] = lambda: 0
         self.task_counts: Callable[[], dict[tuple[str, str], int]] = dict
+        self.spend: Callable[[], dict[str, float]] = dict
 
     def collect(self) -> Iterable[Metric]:
         streams = GaugeMetricFamily("hub_subscribers", "SSE streams open on this replica.")
@@ -100,3 +106,9 @@ class _State(Collector):
         for (provider, status), count in sorted(self.task_counts().items()):
             tasks.add_metric([provider, status], count)
         yield tasks
+        spend = CounterMetricFamily(
+            "hub_spend_usd", "USD billed for tasks, by provider.", labels=["provider"]
+        )
+        for provider, dollars in sorted(self.spend().items()):
+            spend.add_metric([provider], dollars)
+        yield spend

@@ -25,6 +25,8 @@ def tenant(digest: bytes) -> str:
 class Keys:
     def __init__(self, keys: tuple[Secret, ...]) -> None:
         self._hashes = tuple(key_hash(key.reveal()) for key in keys)
+        # The tenants of HUB_API_KEYS (HUB_BUDGET_USD is their budget).
+        self.configured = frozenset(tenant(digest) for digest in self._hashes)
         # Keys made with `hub keys create`, by hash: refreshed from the store (see ``load``).
         self._made: dict[bytes, str] = {}
         # Tenants whose key was revoked: everything they made stops working too.

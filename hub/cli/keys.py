@@ -26,7 +26,12 @@ def add_commands(commands: Any) -> None:
     key_commands = keys.add_subparsers(dest="action", required=True)
     key_create = key_commands.add_parser("create", help="a new key, shown once")
     key_create.add_argument("--label")
+    key_create.add_argument("--budget-usd", type=_budget, help="monthly budget in USD")
     key_create.set_defaults(run=sync(keys_create))
+    update = key_commands.add_parser("update", help="change a key's monthly budget")
+    update.add_argument("key_id")
+    update.add_argument("--budget-usd", type=_budget, required=True, help="USD a month; 0: none")
+    update.set_defaults(run=sync(keys_update))
     key_commands.add_parser("list", help="every key made here").set_defaults(run=sync(keys_list))
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
@@ -73,22 +78,55 @@ async def keys_create(args: argparse.Namespace, out: TextIO) -> int:
     store = await _open_store(_settings(args))
     try:
         await store.add_api_key(record)
+        if args.budget_usd:
+            await store.set_budget(record.id, args.budget_usd)
     finally:
         await store.close()
     out.write(f"{record.id}  {key}\n(the key is shown only now; the hub keeps its hash)\n")
     return 0
 
 
+async def keys_update(args: argparse.Namespace, out: TextIO) -> int:
+    from hub.config.settings import Settings
+
+    store = await _open_store(Settings.from_env())
+    try:
+        done = await store.set_budget(args.key_id, args.budget_usd or None)
+    finally:
+        await store.close()
+    if not done:
+        out.write(f"no key {args.key_id}\n")
+        return 1
+    shown = f"${args.budget_usd / 1e6:.2f} a month" if args.budget_usd else "no budget"
+    out.write(f"{args.key_id}: {shown}\n")
+    return 0
+
+
+def _budget(text: str) -> int:
+    """A budget in USD as micro-dollars; argparse's error if it is not one."""
+    try:
+        dollars = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if not (0 <= dollars < 1e9):
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1e9 USD: {text!r}")
+    return round(dollars * 1_000_000)
+
+
 async def keys_list(args: argparse.Namespace, out: TextIO) -> int:
     store = await _open_store(_settings(args))
     try:
         keys = await store.list_api_keys()
+        budgets = {key.id: await store.budget(key.owner) for key in keys}
     finally:
         await store.close()
     for key in keys:
         made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created_at))
         state = "revoked" if key.revoked_at is not None else "active"
-        out.write(f"{key.id}  {state:<7}  {made}  {key.label or ''}\n")
+        micros = budgets[key.id]
+        budget = "no budget" if micros is None else f"${micros / 1e6:.2f}/month"
+        line = f"{key.id}  {state:<7}  {made}  {budget:<14}  {key.label or ''}"
+        out.write(line.rstrip() + "\n")
     if not keys:
         out.write("no keys made with `hub keys create` (keys from HUB_API_KEYS are not listed)\n")
     return 0

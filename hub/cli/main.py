@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hub import __version__
-from hub.cli import commands, forward, keys, serve
+from hub.cli import commands, forward, keys, money, serve
 from hub.config.env import SettingsError
 
 
@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_commands(subcommands)
     forward.add_commands(subcommands)
     keys.add_commands(subcommands)
+    money.add_commands(subcommands)
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)

@@ -163,6 +163,16 @@ class AsyncClient:
                     break
             return await self.get(task_id)
 
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task; the task, canceled. HubError 409 ``task_ended`` if it had ended."""
+        return await self._json("POST", f"/v1/tasks/{task_id}/cancel")
+
+    async def usage(self, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        """The key's spend from ``start`` to ``end`` (UTC dates, YYYY-MM-DD; by default
+        this month), by provider and by day, and this month against its budget."""
+        query = {k: v for k, v in (("from", start), ("to", end)) if v is not None}
+        return await self._json("GET", "/v1/usage", params=query)
+
     async def download(self, url: str) -> bytes:
         response = await self._http.get(url)
         _raise_for(response)
@@ -302,6 +312,12 @@ class Client:
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         return self._run(self._client.wait(task_id, timeout))
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self._run(self._client.cancel(task_id))
+
+    def usage(self, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        return self._run(self._client.usage(start, end))
 
     def download(self, url: str) -> bytes:
         return self._run(self._client.download(url))

@@ -32,6 +32,9 @@ class Settings:
     # Defaults to http://HOST:PORT; set it to the address providers can reach.
     public_url: str = setting("", url=True)
     api_keys: tuple[Secret, ...] = setting(())
+    # The monthly budget in USD of each key in HUB_API_KEYS (keys made with `hub keys
+    # create` have their own): a task that would go over it is refused, 402.
+    budget_usd: float = setting(0.0, ge=0, note="0 = no budget")
     host: str = setting("127.0.0.1")
     # PORT is what container platforms set; HUB_PORT wins over it.
     port: int = setting(8000, ge=1, le=65535, alias="PORT")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hub.enums import TERMINAL, TaskStatus
-from hub.errors import Unavailable
+from hub.errors import PaymentRequired, Unavailable
 
 
 class StoreUnavailable(Unavailable):
@@ -241,11 +241,36 @@ class Store(Protocol):
     # -- tasks and blobs -------------------------------------------------------------------
 
     async def create_task(
-        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+        self,
+        task: TaskRecord,
+        event: NewEvent,
+        claim: IdempotencyClaim | None = None,
+        charge: Charge | None = None,
     ) -> Event:
         """Write the task and its event. With ``claim``, in the same transaction, bind the
         claimed idempotency key to the task, or raise ``Conflict`` and write nothing if the
-        claim is no longer held (another request took the key over)."""
+        claim is no longer held (another request took the key over). With ``charge``, its
+        estimate too, reserved against its key's month in the same transaction
+        (BudgetExceeded if it does not fit: then nothing is written)."""
+
+    # -- what tasks cost (hub.store.costs) -------------------------------------------------
+
+    async def task_costs(self, task_ids: Sequence[str]) -> dict[str, TaskCost]: ...
+
+    async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
+        """The key's tasks made in [since, until), by day and provider."""
+
+    async def spent(self, owner: str, since: float) -> int:
+        """Micro-dollars billed or reserved by the key's tasks made since ``since``."""
+
+    async def budget(self, owner: str) -> int | None:
+        """The key's own monthly budget in micro-dollars, if it has one."""
+
+    async def set_budget(self, key_id: str, micros: int | None) -> bool:
+        """Set (None: clear) a made key's monthly budget; False if there is no such key."""
+
+    async def spend_totals(self) -> dict[str, int]:
+        """Micro-dollars billed, by provider, over every task kept."""
 
     async def get_task(self, task_id: str) -> TaskRecord | None: ...
 
@@ -368,6 +393,45 @@ class Store(Protocol):
 # Events about webhooks themselves (an endpoint failing) go to streams, never to webhooks:
 # a failing endpoint would otherwise be sent news of its own failure. A LIKE pattern.
 WEBHOOK_EVENTS = "webhook.%"
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A new task's estimate, reserved against its key's month from ``month_start``.
+    ``default_budget``: the budget when the key has none of its own (HUB_BUDGET_USD for
+    the keys in HUB_API_KEYS); None for no budget."""
+
+    estimated_micros: int
+    month_start: float
+    default_budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCost:
+    estimated_micros: int
+    billed_micros: int | None  # None while the task runs (its estimate is reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    day: int  # days since the epoch, UTC
+    provider: str
+    tasks: int
+    billed_micros: int  # tasks ended
+    reserved_micros: int  # tasks still running, at their estimate
+
+
+class BudgetExceeded(PaymentRequired):
+    """The task's estimate would take its key over this month's budget (402)."""
+
+    def __init__(self, budget: int, spent: int, estimate: int) -> None:
+        remaining = max(0, budget - spent)
+        super().__init__(
+            "budget_exceeded",
+            f"this key's monthly budget is ${budget / 1e6:.2f}; ${remaining / 1e6:.4f}"
+            f" remains this month and the task is estimated at ${estimate / 1e6:.4f}",
+        )
+        self.remaining = remaining
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,11 @@ BIND = (
     " WHERE owner = $1 AND key = $2 AND token = $3 AND task_id IS NULL"
 )
 
+HOLDS = (
+    "SELECT 1 FROM idempotency_keys"
+    " WHERE owner = $1 AND key = $2 AND token = $3 AND task_id IS NULL"
+)
+
 FINISH = (
     "UPDATE idempotency_keys SET status = $4, body = $5"
     " WHERE owner = $1 AND key = $2 AND task_id = $3 AND status IS NULL"

@@ -35,15 +35,18 @@ from hub.background.loops import Health
 from hub.enums import EventType
 from hub.errors import Conflict
 from hub.formats import dumps
+from hub.store import costs
 from hub.store import idempotency_sql as idem
 from hub.store.base import (
     CALLBACK_URL_REVOKED,
     CHANNEL_DELETED,
     ApiKey,
     Blob,
+    BudgetExceeded,
     CallbackUrlRecord,
     CallLimits,
     Channel,
+    Charge,
     Delivery,
     DeliveryRecord,
     Endpoint,
@@ -53,6 +56,8 @@ from hub.store.base import (
     IdempotencyRecord,
     NewEvent,
     Slot,
+    SpendRow,
+    TaskCost,
     TaskRecord,
     Usage,
     WebhookJob,
@@ -382,9 +387,15 @@ class PostgresStore:
         return int(value or 0)
 
     async def create_task(
-        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+        self,
+        task: TaskRecord,
+        event: NewEvent,
+        claim: IdempotencyClaim | None = None,
+        charge: Charge | None = None,
     ) -> Event:
         async with self.pool.acquire() as connection, connection.transaction():
+            if charge is not None:
+                await _reserve(connection, task, charge)
             values = task_values(task)
             await connection.execute(
                 f"INSERT INTO tasks ({TASK_COLUMNS})"  # noqa: S608
@@ -409,6 +420,7 @@ class PostgresStore:
         blobs: Sequence[Blob] = (),
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
+        changes, settle = costs.split(changes)
         unknown = set(changes) - TASK_FIELDS
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
@@ -421,6 +433,10 @@ class PostgresStore:
         )
         try:
             async with self.pool.acquire() as connection, connection.transaction():
+                if settle is not None:
+                    # Before the task's update, which it reads the old status of; undone
+                    # with it if the update does not apply.
+                    await connection.execute(settle[0], task_id, *settle[1])
                 done = await connection.execute(
                     sql, time.time(), task_id, sorted(expect), *(changes[c] for c in columns)
                 )
@@ -436,6 +452,28 @@ class PostgresStore:
             return None
         self.feed.committed(written)
         return written
+
+    async def task_costs(self, task_ids: Sequence[str]) -> dict[str, TaskCost]:
+        rows = await self.pool.fetch(costs.TASK_COSTS, list(task_ids)) if task_ids else []
+        return {row[0]: TaskCost(row[1], row[2]) for row in rows}
+
+    async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
+        rows = await self.pool.fetch(costs.SPEND_POSTGRES, owner, since, until)
+        return [SpendRow(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    async def spent(self, owner: str, since: float) -> int:
+        return int(await self.pool.fetchval(costs.SPENT, owner, since))
+
+    async def budget(self, owner: str) -> int | None:
+        value = await self.pool.fetchval(costs.BUDGET, owner)
+        return None if value is None else int(value)
+
+    async def set_budget(self, key_id: str, micros: int | None) -> bool:
+        done = await self.pool.execute(costs.SET_BUDGET, key_id, micros)
+        return bool(done == "INSERT 0 1")
+
+    async def spend_totals(self) -> dict[str, int]:
+        return {row[0]: int(row[1]) for row in await self.pool.fetch(costs.TOTALS)}
 
     async def claim_tasks(self, now: float, lease: float, limit: int) -> list[TaskRecord]:
         rows = await self.pool.fetch(
@@ -965,3 +1003,23 @@ def _fail(batch: list[_Pending], exc: BaseException) -> None:
     for pending in batch:
         if not pending.future.done():
             pending.future.set_exception(exc)
+
+
+async def _reserve(connection: Any, task: TaskRecord, charge: Charge) -> None:
+    """Reserve the task's estimate against its key's month (BudgetExceeded if it does not
+    fit). The key's budget row stays locked until the transaction ends, so submissions
+    for one key, on any replica, are checked one after another."""
+    if charge.default_budget is None:
+        own = await connection.fetchrow(costs.LOCK_BUDGET, task.owner)
+    else:
+        own = await connection.fetchrow(costs.LOCK_DEFAULT_BUDGET, task.owner)
+    own_budget = None if own is None else own[0]
+    budget = own_budget if own_budget is not None else charge.default_budget
+    if budget is not None:
+        spent = int(await connection.fetchval(costs.SPENT, task.owner, charge.month_start))
+        if spent + charge.estimated_micros > budget:
+            raise BudgetExceeded(budget, spent, charge.estimated_micros)
+    await connection.execute(
+        costs.INSERT_COST,
+        task.id, task.owner, task.provider, charge.estimated_micros, task.created_at,
+    )  # fmt: skip

@@ -223,6 +223,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE provider_calls (provider text NOT NULL, at double precision NOT NULL);
     CREATE INDEX provider_calls_at ON provider_calls (provider, at);
     """,
+    # What tasks cost, and monthly budgets per key (hub.store.costs).
+    """
+    CREATE TABLE task_costs (
+        task_id text PRIMARY KEY,
+        owner text NOT NULL,
+        provider text NOT NULL,
+        estimated_micros bigint NOT NULL,
+        billed_micros bigint,
+        created_at double precision NOT NULL
+    );
+    CREATE INDEX task_costs_owner ON task_costs (owner, created_at);
+    CREATE TABLE budgets (owner text PRIMARY KEY, monthly_micros bigint);
+    """,
 )
 
 

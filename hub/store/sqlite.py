@@ -19,15 +19,18 @@ import aiosqlite
 
 from hub.errors import Conflict
 from hub.formats import dumps
+from hub.store import costs
 from hub.store import idempotency_sql as idem
 from hub.store.base import (
     CALLBACK_URL_REVOKED,
     CHANNEL_DELETED,
     ApiKey,
     Blob,
+    BudgetExceeded,
     CallbackUrlRecord,
     CallLimits,
     Channel,
+    Charge,
     Delivery,
     DeliveryRecord,
     Endpoint,
@@ -37,6 +40,8 @@ from hub.store.base import (
     IdempotencyRecord,
     NewEvent,
     Slot,
+    SpendRow,
+    TaskCost,
     TaskRecord,
     Usage,
     WebhookJob,
@@ -286,20 +291,36 @@ class SQLiteStore:
         return int(row[0]) if row else 0
 
     async def create_task(
-        self, task: TaskRecord, event: NewEvent, claim: IdempotencyClaim | None = None
+        self,
+        task: TaskRecord,
+        event: NewEvent,
+        claim: IdempotencyClaim | None = None,
+        charge: Charge | None = None,
     ) -> Event:
-        def op(db: sqlite3.Connection, tx: Tx) -> Event:
+        def op(db: sqlite3.Connection, tx: Tx) -> Event | BudgetExceeded | None:
+            # One writer runs every transaction in turn: the checks below and the writes
+            # after them cannot interleave with another task's. Every check comes before
+            # any write, since a refusal returns (it shares its batch) rather than raising.
+            if claim is not None and not _holds(db, claim):
+                return None
+            if charge is not None:
+                refused = _reserve(db, task, charge)
+                if refused is not None:
+                    return refused
             values = task_values(task)
             db.execute(
                 f"INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({', '.join('?' * len(values))})",  # noqa: S608
                 values,
             )
+            if claim is not None:
+                db.execute(idem.sqlite(idem.BIND), (claim.owner, claim.key, claim.token, task.id))
             return tx.emit(event)
 
-        write = op if claim is None else _claimed(op, claim, task.id)
-        created: Event | None = await self._write().run(write)
+        created: Event | BudgetExceeded | None = await self._write().run(op)
         if created is None:
             raise Conflict("idempotency_key_in_use", idem.LOST, retry_after=1.0)
+        if isinstance(created, BudgetExceeded):
+            raise created
         return created
 
     async def update_task(
@@ -311,6 +332,7 @@ class SQLiteStore:
         blobs: Sequence[Blob] = (),
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
+        changes, settle = costs.split(changes)
         unknown = set(changes) - TASK_FIELDS
         if unknown:
             raise ValueError(f"update_task cannot change {sorted(unknown)}")
@@ -323,6 +345,8 @@ class SQLiteStore:
             # A savepoint, so a transition whose callback turns out to be a byte-identical
             # retry is undone without touching the rest of the batch.
             db.execute("SAVEPOINT task_update")
+            if settle is not None:
+                db.execute(_numbered(settle[0]), (task_id, *settle[1]))
             cursor = db.execute(
                 f"UPDATE tasks SET {assignments}{release}updated_at = ?"  # noqa: S608
                 f" WHERE id = ? AND status IN ({states})",
@@ -691,6 +715,36 @@ class SQLiteStore:
         row = await self._row(USAGE_SQL.replace("$", "?"), (owner, now))
         return Usage(*(int(value) for value in row))
 
+    async def task_costs(self, task_ids: Sequence[str]) -> dict[str, TaskCost]:
+        if not task_ids:
+            return {}
+        marks = ", ".join("?" * len(task_ids))
+        sql = f"{_COSTS_OF} ({marks})"
+        rows = await self._rows(sql, tuple(task_ids))
+        return {row[0]: TaskCost(row[1], row[2]) for row in rows}
+
+    async def spend(self, owner: str, since: float, until: float) -> list[SpendRow]:
+        rows = await self._rows(_numbered(costs.SPEND_SQLITE), (owner, since, until))
+        return [SpendRow(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    async def spent(self, owner: str, since: float) -> int:
+        row = await self._row(_numbered(costs.SPENT), (owner, since))
+        return int(row[0])
+
+    async def budget(self, owner: str) -> int | None:
+        row = await self._row(_numbered(costs.BUDGET), (owner,))
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def set_budget(self, key_id: str, micros: int | None) -> bool:
+        def op(db: sqlite3.Connection, tx: Tx) -> bool:
+            return db.execute(_numbered(costs.SET_BUDGET), (key_id, micros)).rowcount == 1
+
+        done: bool = await self._write().run(op)
+        return done
+
+    async def spend_totals(self) -> dict[str, int]:
+        return {provider: int(total) for provider, total in await self._rows(costs.TOTALS)}
+
     async def get_blob(self, blob_id: str) -> Blob | None:
         sql = (
             "SELECT id, owner, content_type, size, sha256, created_at, data FROM blobs WHERE id = ?"
@@ -746,6 +800,30 @@ def _insert_delivery(db: sqlite3.Connection, tx: Tx, d: Delivery) -> bool:
     return cursor.rowcount == 1
 
 
+_COSTS_OF = "SELECT task_id, estimated_micros, billed_micros FROM task_costs WHERE task_id IN"
+
+
+def _numbered(sql: str) -> str:
+    """Shared SQL's ``$n`` parameters as SQLite's ``?n``."""
+    return sql.replace("$", "?")
+
+
+def _reserve(db: sqlite3.Connection, task: TaskRecord, charge: Charge) -> BudgetExceeded | None:
+    """Reserve the task's estimate against its key's month, or say why it does not fit."""
+    row = db.execute(_numbered(costs.BUDGET), (task.owner,)).fetchone()
+    budget = row[0] if row is not None and row[0] is not None else charge.default_budget
+    if budget is not None:
+        found = db.execute(_numbered(costs.SPENT), (task.owner, charge.month_start)).fetchone()
+        spent = int(found[0])
+        if spent + charge.estimated_micros > budget:
+            return BudgetExceeded(budget, spent, charge.estimated_micros)
+    db.execute(
+        _numbered(costs.INSERT_COST),
+        (task.id, task.owner, task.provider, charge.estimated_micros, task.created_at),
+    )
+    return None
+
+
 def _count_call(db: sqlite3.Connection, limits: CallLimits, now: float) -> Slot | None:
     """Count a call in the provider's window; a Slot to wait if the window is full."""
     if limits.per_window <= 0:
@@ -763,19 +841,10 @@ def _count_call(db: sqlite3.Connection, limits: CallLimits, now: float) -> Slot 
     return None
 
 
-def _claimed(
-    op: Callable[[sqlite3.Connection, Tx], Event], claim: IdempotencyClaim, task_id: str
-) -> Callable[[sqlite3.Connection, Tx], Event | None]:
-    """``op`` (the task's insert), run only if the claim still holds its key, which it then
-    binds to the task, in the same transaction; None, with nothing written, if not."""
-
-    def bound(db: sqlite3.Connection, tx: Tx) -> Event | None:
-        values = (claim.owner, claim.key, claim.token, task_id)
-        if db.execute(idem.sqlite(idem.BIND), values).rowcount != 1:
-            return None
-        return op(db, tx)
-
-    return bound
+def _holds(db: sqlite3.Connection, claim: IdempotencyClaim) -> bool:
+    """Whether the claim still holds its key, unbound (no other request took it over)."""
+    values = (claim.owner, claim.key, claim.token)
+    return db.execute(idem.sqlite(idem.HOLDS), values).fetchone() is not None
 
 
 def _idempotency(row: Any) -> IdempotencyRecord:

@@ -209,4 +209,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE provider_calls (provider TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX provider_calls_at ON provider_calls (provider, at);
     """,
+    # What tasks cost, and monthly budgets per key (hub.store.costs).
+    """
+    CREATE TABLE task_costs (
+        task_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        estimated_micros INTEGER NOT NULL,
+        billed_micros INTEGER,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX task_costs_owner ON task_costs (owner, created_at);
+    CREATE TABLE budgets (owner TEXT PRIMARY KEY, monthly_micros INTEGER);
+    """,
 )

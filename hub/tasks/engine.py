@@ -55,6 +55,7 @@ from hub.store.base import (
     Store,
     TaskRecord,
 )
+from hub.tasks.billing import Billing, provider_cost
 from hub.tasks.io import Held, Result, TaskIO, asked_n
 from hub.tasks.shapes import TaskError
 from hub.tasks.view import TaskView
@@ -84,8 +85,10 @@ class TaskEngine:
         configs: Mapping[str, ProviderConfig],
         metrics: Metrics | None = None,
         health: Health | None = None,
+        billing: Billing | None = None,
     ) -> None:
         self._settings = settings
+        self.billing = billing or Billing(settings, configs)
         self._metrics = metrics
         self._store = store
         self._signer = signer
@@ -190,7 +193,9 @@ class TaskEngine:
             created_at=now,
             updated_at=now,
         )
-        await self._store.create_task(task, self.view.event(task), claim)
+        # The estimate is reserved in the task's own transaction (402 if over budget).
+        charge = self.billing.charge(owner, provider, data, now)
+        await self._store.create_task(task, self.view.event(task), claim, charge)
         self.wake()
         return task
 
@@ -474,9 +479,16 @@ class TaskEngine:
             failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{task.provider} returned no image")
             await self._end(task, TaskStatus.FAILED, failure)
             return
-        await self._complete(task, held, task.provider_task_id or outcome.provider_task_id)
+        provider_task_id = task.provider_task_id or outcome.provider_task_id
+        await self._complete(task, held, provider_task_id, provider_cost(outcome))
 
-    async def _complete(self, task: TaskRecord, held: Held, provider_task_id: str | None) -> None:
+    async def _complete(
+        self,
+        task: TaskRecord,
+        held: Held,
+        provider_task_id: str | None,
+        cost: Mapping[str, object] | None = None,
+    ) -> None:
         """Download what is still a URL and succeed; a download that fails keeps the
         result (and the images already held) and is tried again until the deadline."""
         try:
@@ -496,6 +508,7 @@ class TaskEngine:
             return
         blobs = held.blobs + fetched.blobs
         changes, events = self._success_change(task, provider_task_id, fetched)
+        changes.update(cost or {})  # the provider's own figure, where it gave one
         await self._store.update_task(task.id, ACTIVE, changes, events, blobs)
 
     async def _settle_result(self, task: TaskRecord) -> None:
@@ -606,6 +619,7 @@ class TaskEngine:
         short = len(held.entries) < asked_n(task) and provider_task_id is not None
         if held.complete and held.entries and not short:
             changes, events = self._success_change(task, provider_task_id, held)
+            changes.update(provider_cost(outcome))
             return changes, events, held.blobs
         # Outputs to download, or to complete: keep the result; the worker goes on at once.
         result = Result(provider_task_id, held.entries, short)

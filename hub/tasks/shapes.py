@@ -70,6 +70,16 @@ class Output(Struct, forbid_unknown_fields=True):
     content_type: str
 
 
+class Cost(Struct, forbid_unknown_fields=True):
+    """What the task is expected to cost (made before anything was sent) and what it
+    was billed: the provider's own figure where it reports one, else the estimate once
+    the provider accepted the job, 0 while nothing has been or when nothing was billed."""
+
+    estimated_usd: float
+    billed_usd: float
+    currency: Literal["USD"] = "USD"
+
+
 class TaskError(Struct, forbid_unknown_fields=True):
     """Why a task failed, or why its last attempt did. ``code``: rate_limited,
     provider_unavailable, provider_refused, outcome_unknown (the provider may have charged
@@ -95,6 +105,7 @@ class Task(Struct, forbid_unknown_fields=True):
     updated_at: Timestamp
     stream_url: Url
     watch_url: Url
+    cost: Cost
     last_error: TaskError | None = None
     next_attempt_at: Timestamp | None = None
 

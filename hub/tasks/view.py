@@ -12,8 +12,17 @@ from hub.enums import EventType, TaskStatus
 from hub.formats import iso
 from hub.providers.base import ErrorCode
 from hub.shapes import given
-from hub.store.base import NewEvent, TaskRecord
-from hub.tasks.shapes import Output, Task, TaskAccepted, TaskError, TaskEvent, TaskRetrying
+from hub.store.base import NewEvent, TaskCost, TaskRecord
+from hub.tasks.pricing import usd
+from hub.tasks.shapes import (
+    Cost,
+    Output,
+    Task,
+    TaskAccepted,
+    TaskError,
+    TaskEvent,
+    TaskRetrying,
+)
 from hub.webhooks.shapes import Webhook
 
 
@@ -24,7 +33,7 @@ class TaskView:
     def stream_url(self, task_id: str) -> str:
         return f"{self._base}/v1/tasks/{task_id}/events"
 
-    def describe(self, task: TaskRecord, watch_url: str) -> Task:
+    def describe(self, task: TaskRecord, watch_url: str, cost: TaskCost | None = None) -> Task:
         """``GET /v1/tasks/{id}``'s body."""
         return Task(
             id=task.id,
@@ -39,6 +48,7 @@ class TaskView:
             updated_at=iso(task.updated_at),
             stream_url=self.stream_url(task.id),
             watch_url=watch_url,
+            cost=cost_of(task, cost),
             last_error=last_error_of(task),
             next_attempt_at=iso(task.retry_at) if task.retry_at is not None else None,
         )
@@ -96,6 +106,17 @@ class TaskView:
             Output(url=records.url(self._base, o["blob_id"]), content_type=o["content_type"])
             for o in orjson.loads(task.outputs)
         ]
+
+
+def cost_of(task: TaskRecord, cost: TaskCost | None) -> Cost:
+    """A task's cost as shown: settled, or while it runs 0 until the provider accepted it
+    (then the estimate, which is what accepting bills)."""
+    if cost is None:
+        return Cost(estimated_usd=0.0, billed_usd=0.0)
+    billed = cost.billed_micros
+    if billed is None:
+        billed = cost.estimated_micros if task.status == TaskStatus.SUBMITTED else 0
+    return Cost(estimated_usd=usd(cost.estimated_micros), billed_usd=usd(billed))
 
 
 def error_of(task: TaskRecord) -> TaskError | None:

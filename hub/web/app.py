@@ -26,7 +26,9 @@ from hub.web.routes import (
     deliveries,
     health,
     openai_edits,
+    task_cancel,
     tasks,
+    usage,
     webhooks,
 )
 from hub.web.state import HubState
@@ -75,6 +77,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/tasks", tasks.index, methods=["GET"]),
         Route("/v1/tasks/{task_id}", tasks.show, methods=["GET"]),
         Route("/v1/tasks/{task_id}/events", tasks.stream, methods=["GET"]),
+        Route("/v1/tasks/{task_id}/cancel", task_cancel.create, methods=["POST"]),
+        Route("/v1/usage", usage.show, methods=["GET"]),
         Route("/v1/uploads", blobs.upload, methods=["POST"]),
         Route("/v1/blobs/{blob_id}", blobs.show, methods=["GET"]),
         Route("/blobs/{token}", blobs.public, methods=["GET"]),

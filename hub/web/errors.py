@@ -15,6 +15,7 @@ from hub.web.shapes import Error, ErrorDetail
 STATUSES: dict[type[errors.HubError], int] = {
     errors.Malformed: 400,
     errors.Unauthorized: 401,
+    errors.PaymentRequired: 402,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.TooSlow: 408,

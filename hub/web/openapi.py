@@ -57,6 +57,7 @@ from hub.tasks.shapes import (
     TaskRequest,
     TaskRetrying,
 )
+from hub.tasks.spend import UsageReport
 from hub.web.query import MAX_INT
 from hub.web.routes.channels import MAX_TASK_ID, MAX_TYPES
 from hub.web.routes.common import hub, json_response
@@ -76,18 +77,20 @@ SHAPES = (
     StreamGap, TaskRequest, TaskAccepted, Task, TaskList, WebhookRequest, Webhook, WebhookList,
     Blob, ImagesResponse, EditAccepted, OpenAIError, DeliverySummary, DeliveryPage,
     RedeliverRequest, RedeliveryAttempt, Redelivery, CallbackUrlInfo, CallbackUrlList,
-    VerifierInfo, Verifier,
+    VerifierInfo, Verifier, UsageReport,
 )  # fmt: skip
 
 # Every error answer, by status; the body is always the Error schema.
 ERRORS = {
     400: "The body cannot be read (not JSON, a malformed form, a bad Content-Length).",
     401: "No valid API key, or a token that is forged or not for this resource.",
+    402: "The task's estimate would take this key over its monthly budget (budget_exceeded).",
     404: "No such object for this key (another key's objects answer the same).",
+    409: "The object is not in a state that allows this (task_ended: it has ended), or a"
+    " request with this Idempotency-Key is still being answered; retry after Retry-After.",
     408: "The request body took longer than HUB_BODY_TIMEOUT_SECONDS to arrive.",
     410: "The token, or the channel it names, has expired.",
     413: "The body is larger than the hub accepts here.",
-    409: "A request with this Idempotency-Key is still being answered; retry after Retry-After.",
     415: "The body is not of a media type this operation takes.",
     422: "A field is invalid; the message names it (idempotency_key_reused: the key was used"
     " with another request).",
@@ -101,6 +104,7 @@ OPENAI_ERRORS = {
     400: "A field is invalid (param names it), the body is not a multipart form, or the"
     " provider refused the content (code moderation_blocked, x-should-retry: false).",
     401: "The API key is missing or wrong (code invalid_api_key).",
+    402: "The edit's estimate would take this key over its monthly budget (budget_exceeded).",
     408: "The body did not arrive in time.",
     409: "A request with this Idempotency-Key is still being answered; retry.",
     413: "The body is larger than the hub takes.",
@@ -278,7 +282,10 @@ def _paths(settings: Settings) -> Schema:
             "post": _op(
                 "createTask",
                 "Submit an image edit to a provider; watch its stream_url.",
-                {"202": _ok(_ref("TaskAccepted")), **_errors(400, 401, 408, 409, 413, 422, 429)},
+                {
+                    "202": _ok(_ref("TaskAccepted")),
+                    **_errors(400, 401, 402, 408, 409, 413, 422, 429),
+                },
                 params=[_param_ref("IdempotencyKey")],
                 body={"required": True, "content": {JSON: {"schema": _ref("TaskRequest")}}},
             ),
@@ -288,11 +295,33 @@ def _paths(settings: Settings) -> Schema:
                 {"200": _ok(_ref("TaskList")), **_errors(401, 429)},
             ),
         },
+        "/v1/usage": {
+            "get": _op(
+                "getUsage",
+                "This key's spend from `from` to `to` (UTC dates, inclusive; by default this "
+                "month), by provider and by day, and this month against its budget.",
+                {"200": _ok(_ref("UsageReport")), **_errors(401, 422, 429)},
+                params=[
+                    _query("from", {"type": "string", "format": "date"}, "First day (UTC)."),
+                    _query("to", {"type": "string", "format": "date"}, "Last day (UTC)."),
+                ],
+            ),
+        },
         "/v1/tasks/{task_id}": {
             "get": _op(
                 "getTask",
                 "A task as it is now.",
                 {"200": _ok(_ref("Task")), **_errors(401, 404, 429)},
+                params=[_param_ref("TaskId")],
+            ),
+        },
+        "/v1/tasks/{task_id}/cancel": {
+            "post": _op(
+                "cancelTask",
+                "Cancel a task: queued, it ends at once and nothing more is sent; submitted, "
+                "the provider is asked to stop where it can and a late result is kept as a "
+                "delivery, never applied. 409 task_ended if it had ended.",
+                {"200": _ok(_ref("Task")), **_errors(401, 404, 409, 429)},
                 params=[_param_ref("TaskId")],
             ),
         },

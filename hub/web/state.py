@@ -29,6 +29,7 @@ from hub.store import open_store
 from hub.store.base import Event, Store
 from hub.streams.broker import Broker
 from hub.streams.sse import StreamConfig, Streams
+from hub.tasks.billing import Billing
 from hub.tasks.engine import TaskEngine
 from hub.webhooks.dispatcher import Webhooks
 
@@ -56,6 +57,8 @@ class HubState:
         self.health = Health()
         self._task_counts: dict[tuple[str, str], int] = {}
         self.metrics.watch(lambda: self.broker.subscriber_count, lambda: self._task_counts)
+        self._spend: dict[str, float] = {}
+        self.metrics.watch_spend(lambda: self._spend)
         self.store: Store = open_store(settings, self._committed, self._store_failed, self.health)
         # Set when the store stopped for good (an fsync failed): the process must end.
         self.failed: BaseException | None = None
@@ -125,6 +128,7 @@ class HubState:
             self.provider_configs,
             self.metrics,
             self.health,
+            billing=Billing(self.settings, self.provider_configs, self.keys.configured),
         )
         await self._engine.start()
         self._webhooks = Webhooks(
@@ -179,6 +183,8 @@ class HubState:
     async def render_metrics(self) -> bytes:
         async def refresh() -> None:
             self._task_counts = await self.store.task_counts()
+            totals = await self.store.spend_totals()
+            self._spend = {provider: micros / 1e6 for provider, micros in totals.items()}
 
         return await self.metrics.render(refresh)
 

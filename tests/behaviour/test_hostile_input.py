@@ -467,6 +467,16 @@ CASES = [
     *stream_cases("task-stream", "/v1/tasks/<task>/events"),
     get("task-stream-unknown-task", f"/v1/tasks/task_{ZEROS}/events", 404),
     get("task-stream-id-path-trick", "/v1/tasks/..%2F<task>/events", 404),
+    # --- POST /v1/tasks/{task_id}/cancel (never of the shared task: it must stay as it is).
+    case("cancel-unknown-task", "POST", f"/v1/tasks/task_{ZEROS}/cancel", 404),
+    case("cancel-a-channel", "POST", "/v1/tasks/<channel>/cancel", 404),
+    case("cancel-id-10kb", "POST", "/v1/tasks/task_" + LONG + "/cancel", 404),
+    get("cancel-by-get", "/v1/tasks/<task>/cancel", 405),
+    # --- GET /v1/usage: dates only.
+    get("usage-from-invalid-utf8", "/v1/usage?from=%FF", 422),
+    get("usage-from-no-such-day", "/v1/usage?from=2026-02-30", 422),
+    get("usage-to-10kb", "/v1/usage?to=" + LONG, 422),
+    get("usage-to-before-from", "/v1/usage?from=2026-12-02&to=2026-12-01", 422),
     # --- POST /v1/uploads: multipart with a file field.
     upload("no-content-type", 415, file(PNG)),
     upload("json", 415, b"{}", JSON),

@@ -191,6 +191,11 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await expect(failed.locator(".status")).to_have_text("failed", timeout=SOON)
     await expect(failed.locator(".task-error")).not_to_be_empty()
     await expect(page.locator("li.task").first).to_have_attribute("data-task-id", failed_id)
+    # This month's spend, from GET /v1/usage (the test keys have no budget).
+    spent = (await http.get(f"{hub.url}/v1/usage", headers=AUTH)).json()["budget"]["spent_usd"]
+    await expect(page.locator("#usage-summary")).to_contain_text(
+        f"${spent:.4f} spent · no budget", timeout=SOON
+    )
 
     await shown_url.blur()
     await page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -14,7 +14,7 @@
   const MAX_DELIVERIES = 50;
   const PRESENCE_CHANNELS = 5;
   const MAX_BODY_CHARS = 64 * 1024;
-  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out"];
+  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
   const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
 
   const $ = (id) => document.getElementById(id);
@@ -227,11 +227,13 @@
     polling = true;
     const gen = generation;
     try {
-      const [channelList, taskList] = await Promise.allSettled([
+      const [channelList, taskList, usage] = await Promise.allSettled([
         getJson("v1/channels"),
         getJson("v1/tasks"),
+        getJson("v1/usage"),
       ]);
       if (gen !== generation) return;
+      if (usage.status === "fulfilled") renderUsage(usage.value);
       const errors = [];
       for (const [result, name, render] of [
         [channelList, "channels", renderChannels],
@@ -259,6 +261,29 @@
         pollTimer = setTimeout(refresh, POLL_MS);
       }
     }
+  }
+
+  // ---- spend against the budget ----------------------------------------------------------
+
+  function dollars(value) {
+    return `$${Number(value || 0).toFixed(value >= 1 ? 2 : 4)}`;
+  }
+
+  function renderUsage(report) {
+    const budget = report.budget || {};
+    const meter = $("usage-meter");
+    const spent = dollars(budget.spent_usd);
+    if (budget.monthly_usd === null || budget.monthly_usd === undefined) {
+      $("usage-summary").textContent = `${budget.month || ""}: ${spent} spent · no budget`;
+      meter.hidden = true;
+      return;
+    }
+    $("usage-summary").textContent =
+      `${budget.month}: ${spent} of ${dollars(budget.monthly_usd)} · ${dollars(budget.remaining_usd)} left`;
+    meter.max = Math.max(budget.monthly_usd, 0.000001);
+    meter.high = budget.monthly_usd * 0.8;
+    meter.value = Math.min(budget.spent_usd, budget.monthly_usd);
+    meter.hidden = false;
   }
 
   // ---- channels -----------------------------------------------------------------------

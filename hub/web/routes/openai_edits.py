@@ -32,7 +32,7 @@ from hub.blobs import records
 from hub.blobs.images import image_type
 from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.bodies.read import read_body
-from hub.errors import HubError, Invalid, Malformed, NotFound, Unavailable, invalid
+from hub.errors import HubError, Invalid, Malformed, NotFound, PaymentRequired, Unavailable, invalid
 from hub.providers import PROVIDERS
 from hub.store.base import EventQuery, IdempotencyClaim, TaskRecord
 from hub.streams.broker import SubscriptionClosed
@@ -159,8 +159,15 @@ async def _new_edit(
     engine = state.engine
     if callback_url is not None:
         # The endpoint exists before the task does, so its end cannot be missed.
-        await endpoints.add(state.store, owner, [callback_url], task_id=task_id, format="acedata")
-        await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+        added = await endpoints.add(
+            state.store, owner, [callback_url], task_id=task_id, format="acedata"
+        )
+        try:
+            await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+        except PaymentRequired:
+            for endpoint in added:  # over budget: no task, so no callback either
+                await state.store.delete_endpoint(endpoint.id)
+            raise
         call.task_made = True
         return await _keep(state, call, owner, key, task_id, _accepted(task_id))
     async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:

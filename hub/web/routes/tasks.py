@@ -7,9 +7,9 @@ from starlette.responses import Response
 
 from hub.bodies.read import read_body
 from hub.enums import TERMINAL_EVENTS
-from hub.errors import Unauthorized, not_found
+from hub.errors import PaymentRequired, Unauthorized, not_found
 from hub.shapes import TASK_IDS
-from hub.store.base import EventQuery, TaskRecord
+from hub.store.base import Endpoint, EventQuery, TaskCost, TaskRecord
 from hub.streams.sse import EventStream
 from hub.streams.watch import check_watch, watch_url
 from hub.tasks import idempotency, inputs
@@ -49,6 +49,7 @@ async def create(request: Request) -> Response:
             return await _accepted_again(state, owner, key, begun.task_id)
         claim = begun
     engine = state.engine
+    added: list[Endpoint] = []
     try:
         await state.quotas.check(owner, live_tasks=1, webhooks=len(hook_urls), blob_bytes=1)
         spec = await inputs.parse(body, engine.providers, image_sources(state, owner))
@@ -58,9 +59,13 @@ async def create(request: Request) -> Response:
         task = await engine.create(
             owner, spec.provider, spec.channel_id, spec.to_json(), task_id, claim
         )
-    except Exception:
+    except Exception as exc:
         if claim is not None:
             await idempotency_keys(state).release(claim)  # frees it only if no task was made
+        if isinstance(exc, PaymentRequired):
+            # Over budget: no task, so its webhooks go too.
+            for endpoint in added:
+                await state.store.delete_endpoint(endpoint.id)
         raise
     hooks = [webhooks.describe(state, endpoint) for endpoint in added]
     response = json_response(engine.view.accepted(task, hooks), 202)
@@ -112,13 +117,15 @@ async def index(request: Request) -> Response:
     state = hub(request)
     owner = state.owner(request)
     tasks = await state.store.list_tasks(owner, LIST_LIMIT)
-    return json_response(TaskList([_describe(state, task) for task in tasks]))
+    costs = await state.store.task_costs([task.id for task in tasks])
+    return json_response(TaskList([_describe(state, task, costs.get(task.id)) for task in tasks]))
 
 
 async def show(request: Request) -> Response:
     state = hub(request)
     task = await _owned_task(state, request)
-    return json_response(_describe(state, task))
+    costs = await state.store.task_costs([task.id])
+    return json_response(_describe(state, task, costs.get(task.id)))
 
 
 async def stream(request: Request) -> Response:
@@ -149,12 +156,12 @@ async def stream(request: Request) -> Response:
     )
 
 
-def _describe(state: HubState, task: TaskRecord) -> Task:
+def _describe(state: HubState, task: TaskRecord, cost: TaskCost | None = None) -> Task:
     view = state.engine.view
     watch = watch_url(
         state.signer, view.stream_url(task.id), state.settings.watch_ttl_seconds, task_id=task.id
     )
-    return view.describe(task, watch)
+    return view.describe(task, watch, cost)
 
 
 async def _owned_task(state: HubState, request: Request) -> TaskRecord:
