@@ -375,32 +375,55 @@ class TaskEngine:
 
     async def _unknown(self, task: TaskRecord, error: ProviderError | None) -> None:
         """A send whose outcome is unknown: never sent again. Wait for the provider's
-        callback where it was given one (until the grace or the deadline ends), else fail
-        saying it may have been charged."""
-        name = task.provider
+        callback where it was given one, and look the job up where the failure left a
+        handle to find it by (AceData's trace id), until the grace or the deadline ends;
+        else fail saying it may have been charged."""
+        name, config = task.provider, self._configs[task.provider]
         if error is not None:
             cause = error.message
         elif task.last_error_code == ErrorCode.OUTCOME_UNKNOWN and task.last_error:
             cause = task.last_error
         else:
             cause = f"{name}: the hub stopped before {name}'s answer to the job was recorded"
+        handle = error.provider_task_id if error is not None else task.provider_task_id
         sent = task.sending_at or time.time()
         until = min(sent + self._settings.task_unknown_grace_seconds, task.deadline)
-        if not self._io.callback_wanted(self.providers[name]) or time.time() >= until:
+        findable = handle is not None or self._io.callback_wanted(self.providers[name])
+        if not findable or time.time() >= until:
             message = (
                 f"{cause}. The outcome is unknown: {name} may have charged for the job, so"
                 " the hub did not send it again"
             )
             await self._end(task, TaskStatus.FAILED, TaskError(ErrorCode.OUTCOME_UNKNOWN, message))
             return
-        log.info("task %s: %s; waiting for %s's callback", task.id, cause, name)
-        changes = {
-            "next_at": until,
+        if error is None and handle is not None and await self._look_up(task, handle):
+            return
+        log.info("task %s: %s; waiting for %s's answer without sending again", task.id, cause, name)
+        changes: dict[str, object] = {
+            "next_at": until if handle is None else min(time.time() + config.poll_interval, until),
             "retry_at": None,
             "last_error_code": ErrorCode.OUTCOME_UNKNOWN,
             "last_error": cause,
         }
+        if handle is not None:
+            changes["provider_task_id"] = handle
         await self._store.update_task(task.id, QUEUED, changes)
+
+    async def _look_up(self, task: TaskRecord, handle: str) -> bool:
+        """Ask the provider once about a job whose submit went unanswered; True if that
+        ended the task (the job was found finished)."""
+        name, config = task.provider, self._configs[task.provider]
+        age = time.time() - (task.sending_at or task.created_at)
+        try:
+            async with asyncio.timeout(config.request_timeout):
+                outcome = await self.providers[name].poll(handle, age=age)
+        except (ProviderError, TimeoutError) as exc:
+            log.info("task %s: looking up %s's job failed: %s", task.id, name, exc)
+            return False
+        if outcome.state == "pending":
+            return False
+        await self._finish(task, outcome)
+        return True
 
     async def _wait_for_slot(self, task: TaskRecord, slot: Slot) -> None:
         """The provider's account is at its limit (jobs unfinished, or jobs sent in the

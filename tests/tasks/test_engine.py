@@ -43,6 +43,7 @@ class Scripted:
         max_n: int = 1,
     ) -> None:
         self.requests: list[EditRequest] = []
+        self.polled: list[str] = []
         self.submits = submit if isinstance(submit, list) else [submit]
         self.polls = polls
         self.submit_calls = 0
@@ -66,6 +67,7 @@ class Scripted:
         answer = self.polls[min(self.poll_calls, len(self.polls) - 1)]
         self.poll_calls += 1
         self.ages.append(age)
+        self.polled.append(provider_task_id)
         if isinstance(answer, ProviderError):
             raise answer
         return answer

@@ -249,3 +249,34 @@ async def test_polls_are_told_the_jobs_age(engine_for):
     ages = provider.ages
     assert len(ages) == 3 and all(age is not None and age >= 0 for age in ages)
     assert ages == sorted(ages)  # type: ignore[type-var]
+
+
+async def test_an_unknown_outcome_with_a_handle_is_looked_up_and_never_sent_again(engine_for):
+    """A 5xx that leaves a handle to find the job by (AceData's trace id): the hub asks
+    the provider about that job instead of sending it again, and takes its result."""
+    lost = ProviderError(
+        "scripted: HTTP 500: internal error",
+        resend=Resend.UNKNOWN,
+        code=ErrorCode.OUTCOME_UNKNOWN,
+        provider_task_id="trace:t-1",
+    )
+    provider = Scripted([lost, PENDING], [PENDING, DONE])
+    store, task = await engine_for(provider, task_unknown_grace_seconds=30)
+    done = await ended(store, task.id)
+    assert done.status == "succeeded" and provider.submit_calls == 1
+    assert provider.polled == ["trace:t-1", "trace:t-1"]
+    assert len(orjson.loads(done.outputs)) == 1 and done.sending_at is None
+
+
+async def test_an_unknown_outcome_whose_handle_finds_nothing_fails_after_the_grace(engine_for):
+    lost = ProviderError(
+        "scripted: HTTP 500: internal error",
+        resend=Resend.UNKNOWN,
+        code=ErrorCode.OUTCOME_UNKNOWN,
+        provider_task_id="trace:t-2",
+    )
+    provider = Scripted([lost, PENDING], [PENDING])
+    store, task = await engine_for(provider, task_unknown_grace_seconds=1)
+    done = await ended(store, task.id)
+    assert done.status == "failed" and done.error_code == "outcome_unknown"
+    assert provider.submit_calls == 1 and provider.polled and set(provider.polled) == {"trace:t-2"}
