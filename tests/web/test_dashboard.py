@@ -191,6 +191,17 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await expect(failed.locator(".status")).to_have_text("failed", timeout=SOON)
     await expect(failed.locator(".task-error")).not_to_be_empty()
     await expect(page.locator("li.task").first).to_have_attribute("data-task-id", failed_id)
+    # A rate-limited one says why it waits: each retry, its reason, and the next try.
+    fault = await http.post(f"{hub.url}/sandbox/acedata/_sandbox/faults", json={"kind": "429"})
+    assert fault.status_code < 300, fault.text
+    retried_id = await _submit(http, hub)
+    retried = page.locator(f"li.task[data-task-id='{retried_id}']")
+    # (Live, each attempt; listed after it ended, the last retry.)
+    await expect(retried.locator(".retries li").first).to_contain_text(
+        "rate_limited: acedata: HTTP 429", timeout=SOON
+    )
+    await expect(retried.locator(".status")).to_have_text("succeeded", timeout=SOON)
+    await expect(retried.locator(".meta")).to_contain_text("billed $")
     # This month's spend, from GET /v1/usage (the test keys have no budget).
     spent = (await http.get(f"{hub.url}/v1/usage", headers=AUTH)).json()["budget"]["spent_usd"]
     await expect(page.locator("#usage-summary")).to_contain_text(

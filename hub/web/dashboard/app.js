@@ -14,7 +14,7 @@
   const MAX_DELIVERIES = 50;
   const PRESENCE_CHANNELS = 5;
   const MAX_BODY_CHARS = 64 * 1024;
-  const TASK_EVENTS = ["task.queued", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
+  const TASK_EVENTS = ["task.queued", "task.retrying", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
   const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
 
   const $ = (id) => document.getElementById(id);
@@ -850,6 +850,7 @@
     entry.streamState = el("span", { class: "stream-state" });
     entry.meta = el("p", { class: "meta" });
     entry.error = el("p", { class: "error task-error", hidden: true });
+    entry.retries = el("ol", { class: "retries", "aria-label": "retries", hidden: true });
     entry.outputs = el("div", { class: "outputs" });
     return el(
       "li",
@@ -859,6 +860,7 @@
         { "aria-labelledby": titleId },
         el("header", { class: "card-head" }, entry.title, entry.status, entry.streamState),
         entry.meta,
+        entry.retries,
         entry.error,
         entry.outputs,
       ),
@@ -878,11 +880,58 @@
       data.updated_at ? " · updated " : null,
       data.updated_at ? timeEl(data.updated_at) : null,
       typeof data.attempts === "number" ? ` · attempts ${data.attempts}` : null,
+      data.cost ? ` · ${costText(data.cost)}` : null,
     );
-    const error = data.error === null || data.error === undefined ? "" : data.error;
-    entry.error.textContent = typeof error === "string" ? error : JSON.stringify(error);
+    entry.error.textContent = errorText(data.error);
     entry.error.hidden = !entry.error.textContent;
+    // What the task itself reports (GET /v1/tasks/{id}) until its events say more: a
+    // waiting task's last failed attempt (``attempts`` counts the sends so far, the last of
+    // which failed); an ended one's last retry (its stream is not opened again).
+    if (!entry.retries.childElementCount && data.last_error) {
+      const ended = TERMINAL.has(data.status);
+      addRetry(entry, {
+        attempt: ended ? undefined : data.attempts,
+        label: ended ? "last retry" : undefined,
+        error: data.last_error,
+        retry_at: ended ? null : data.next_attempt_at,
+      });
+    }
     if (data.status === "succeeded") showOutputs(entry);
+  }
+
+  function errorText(error) {
+    if (error === null || error === undefined) return "";
+    if (typeof error === "string") return error;
+    return error.code ? `${error.code}: ${error.message || ""}` : JSON.stringify(error);
+  }
+
+  function costText(cost) {
+    const usd = (value) => (typeof value === "number" ? `$${value.toFixed(3)}` : "–");
+    return cost.billed_usd === null || cost.billed_usd === undefined
+      ? `estimated ${usd(cost.estimated_usd)}`
+      : `billed ${usd(cost.billed_usd)} (estimated ${usd(cost.estimated_usd)})`;
+  }
+
+  // Each failed attempt, and each wait for the provider's slot, with its reason and when
+  // the next try is due: a task that waits says why.
+  function addRetry(entry, retry) {
+    const attempt =
+      retry.label || (typeof retry.attempt === "number" ? `attempt ${retry.attempt}` : "waiting");
+    // Replayed events, and the task's own last_error, may say the same retry twice.
+    const key = `${attempt}|${errorText(retry.error)}`;
+    entry.retrySeen = entry.retrySeen || new Set();
+    if (entry.retrySeen.has(key)) return;
+    entry.retrySeen.add(key);
+    entry.retries.append(
+      el(
+        "li",
+        { class: "retry" },
+        `${attempt}: ${errorText(retry.error)}`,
+        retry.retry_at ? " · next try " : null,
+        retry.retry_at ? timeEl(retry.retry_at) : null,
+      ),
+    );
+    entry.retries.hidden = false;
   }
 
   function showOutputs(entry) {
@@ -975,6 +1024,10 @@
     try {
       data = JSON.parse(event.data);
     } catch (err) {
+      return;
+    }
+    if (event.type === "task.retrying") {
+      addRetry(entry, data);
       return;
     }
     if (rank(data.status) >= rank(entry.data.status)) {
