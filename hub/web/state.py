@@ -106,6 +106,16 @@ class HubState:
         return self._engine
 
     async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            # A start that fails part way (a bad price table, a store that will not open)
+            # closes what it opened: a store's writer thread left running would keep the
+            # process from ever exiting.
+            await self.close()
+            raise
+
+    async def _open(self) -> None:
         await self.store.open()
         await self._load_keys()
         self._client = httpx.AsyncClient(

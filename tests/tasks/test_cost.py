@@ -85,10 +85,16 @@ def test_a_price_table_that_cannot_be_read_names_its_variable(raw):
 
 
 async def test_a_bad_price_table_stops_the_hub_at_start(make_settings):
+    import threading
+
+    before = {t for t in threading.enumerate() if not t.daemon}
     app = create_app(make_settings(extra_env=(*DOWN, ("HUB_SEGMIND_PRICES", "free"))))
     with pytest.raises(SettingsError, match="HUB_SEGMIND_PRICES"):
         async with LifespanManager(app):
             pass
+    # What it opened is closed: a store's writer thread left behind kept the process
+    # (hub serve, and this test run) from ever exiting.
+    assert {t for t in threading.enumerate() if not t.daemon} == before
 
 
 # -- cost on tasks, through the sandbox --------------------------------------------------
