@@ -89,6 +89,20 @@ class TaskError(Struct, forbid_unknown_fields=True):
     message: str
 
 
+class TaskInputView(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The edit a task was asked for, its images as the hub holds them (blob URLs)."""
+
+    prompt: str
+    images: list[Url]
+    mask: Url | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    n: int | None = None
+    output_compression: int | None = None
+
+
 class Task(Struct, forbid_unknown_fields=True):
     """A task as it is now. ``last_error``: the last attempt that failed (or the wait for
     the provider's slot), ``next_attempt_at``: when the next one goes, while it waits."""
@@ -106,6 +120,7 @@ class Task(Struct, forbid_unknown_fields=True):
     stream_url: Url
     watch_url: Url
     cost: Cost
+    input: TaskInputView | None = None
     last_error: TaskError | None = None
     next_attempt_at: Timestamp | None = None
 

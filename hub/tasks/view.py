@@ -21,9 +21,12 @@ from hub.tasks.shapes import (
     TaskAccepted,
     TaskError,
     TaskEvent,
+    TaskInputView,
     TaskRetrying,
 )
 from hub.webhooks.shapes import Webhook
+
+INPUT_OPTIONS = ("size", "quality", "background", "output_format", "n", "output_compression")
 
 
 class TaskView:
@@ -49,6 +52,7 @@ class TaskView:
             stream_url=self.stream_url(task.id),
             watch_url=watch_url,
             cost=cost_of(task, cost),
+            input=self._input(task),
             last_error=last_error_of(task),
             next_attempt_at=iso(task.retry_at) if task.retry_at is not None else None,
         )
@@ -100,6 +104,17 @@ class TaskView:
             EventType.TASK_RETRYING, msgspec.json.encode(data),
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip
+
+    def _input(self, task: TaskRecord) -> TaskInputView:
+        data = orjson.loads(task.input)
+        mask = data.get("mask")
+        options = {name: data[name] for name in INPUT_OPTIONS if data.get(name) is not None}
+        return TaskInputView(
+            prompt=data.get("prompt", ""),
+            images=[records.url(self._base, blob_id) for blob_id in data.get("images", ())],
+            mask=None if mask is None else records.url(self._base, mask),
+            **options,
+        )
 
     def _outputs(self, task: TaskRecord) -> list[Output]:
         return [

@@ -130,8 +130,14 @@ async def test_upload_then_read_back_and_use_in_a_task(client):
     # Another key cannot use it as an input either.
     refused = await post_task(client, task(images=[blob["id"]]), headers=OTHER_AUTH)
     assert refused.status_code == 422
-    accepted = await post_task(client, task(images=[blob["id"]]))
+    accepted = await post_task(client, task(images=[blob["id"]], quality="low"))
     assert accepted.status_code == 202
+    # The task shows what it was asked: the prompt, its images as the hub holds them.
+    shown = (await client.get(f"/v1/tasks/{accepted.json()['id']}", headers=AUTH)).json()
+    assert shown["input"] == {"prompt": "edit", "images": [blob["url"]], "quality": "low"}
+    image_read = await client.get(shown["input"]["images"][0].removeprefix("http://hub.test"),
+                                  headers=AUTH)  # fmt: skip
+    assert image_read.content == image
 
 
 @pytest.mark.parametrize(
