@@ -45,6 +45,7 @@ class EventType(StrEnum):
     TASK_QUEUED = "task.queued"
     TASK_SUBMITTED = "task.submitted"
     TASK_RETRYING = "task.retrying"
+    TASK_REROUTED = "task.rerouted"
     TASK_SUCCEEDED = "task.succeeded"
     TASK_FAILED = "task.failed"
     TASK_TIMED_OUT = "task.timed_out"

@@ -73,8 +73,8 @@ class Settings:
     # machine). Implied by sandbox mode; never for a public deployment.
     allow_loopback_urls: bool = setting(False)
     # The provider POST /v1/images/edits uses without a "provider" field ("" = the first
-    # configured of acedata, eachlabs, atlascloud, segmind). hub.providers.config checks
-    # it names a configured one: this package knows no providers.
+    # configured of acedata, eachlabs, atlascloud, segmind), or several, comma-separated,
+    # to try in order. hub.providers.config checks the names: this package knows none.
     default_provider: str = setting("")
     # Tasks: a deadline after which a task is timed_out, submit attempts, work at once
     # (0: this process works no tasks, another replica does).
@@ -88,6 +88,9 @@ class Settings:
     # never sent again: the task waits this long for the provider's callback, where it was
     # given one, then fails with error.code outcome_unknown.
     task_unknown_grace_seconds: float = setting(300.0, ge=0, duration=True)
+    # A task with fallback providers leaves one whose rate limit (or slot wait) would
+    # hold it longer than this, counted from its first attempt there.
+    task_patience_seconds: float = setting(30.0, ge=0, duration=True)
     # The window each provider's HUB_<PROVIDER>_RATE_PER_MINUTE is counted in (tests
     # shorten it; a real account's limit is per minute).
     provider_rate_window_seconds: float = setting(60.0, gt=0, duration=True)

@@ -80,11 +80,25 @@ def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
             user_agent=own.user_agent,
             not_found_grace=own.not_found_grace,
         )
-    default = settings.default_provider
-    if default and default not in configs:
+    default = names(settings.default_provider)
+    if settings.default_provider and not any(name in configs for name in default):
         choices = ", ".join(configs) or "none is configured: set HUB_<PROVIDER>_API_KEY"
-        raise invalid("HUB_DEFAULT_PROVIDER", repr(default), f"a configured provider ({choices})")
+        raise invalid(
+            "HUB_DEFAULT_PROVIDER", repr(settings.default_provider),
+            f"a configured provider, or several comma-separated ({choices})",
+        )  # fmt: skip
+    unknown = [name for name in default if name not in DEFAULT_URLS]
+    if unknown or len(set(default)) < len(default):
+        raise invalid(
+            "HUB_DEFAULT_PROVIDER", repr(settings.default_provider),
+            f"providers named once each, of {', '.join(DEFAULT_URLS)}",
+        )  # fmt: skip
     return configs
+
+
+def names(value: str) -> list[str]:
+    """Provider names as a setting or a form field lists them: comma-separated, in order."""
+    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def public_url_warning(public_url: str, configs: dict[str, ProviderConfig]) -> str | None:

@@ -520,6 +520,13 @@ class TaskRecord:
     # may have been accepted and billed, so it is never sent again.
     sending_at: float | None = None
     submitted_at: float | None = None  # when the provider accepted it
+    # Fallback routing: the providers tried before this one, each as it ended (a JSON list
+    # of {"provider", "outcome", "billed", "attempts", "reason"}), the ones still to try
+    # if this one certainly cannot take the job (a JSON list of names), and when this one
+    # was first tried (how long a rate limit has held it, against the task's patience).
+    route: str | None = None
+    fallbacks: str | None = None
+    provider_since: float | None = None
 
     def __post_init__(self) -> None:
         # Rows come back with the status as text; the record always holds the enum.

@@ -44,7 +44,8 @@ EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
 TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
     " outputs, result, error, attempts, next_at, deadline, created_at, updated_at,"
-    " error_code, last_error_code, last_error, retry_at, sending_at, submitted_at"
+    " error_code, last_error_code, last_error, retry_at, sending_at, submitted_at,"
+    " route, fallbacks, provider_since"
 )
 
 
@@ -58,7 +59,7 @@ def task_values(task: TaskRecord) -> list[object]:
 TASK_FIELDS = frozenset(
     {"status", "provider_task_id", "outputs", "result", "error", "attempts", "next_at",
      "lease_until", "error_code", "last_error_code", "last_error", "retry_at", "sending_at",
-     "submitted_at"}
+     "submitted_at", "provider", "route", "fallbacks", "provider_since"}
 )  # fmt: skip
 
 # A provider's jobs unfinished, as its account counts them: being sent (the answer not yet

@@ -19,7 +19,10 @@ from hub.enums import TERMINAL, TaskStatus
 # said it billed (micro-dollars), or True to count the estimate as billed.
 BILLED_MICROS = "billed_micros"
 BILLED = "billed"
-COST_FIELDS = frozenset({BILLED_MICROS, BILLED})
+# A task moved to another provider: (provider, estimate in micro-dollars) replace the
+# reservation's, which only ever shrinks (it was made for the dearest on the route).
+REROUTED = "rerouted"
+COST_FIELDS = frozenset({BILLED_MICROS, BILLED, REROUTED})
 OUTCOME_UNKNOWN = "outcome_unknown"  # ErrorCode.OUTCOME_UNKNOWN (hub.providers.base)
 
 INSERT_COST = (
@@ -62,6 +65,11 @@ SETTLE_AS_ESTIMATED = (
     " WHERE task_id = $1 AND billed_micros IS NULL"
 )
 SETTLE_AT = "UPDATE task_costs SET billed_micros = $2 WHERE task_id = $1"
+REROUTE = (
+    "UPDATE task_costs SET provider = $2, estimated_micros = CASE"
+    " WHEN $3 < estimated_micros THEN $3 ELSE estimated_micros END"
+    " WHERE task_id = $1 AND billed_micros IS NULL"
+)
 TASK_COSTS = (
     "SELECT task_id, estimated_micros, billed_micros FROM task_costs WHERE task_id = ANY($1)"
 )
@@ -91,6 +99,9 @@ def split(changes: Mapping[str, object]) -> tuple[dict[str, object], Settle | No
     figure = changes.get(BILLED_MICROS)
     if isinstance(figure, int):
         return own, (SETTLE_AT, (figure,))
+    rerouted = changes.get(REROUTED)
+    if isinstance(rerouted, tuple):
+        return own, (REROUTE, rerouted)
     if status not in TERMINAL:
         return own, None
     unknown = changes.get("error_code") == OUTCOME_UNKNOWN

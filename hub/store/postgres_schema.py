@@ -236,6 +236,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX task_costs_owner ON task_costs (owner, created_at);
     CREATE TABLE budgets (owner text PRIMARY KEY, monthly_micros bigint);
     """,
+    # Fallback routing: the providers a task tried, those left, since when it is on this one.
+    """
+    ALTER TABLE tasks ADD COLUMN route text;
+    ALTER TABLE tasks ADD COLUMN fallbacks text;
+    ALTER TABLE tasks ADD COLUMN provider_since double precision;
+    """,
 )
 
 

@@ -222,4 +222,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX task_costs_owner ON task_costs (owner, created_at);
     CREATE TABLE budgets (owner TEXT PRIMARY KEY, monthly_micros INTEGER);
     """,
+    # Fallback routing: the providers a task tried, those left, since when it is on this one.
+    """
+    ALTER TABLE tasks ADD COLUMN route TEXT;
+    ALTER TABLE tasks ADD COLUMN fallbacks TEXT;
+    ALTER TABLE tasks ADD COLUMN provider_since REAL;
+    """,
 )

@@ -51,11 +51,17 @@ class Billing:
     def estimate(self, provider: str, options: Mapping[str, object]) -> int:
         return self.prices.estimate(provider, options)
 
-    def charge(self, owner: str, provider: str, data: bytes, now: float) -> Charge:
-        """What to reserve for a task whose input (JSON, ``TaskInput.to_json``) is ``data``."""
+    def estimate_route(self, providers: Collection[str], data: bytes) -> int:
+        """The estimate for a task that may run on any of ``providers``: the dearest's,
+        so that whichever runs it, the reservation covers it."""
         options = orjson.loads(data)
+        return max(self.estimate(provider, options) for provider in providers)
+
+    def charge(self, owner: str, providers: Collection[str], data: bytes, now: float) -> Charge:
+        """What to reserve for a task whose input (JSON, ``TaskInput.to_json``) is ``data``
+        and which may run on any of ``providers``."""
         return Charge(
-            estimated_micros=self.estimate(provider, options),
+            estimated_micros=self.estimate_route(providers, data),
             month_start=month_start(now),
             default_budget=self.default_budget(owner),
         )

@@ -24,7 +24,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -55,6 +55,8 @@ from hub.store.base import (
     Store,
     TaskRecord,
 )
+from hub.store.costs import REROUTED
+from hub.tasks import routing
 from hub.tasks.billing import Billing, provider_cost
 from hub.tasks.io import Held, Result, TaskIO, asked_n
 from hub.tasks.shapes import TaskError
@@ -169,11 +171,13 @@ class TaskEngine:
         data: bytes,
         task_id: str | None = None,
         claim: IdempotencyClaim | None = None,
+        fallbacks: Sequence[str] = (),
     ) -> TaskRecord:
         """Write the task (queued) and wake the worker. ``task_id``: one made beforehand
         with ``new_id`` (to set up what must exist before the task can end). ``claim``: an
         idempotency key this request holds, bound to the task in the same transaction
-        (``Conflict`` and no task if the claim was lost)."""
+        (``Conflict`` and no task if the claim was lost). ``fallbacks``: the providers to
+        move to, in order, if ``provider`` certainly cannot take the job."""
         now = time.time()
         task = TaskRecord(
             id=task_id or new_id(),
@@ -192,9 +196,11 @@ class TaskEngine:
             deadline=now + self._settings.task_timeout_seconds,
             created_at=now,
             updated_at=now,
+            fallbacks=routing.encode(list(fallbacks)),
+            provider_since=now,
         )
         # The estimate is reserved in the task's own transaction (402 if over budget).
-        charge = self.billing.charge(owner, provider, data, now)
+        charge = self.billing.charge(owner, self._runnable([provider, *fallbacks]), data, now)
         await self._store.create_task(task, self.view.event(task), claim, charge)
         self.wake()
         return task
@@ -267,6 +273,15 @@ class TaskEngine:
 
     async def _submit(self, task: TaskRecord) -> None:
         name = task.provider
+        if name not in self.providers:
+            # Named in the task's route, not configured on this hub: nothing was sent.
+            failure = TaskError(
+                ErrorCode.PROVIDER_REFUSED,
+                f"{name}: not configured on this hub (HUB_{name.upper()}_API_KEY is not set)",
+            )
+            if not await self._move_on(task, routing.Moved.NOT_CONFIGURED, failure):
+                await self._end(task, TaskStatus.FAILED, failure)
+            return
         provider, config = self.providers[name], self._configs[name]
         try:
             request = await self._io.edit_request(task, provider)
@@ -342,6 +357,7 @@ class TaskEngine:
         """``task``: as sent (its marker set, this attempt counted)."""
         failure = TaskError(error.code, error.message)
         now = time.time()
+        why = routing.reason_to_move(error)
         if error.slot_full or error.resend is Resend.SAFE:
             if error.slot_full:
                 # Its account has too many jobs unfinished: nothing was accepted, and
@@ -353,7 +369,16 @@ class TaskEngine:
                 delay = backoff(task.attempts, error.retry_after)
             else:
                 message = f"{error.message} (after {task.attempts} attempts)"
-                await self._end(task, TaskStatus.FAILED, TaskError(error.code, message))
+                exhausted = TaskError(error.code, message)
+                if not await self._move_on(task, why or routing.Moved.UNAVAILABLE, exhausted):
+                    await self._end(task, TaskStatus.FAILED, exhausted)
+                return
+            # Down, or refusing: the next provider now. Rate-limited: once the wait
+            # would outlast the task's patience with this provider.
+            moving = why is not None and (
+                why is not routing.Moved.RATE_LIMITED or self._impatient(task, now + delay)
+            )
+            if moving and why is not None and await self._move_on(task, why, failure):
                 return
             log.info("task %s: attempt %d: %s; again in %.1fs", task.id, task.attempts,
                      error.message, delay)  # fmt: skip
@@ -369,9 +394,52 @@ class TaskEngine:
             event = self.view.retrying(task, task.attempts, failure, retry_at)
             await self._store.update_task(task.id, QUEUED, changes, [event])
         elif error.resend is Resend.NEVER:
-            await self._end(task, TaskStatus.FAILED, failure)
+            if why is None or not await self._move_on(task, why, failure):
+                await self._end(task, TaskStatus.FAILED, failure)
         else:
             await self._unknown(task, error)
+
+    def _impatient(self, task: TaskRecord, retry_at: float) -> bool:
+        """Whether waiting for ``retry_at`` outlasts the task's patience with its provider."""
+        since = task.provider_since or task.created_at
+        return retry_at - since > self._settings.task_patience_seconds
+
+    def _runnable(self, providers: list[str]) -> list[str]:
+        """Those of ``providers`` configured here (all of them if none is)."""
+        return [name for name in providers if name in self.providers] or providers
+
+    async def _move_on(self, task: TaskRecord, why: routing.Moved, error: TaskError) -> bool:
+        """Move the task to the next provider on its route, if it has one: only ever for a
+        failure that proves the current one did not bill it (``routing.reason_to_move``).
+        False when there is none to move to."""
+        rest = routing.fallbacks(task)
+        if not rest:
+            return False
+        now = time.time()
+        to, rest = rest[0], rest[1:]
+        route = [*routing.steps(task), routing.left(task, why, error)]
+        # The reservation made for the dearest on the route, now for the ones left.
+        estimate = self.billing.estimate_route(self._runnable([to, *rest]), task.input)
+        changes: dict[str, object] = {
+            "provider": to,
+            "fallbacks": routing.encode(rest),
+            "route": routing.encode(route),
+            "provider_since": now,
+            "provider_task_id": None,
+            "attempts": 0,
+            "sending_at": None,
+            "next_at": now,
+            "retry_at": None,
+            "last_error_code": error.code,
+            "last_error": error.message,
+            REROUTED: (to, estimate),
+        }
+        event = self.view.rerouted(task, to, why, error)
+        if await self._store.update_task(task.id, QUEUED, changes, [event]) is None:
+            return True  # it changed meanwhile (canceled): nothing more to do here
+        log.info("task %s: %s -> %s (%s): %s", task.id, task.provider, to, why, error.message)
+        self.wake()
+        return True
 
     async def _unknown(self, task: TaskRecord, error: ProviderError | None) -> None:
         """A send whose outcome is unknown: never sent again. Wait for the provider's
@@ -445,6 +513,10 @@ class TaskEngine:
             )
         retry_at = min(retry_at, task.deadline)
         failure = TaskError(ErrorCode.RATE_LIMITED, message)
+        if self._impatient(task, retry_at) and await self._move_on(
+            task, routing.Moved.RATE_LIMITED, failure
+        ):
+            return
         changes = {
             "next_at": retry_at,
             "retry_at": retry_at,

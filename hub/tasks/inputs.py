@@ -40,6 +40,7 @@ class TaskInput:
     images: tuple[str, ...]  # blob ids
     mask: str | None
     options: dict[str, Any]  # OPTIONS: only those given
+    fallbacks: tuple[str, ...] = ()  # the providers to try after ``provider``, in order
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -63,19 +64,23 @@ async def parse(
 ) -> TaskInput:
     """The task's input, with every image held as a blob. ``configured``: the providers
     that accept tasks here."""
-    provider, value = request.provider, request.input
-    if provider not in configured:
-        raise invalid(
-            "provider", f"{provider} is not configured: set HUB_{provider.upper()}_API_KEY"
-        )
-    limit = MAX_IMAGES_BY_PROVIDER.get(provider, MAX_IMAGES)
-    if len(value.images) > limit:
-        raise invalid("input.images", f"must hold at most {limit} images for {provider}")
-    most = configured[provider].max_n
-    if value.n is not None and value.n > most:
-        # Refused rather than silently given fewer images than paid for.
-        images = "image" if most == 1 else "images"
-        raise invalid("input.n", f"must be at most {most}: {provider} makes {most} {images} a job")
+    value = request.input
+    route = checked_route(request.provider, configured)
+    # Every provider the task may reach must be able to do it as asked: a fallback that
+    # made fewer images, or took fewer inputs, would not be the same job.
+    for provider in route:
+        if provider not in configured:
+            continue  # skipped when the task gets to it (task.rerouted, not_configured)
+        limit = MAX_IMAGES_BY_PROVIDER.get(provider, MAX_IMAGES)
+        if len(value.images) > limit:
+            raise invalid("input.images", f"must hold at most {limit} images for {provider}")
+        most = configured[provider].max_n
+        if value.n is not None and value.n > most:
+            # Refused rather than silently given fewer images than paid for.
+            images = "image" if most == 1 else "images"
+            raise invalid(
+                "input.n", f"must be at most {most}: {provider} makes {most} {images} a job"
+            )
     channel_id = request.channel_id
     if channel_id is not None:
         channel = await sources.store.get_channel(channel_id)
@@ -94,7 +99,23 @@ async def parse(
         mask = await _resolve(value.mask, "input.mask", sources)
     options = {name: getattr(value, name) for name in OPTIONS}
     given = {name: option for name, option in options.items() if option is not None}
-    return TaskInput(provider, channel_id, value.prompt, tuple(image_ids), mask, given)
+    return TaskInput(
+        route[0], channel_id, value.prompt, tuple(image_ids), mask, given, tuple(route[1:])
+    )
+
+
+def checked_route(asked: str | list[str], configured: Mapping[str, Provider]) -> list[str]:
+    """The providers to try, in order: each named once, and at least one configured
+    here (one named alone must be)."""
+    route = [asked] if isinstance(asked, str) else list(asked)
+    if len(set(route)) < len(route):
+        twice = next(name for name in route if route.count(name) > 1)
+        raise invalid("provider", f"names {twice} more than once")
+    if not any(name in configured for name in route):
+        keys = " or ".join(f"HUB_{name.upper()}_API_KEY" for name in route)
+        said = f"{route[0]} is not" if len(route) == 1 else f"none of {', '.join(route)} is"
+        raise invalid("provider", f"{said} configured: set {keys}")
+    return route
 
 
 async def _resolve(source: str, field: str, sources: Sources) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
+import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from hub.enums import TaskStatus
@@ -58,8 +59,15 @@ class EditInput(Struct, forbid_unknown_fields=True):
     output_compression: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
+# A provider, or several in the order to try them (``hub.tasks.routing``).
+Route = Annotated[
+    list[Provider],
+    Meta(min_length=1, max_length=len(PROVIDERS), description="Providers to try, in order."),
+]
+
+
 class TaskRequest(Struct, forbid_unknown_fields=True):
-    provider: Provider
+    provider: Provider | Route
     input: EditInput
     channel_id: Reference | None = None
     webhook_urls: WebhookUrls | None = None
@@ -103,6 +111,18 @@ class TaskInputView(Struct, forbid_unknown_fields=True, omit_defaults=True):
     output_compression: int | None = None
 
 
+class RouteStep(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One provider a task was on. ``outcome``: for the one it left, why (not_configured,
+    refused, rate_limited, unavailable); for the current one, the task's status.
+    ``billed``: whether that provider billed (or, while it runs, will bill) for it."""
+
+    provider: str
+    outcome: str
+    billed: bool
+    attempts: Count = 0
+    reason: str | None = None
+
+
 class Task(Struct, forbid_unknown_fields=True):
     """A task as it is now. ``last_error``: the last attempt that failed (or the wait for
     the provider's slot), ``next_attempt_at``: when the next one goes, while it waits."""
@@ -121,6 +141,7 @@ class Task(Struct, forbid_unknown_fields=True):
     watch_url: Url
     cost: Cost
     input: TaskInputView | None = None
+    route: list[RouteStep] = msgspec.field(default_factory=list)
     last_error: TaskError | None = None
     next_attempt_at: Timestamp | None = None
 
@@ -163,5 +184,19 @@ class TaskRetrying(Struct, forbid_unknown_fields=True):
     attempt: int
     error: TaskError
     retry_at: Timestamp
+    at: Timestamp
+    channel_id: str | UnsetType = UNSET
+
+
+class TaskRerouted(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The data of a task.rerouted event: the task left ``from`` for ``to``, certain
+    ``from`` had not billed it; ``reason``: not_configured, refused, rate_limited or
+    unavailable, and ``error`` what ``from`` answered."""
+
+    task_id: TaskId
+    from_: str = msgspec.field(name="from")
+    to: str
+    reason: str
+    error: TaskError
     at: Timestamp
     channel_id: str | UnsetType = UNSET

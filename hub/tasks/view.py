@@ -13,15 +13,18 @@ from hub.formats import iso
 from hub.providers.base import ErrorCode
 from hub.shapes import given
 from hub.store.base import NewEvent, TaskCost, TaskRecord
+from hub.tasks import routing
 from hub.tasks.pricing import usd
 from hub.tasks.shapes import (
     Cost,
     Output,
+    RouteStep,
     Task,
     TaskAccepted,
     TaskError,
     TaskEvent,
     TaskInputView,
+    TaskRerouted,
     TaskRetrying,
 )
 from hub.webhooks.shapes import Webhook
@@ -53,6 +56,7 @@ class TaskView:
             watch_url=watch_url,
             cost=cost_of(task, cost),
             input=self._input(task),
+            route=route_of(task, cost),
             last_error=last_error_of(task),
             next_attempt_at=iso(task.retry_at) if task.retry_at is not None else None,
         )
@@ -105,6 +109,22 @@ class TaskView:
             channel_id=task.channel_id, task_id=task.id, ref=task.id,
         )  # fmt: skip
 
+    def rerouted(self, task: TaskRecord, to: str, reason: str, error: TaskError) -> NewEvent:
+        """``task.rerouted``: the task left its provider for ``to``, nothing billed."""
+        data = TaskRerouted(
+            task_id=task.id,
+            from_=task.provider,
+            to=to,
+            reason=reason,
+            error=error,
+            at=iso(time.time()),
+            channel_id=given(task.channel_id),
+        )
+        return NewEvent(
+            EventType.TASK_REROUTED, msgspec.json.encode(data),
+            channel_id=task.channel_id, task_id=task.id, ref=task.id,
+        )  # fmt: skip
+
     def _input(self, task: TaskRecord) -> TaskInputView:
         data = orjson.loads(task.input)
         mask = data.get("mask")
@@ -132,6 +152,15 @@ def cost_of(task: TaskRecord, cost: TaskCost | None) -> Cost:
     if billed is None:
         billed = cost.estimated_micros if task.status == TaskStatus.SUBMITTED else 0
     return Cost(estimated_usd=usd(cost.estimated_micros), billed_usd=usd(billed))
+
+
+def route_of(task: TaskRecord, cost: TaskCost | None) -> list[RouteStep]:
+    """Each provider the task was on: those it left (none billed it: that is why it could
+    leave), then the one it is on, as it is now."""
+    left = [RouteStep(**step) for step in routing.steps(task)]
+    billed = cost_of(task, cost).billed_usd > 0
+    now = RouteStep(task.provider, str(task.status), billed, task.attempts)
+    return [*left, now]
 
 
 def error_of(task: TaskRecord) -> TaskError | None:

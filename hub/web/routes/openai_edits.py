@@ -34,6 +34,7 @@ from hub.bodies.multipart import MalformedForm, bounded_form
 from hub.bodies.read import read_body
 from hub.errors import HubError, Invalid, Malformed, NotFound, PaymentRequired, Unavailable, invalid
 from hub.providers import PROVIDERS
+from hub.providers.config import names
 from hub.store.base import EventQuery, IdempotencyClaim, TaskRecord
 from hub.streams.broker import SubscriptionClosed
 from hub.tasks import idempotency, inputs
@@ -116,7 +117,8 @@ async def _new_edit(
     files: dict[str, list[bytes]],
 ) -> Response:
     fields, files = dict(fields), dict(files)
-    provider = fields.pop("provider", None) or _default_provider(state)
+    route = names(fields.pop("provider", "") or _default_provider(state))
+    provider: str | list[str] = route[0] if len(route) == 1 else route
     for name in IGNORED:
         fields.pop(name, None)
     if fields.pop("stream", "false").lower() not in ("false", "0"):
@@ -163,7 +165,9 @@ async def _new_edit(
             state.store, owner, [callback_url], task_id=task_id, format="acedata"
         )
         try:
-            await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+            await engine.create(
+                owner, spec.provider, None, spec.to_json(), task_id, claim, spec.fallbacks
+            )
         except PaymentRequired:
             for endpoint in added:  # over budget: no task, so no callback either
                 await state.store.delete_endpoint(endpoint.id)
@@ -171,7 +175,9 @@ async def _new_edit(
         call.task_made = True
         return await _keep(state, call, owner, key, task_id, _accepted(task_id))
     async with state.broker.subscribe(EventQuery(task_id=task_id)) as subscription:
-        task = await engine.create(owner, spec.provider, None, spec.to_json(), task_id, claim)
+        task = await engine.create(
+            owner, spec.provider, None, spec.to_json(), task_id, claim, spec.fallbacks
+        )
         call.task_made = True
         return await _wait(request, state, call, owner, key, task, subscription)
 
@@ -265,6 +271,8 @@ async def _form(request: Request, state: HubState) -> tuple[dict[str, str], dict
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     files.setdefault(name, []).append(await value.read())
+                elif name == "provider" and name in fields:
+                    fields[name] += f",{value}"  # repeated: providers to try, in order
                 elif name in fields:
                     raise _bad(name, "given twice")
                 else:

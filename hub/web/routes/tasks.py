@@ -57,7 +57,7 @@ async def create(request: Request) -> Response:
         # The endpoints exist before the task does, so none of its events can be missed.
         added = await endpoints.add(state.store, owner, hook_urls, task_id=task_id)
         task = await engine.create(
-            owner, spec.provider, spec.channel_id, spec.to_json(), task_id, claim
+            owner, spec.provider, spec.channel_id, spec.to_json(), task_id, claim, spec.fallbacks
         )
     except Exception as exc:
         if claim is not None:
