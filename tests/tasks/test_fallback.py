@@ -47,7 +47,7 @@ async def test_a_provider_that_is_down_hands_the_task_to_the_next(make_settings,
     async with hub_with(make_settings, ("HUB_SEGMIND_URL", "http://127.0.0.1:9")) as hub:
         task = await submit_route(http, hub, ["segmind", "atlascloud"])
         assert task["provider"] == "segmind"
-        events, last, record = await finish(http, hub, task)
+        events, _, record = await finish(http, hub, task)
         atlas = await billed(http, hub, "atlascloud")
     assert events == ["task.queued", REROUTED, "task.submitted", "task.succeeded"]
     assert record["status"] == "succeeded" and record["provider"] == "atlascloud"
@@ -85,7 +85,7 @@ async def test_an_unknown_outcome_never_moves_the_task(make_settings, http):
     async with hub_with(make_settings, *QUICK, task_timeout_seconds=6) as hub:
         await inject(http, hub, "segmind", "hang")
         task = await submit_route(http, hub, ["segmind", "atlascloud"])
-        events, last, record = await finish(http, hub, task)
+        events, _, record = await finish(http, hub, task)
         atlas = await ledger(http, hub, "atlascloud")
     assert REROUTED not in events
     assert record["status"] == "failed" and record["error"]["code"] == "outcome_unknown"
@@ -97,7 +97,7 @@ async def test_a_job_that_ran_and_failed_is_the_answer_not_an_outage(make_settin
     async with hub_with(make_settings) as hub:
         await inject(http, hub, "atlascloud", "fail")
         task = await submit_route(http, hub, ["atlascloud", "segmind"])
-        events, last, record = await finish(http, hub, task)
+        events, _, record = await finish(http, hub, task)
         seg = await ledger(http, hub, "segmind")
     assert REROUTED not in events and events[-1] == "task.failed"
     assert record["provider"] == "atlascloud" and seg == {}
@@ -108,7 +108,7 @@ async def test_a_rate_limit_beyond_the_tasks_patience_moves_it(make_settings, ht
     async with hub_with(make_settings, task_patience_seconds=10) as hub:
         await inject(http, hub, "eachlabs", "429")
         task = await submit_route(http, hub, ["eachlabs", "segmind"])
-        events, last, record = await finish(http, hub, task)
+        events, _, record = await finish(http, hub, task)
     assert events == ["task.queued", REROUTED, "task.submitted", "task.succeeded"]
     assert record["route"][0]["outcome"] == "rate_limited"
     assert record["provider"] == "segmind"
@@ -137,7 +137,7 @@ async def test_a_provider_not_configured_here_is_skipped(make_settings, http):
         only = make_settings(extra_env=segmind, allow_loopback_urls=True)
         async with live_hub(only) as hub:
             task = await submit_route(http, hub, ["acedata", "segmind"])
-            events, last, record = await finish(http, hub, task)
+            events, _, record = await finish(http, hub, task)
             alone = await http.post(
                 f"{hub.url}/v1/tasks",
                 json={"provider": "acedata", "input": {"prompt": "p", "images": ["x"]}},
