@@ -46,7 +46,12 @@ def add_commands(commands: Any) -> None:
 
     submit = commands.add_parser("submit", help="edit images through a provider, and wait")
     _connection(submit)
-    submit.add_argument("--provider", required=True)
+    submit.add_argument(
+        "--provider",
+        required=True,
+        help="a provider, or several comma-separated to try in order (a,b): the task moves"
+        " on only when one certainly did not bill it",
+    )
     submit.add_argument("--prompt", required=True)
     submit.add_argument("--image", action="append", required=True, help="a file or URL")
     submit.add_argument("--size")
@@ -149,9 +154,10 @@ async def submit_task(args: argparse.Namespace, out: TextIO) -> int:
     options = {"size": args.size} if args.size else {}
     started = time.monotonic()
     async with client_for(args) as client:
+        route = [name.strip() for name in args.provider.split(",") if name.strip()]
         task = await client.submit(
-            args.provider, args.prompt, args.image, idempotency_key=args.idempotency_key,
-            **options,
+            route[0] if len(route) == 1 else route, args.prompt, args.image,
+            idempotency_key=args.idempotency_key, **options,
         )  # fmt: skip
         status = TaskStatus.QUEUED.value
         progress = _Progress(out, task["id"], started)
@@ -191,6 +197,13 @@ def _check_images(images: list[str]) -> None:
 
 async def _follow(client: AsyncClient, task_id: str, progress: _Progress) -> str:
     async for event in client.events(task_id=task_id):
+        if event.type == "task.rerouted" and isinstance(event.data, dict):
+            data = event.data
+            progress.note(
+                f"{data.get('from')} -> {data.get('to')} ({data.get('reason')}):"
+                f" {_error_text(data.get('error'))}"
+            )
+            continue
         progress.status = event.type.removeprefix("task.")
         if event.type == "task.retrying" and isinstance(event.data, dict):
             # Why it waits, and until when: a retry is never silent.

@@ -7,7 +7,7 @@ import base64
 import mimetypes
 import threading
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -126,7 +126,7 @@ class AsyncClient:
 
     async def submit(
         self,
-        provider: str,
+        provider: str | Sequence[str],
         prompt: str,
         images: list[str | Path | bytes],
         *,
@@ -135,11 +135,14 @@ class AsyncClient:
         **options: Any,
     ) -> dict[str, Any]:
         """Start a task. An image is a URL, a blob id, a local file path or raw bytes
-        (files and bytes are sent as data: URLs). Sent with an Idempotency-Key (a new one
-        unless given) and, after a network error, a 5xx or a 409, sent again with the same
-        key and bytes, up to ``retries`` times: one task, however the attempts ended."""
+        (files and bytes are sent as data: URLs). ``provider``: one, or several to try in
+        order (the task moves on only when one certainly did not bill it). Sent with an
+        Idempotency-Key (a new one unless given) and, after a network error, a 5xx or a
+        409, sent again with the same key and bytes, up to ``retries`` times: one task,
+        however the attempts ended."""
         inputs = {"prompt": prompt, "images": [_image(image) for image in images], **options}
-        body: dict[str, Any] = {"provider": provider, "input": inputs}
+        route = provider if isinstance(provider, str) else list(provider)
+        body: dict[str, Any] = {"provider": route, "input": inputs}
         if channel_id is not None:
             body["channel_id"] = channel_id
         headers = {
@@ -294,7 +297,7 @@ class Client:
 
     def submit(
         self,
-        provider: str,
+        provider: str | Sequence[str],
         prompt: str,
         images: list[str | Path | bytes],
         *,

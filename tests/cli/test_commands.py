@@ -230,3 +230,18 @@ async def test_submit_prints_each_retry_and_the_error_it_ends_with(hub, http, tm
     [retry] = [line for line in lines if " attempt 1: " in line]
     assert "rate_limited: acedata: HTTP 429" in retry and "; next attempt at " in retry
     assert lines[-1].startswith("failed: provider_failed: acedata: ")
+
+
+async def test_submit_takes_a_route_and_prints_each_move(hub, http, tmp_path):
+    photo = tmp_path / "in.png"
+    photo.write_bytes(make_png())
+    faults = f"{hub.url}/sandbox/eachlabs/_sandbox/faults"
+    assert (await http.post(faults, json={"kind": "500"})).status_code == 201
+    code, out, err = await hub_command(
+        "submit", "--url", hub.url, "--key", KEY, "--provider", "eachlabs,segmind",
+        "--prompt", "p", "--image", str(photo), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 0, err
+    [moved] = [line for line in out.splitlines() if " -> " in line]
+    assert "eachlabs -> segmind (unavailable): provider_unavailable: eachlabs: HTTP 500" in moved
+    assert len(list((tmp_path / "out").iterdir())) == 1

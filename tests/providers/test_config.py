@@ -76,7 +76,18 @@ def test_the_default_provider_must_be_configured():
     with pytest.raises(SettingsError) as refused:
         configs({**env, "HUB_DEFAULT_PROVIDER": "eachlabs"})
     assert str(refused.value) == (
-        "HUB_DEFAULT_PROVIDER='eachlabs': must be a configured provider (segmind)"
+        "HUB_DEFAULT_PROVIDER='eachlabs': must be a configured provider, or several"
+        " comma-separated (segmind)"
     )
     with pytest.raises(SettingsError, match="none is configured"):
         configs({"HUB_DEFAULT_PROVIDER": "segmind"})
+
+
+def test_the_default_provider_may_be_a_route_with_one_configured():
+    env = {"HUB_SEGMIND_API_KEY": "k"}
+    # The ones not configured are skipped when a task gets to them.
+    assert configs({**env, "HUB_DEFAULT_PROVIDER": "eachlabs, segmind"})
+    for route in ("segmind,dalle", "segmind,segmind"):
+        with pytest.raises(SettingsError) as refused:
+            configs({**env, "HUB_DEFAULT_PROVIDER": route})
+        assert str(refused.value).startswith(f"HUB_DEFAULT_PROVIDER='{route}': must be providers")

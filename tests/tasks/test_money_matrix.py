@@ -82,7 +82,9 @@ async def test_no_fault_on_any_provider_bills_a_task_twice(make_settings, http):
                 assert billed == 1, (provider, kind)
 
 
-async def each_fault_with_a_fallback(http, hub, provider: str, fallback: str) -> list[tuple]:
+async def each_fault_with_a_fallback(
+    http, hub, provider: str, fallback: str
+) -> list[tuple[str, str, str, int, int]]:
     """Each fault in turn on a task's first provider, with a second to move to: (fault,
     how it ended, where, jobs billed by the first, by the second)."""
     faults = f"{hub.url}/sandbox/{provider}/_sandbox/faults"
@@ -97,7 +99,7 @@ async def each_fault_with_a_fallback(http, hub, provider: str, fallback: str) ->
         assert answer.status_code == 202, answer.text
         _, _, record = await finish(http, hub, answer.json())
 
-        async def billed_now(before: list = before) -> list[int]:
+        async def billed_now(before: list[dict[str, bool]] = before) -> list[int]:
             return [
                 sum(1 for job, paid in (await ledger(http, hub, name)).items()
                     if paid and job not in was)

@@ -119,3 +119,27 @@ async def test_unicode_digits_are_a_400_naming_the_field(hub, http, field, value
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == field
+
+
+@pytest.mark.parametrize("form", ["comma", "repeated"])
+async def test_the_provider_field_may_name_a_route(hub, http, form):
+    """Eachlabs is down for this edit (a 500 before acceptance): the edit is made by the
+    next provider named, comma-separated or in the field repeated."""
+    faults = f"{hub.url}/sandbox/eachlabs/_sandbox/faults"
+    assert (await http.post(faults, json={"kind": "500"})).status_code == 201
+    route = "eachlabs,segmind" if form == "comma" else ["eachlabs", "segmind"]
+    answer = await http.post(
+        f"{hub.url}/v1/images/edits",
+        data={"prompt": "p", "provider": route},
+        files=[("image", png_file())],
+        headers=AUTH,
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["data"]) == 1
+    [task] = (await http.get(f"{hub.url}/v1/tasks", headers=AUTH)).json()["tasks"]
+    assert task["provider"] == "segmind"
+    assert [(s["provider"], s["outcome"]) for s in task["route"]] == [
+        ("eachlabs", "unavailable"),
+        ("segmind", "succeeded"),
+    ]
