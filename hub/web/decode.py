@@ -118,6 +118,10 @@ def _at(shape: Any, steps: list[str | int]) -> inspect.Type | None:
     """The type at ``steps`` inside ``shape`` (an optional field's non-null type)."""
     info: inspect.Type | None = _plain(inspect.type_info(shape))
     for step in steps:
+        if isinstance(info, inspect.UnionType):  # one or several: the member the step fits
+            kind = inspect.ListType if isinstance(step, int) else inspect.StructType
+            members = [_plain(t) for t in info.types]
+            info = next((t for t in members if isinstance(t, kind)), None)
         if isinstance(step, int) and isinstance(info, inspect.ListType):
             info = _plain(info.item_type)
         elif isinstance(step, str) and isinstance(info, inspect.StructType):
@@ -142,6 +146,8 @@ def _plain(info: inspect.Type) -> inspect.Type:
 
 
 def _allowed(info: inspect.Type | None) -> list[str] | None:
+    if isinstance(info, inspect.UnionType):  # a choice, or a list of choices
+        info = next((t for t in info.types if isinstance(t, inspect.LiteralType)), None)
     if isinstance(info, inspect.LiteralType):
         return [str(value) for value in info.values]
     if isinstance(info, inspect.EnumType):

@@ -132,6 +132,11 @@ def test_a_task_requests_refusals(input_, field, reason):
 def test_an_unknown_choice_lists_the_choices_not_the_value():
     error = refused(msgspec.json.encode({"provider": "x" * 1000, "input": {}}), TaskRequest)
     assert error.message == "provider: must be one of acedata, atlascloud, eachlabs, segmind"
+    # Several, to try in order: each is one of them too.
+    error = refused(msgspec.json.encode({"provider": ["segmind", "x"], "input": {}}), TaskRequest)
+    assert error.message == "provider[1]: must be one of acedata, atlascloud, eachlabs, segmind"
+    error = refused(b'{"provider": 5, "input": {}}', TaskRequest)
+    assert error.message == "provider: must be a string or a list, not an integer"
 
 
 def test_a_good_body_is_its_shape():
