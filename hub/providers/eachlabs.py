@@ -23,6 +23,10 @@ Quirks handled here:
   body>")>``. The plain secret is compared in constant time; the HMAC, where present, is
   checked too (retries reuse the timestamp: the 5-minute window covers 3 attempts).
 - ``POST /v1/prediction/{id}/cancel`` (``urls.cancel`` in the prediction) stops a job.
+- What a job cost: ``metrics.cost``, "Cost in USD" (get-prediction.mdx, Response Fields,
+  eachlabs/mintlify-docs @3a07a17), in the prediction and in the older webhook body; the
+  current webhook body carries no metrics. It becomes ``detail["cost_usd"]`` for a job
+  that succeeded (``hub.providers.costs``: a figure that is not a sane number is dropped).
 
 Failure classification of the submit (``POST /v1/prediction``), sent on a fresh
 connection; see ``hub.providers.base.Resend``:
@@ -60,6 +64,7 @@ from urllib.parse import quote
 import httpx
 
 from hub.providers.base import CallbackRejected, EditRequest, Outcome, Output, ProviderConfig
+from hub.providers.costs import with_cost
 from hub.providers.http import (
     ProviderHTTP,
     any_output,
@@ -172,7 +177,7 @@ class Eachlabs:
             detail["predict_time"] = metrics["predict_time"]
         if status in SUCCEEDED:
             try:
-                return _succeeded(provider_task_id, body.get("output"), detail)
+                return _succeeded(provider_task_id, body.get("output"), _costed(detail, metrics))
             except ValueError as exc:
                 raise self._http.error(str(exc)) from None
         if status in FAILED:
@@ -198,7 +203,7 @@ class Eachlabs:
         detail: dict[str, object] = {"status": status}
         if status in SUCCEEDED:
             try:
-                return _succeeded(task, value.get("output"), detail)
+                return _succeeded(task, value.get("output"), _costed(detail, value.get("metrics")))
             except ValueError as exc:
                 raise CallbackRejected(
                     f"unreadable Eachlabs webhook: {exc}", reason="unreadable"
@@ -239,6 +244,11 @@ class Eachlabs:
             raise CallbackRejected("the Eachlabs webhook signature does not match")
         if abs(self._clock() - sent_at) > SIGNATURE_TOLERANCE:
             raise CallbackRejected("the Eachlabs webhook timestamp is too old (or in the future)")
+
+
+def _costed(detail: dict[str, object], metrics: object) -> dict[str, object]:
+    """``detail`` with the job's ``metrics.cost`` (USD), where it carries a sane one."""
+    return with_cost(detail, metrics.get("cost")) if isinstance(metrics, dict) else detail
 
 
 def _succeeded(task: str | None, output: object, detail: Mapping[str, object]) -> Outcome:

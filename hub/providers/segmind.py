@@ -17,6 +17,11 @@ Quirks handled here:
   406 is "Insufficient credits" or a spend limit; 429 carries no Retry-After.
 - Limits: 5/min on the free plan, 50/min on Pro [SG3] (the hub's default is 5).
 - There are no inference webhooks and v1 has no status endpoint.
+- What the call cost is the ``x-cost`` header [SG2] (v2 puts the same figure in the
+  result's ``metrics.cost``; this adapter speaks v1 only). No page states its unit; it is
+  read as USD, the currency the model page prices the call in ("~$0.14", the seed) and
+  credits are bought in. It becomes ``detail["cost_usd"]`` (``hub.providers.costs``: a
+  figure that is not a sane number is dropped).
 
 Failure classification of the one call (``POST /v1/gpt-image-1-edit``), sent on a fresh
 connection; see ``hub.providers.base.Resend``. "Only 200 responses are billed, and a 200
@@ -56,6 +61,7 @@ from hub.providers.base import (
     ProviderError,
     Resend,
 )
+from hub.providers.costs import with_cost
 from hub.providers.http import MAX_IMAGE_BYTES, ProviderHTTP
 
 EDIT_PATH = "/v1/gpt-image-1-edit"
@@ -123,7 +129,7 @@ class Segmind:
             "succeeded",
             provider_task_id=reply.headers.get("x-request-id"),
             outputs=(Output(data=reply.content, content_type=content_type),),
-            detail=detail,
+            detail=with_cost(detail, headers.get("x-cost"), text=True),
         )
 
     async def poll(self, provider_task_id: str, *, age: float | None = None) -> Outcome:

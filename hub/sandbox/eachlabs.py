@@ -11,7 +11,9 @@ branch's docs; ``eachlabs_webhook_signing="hmac"`` adds the HMAC signature and t
 of the unmerged page). 60 predictions a minute are enforced with 429 and
 ``Retry-After``; 10 unfinished predictions per key with a 429 that has none, as their
 ``errors.mdx`` says. Every accepted prediction is billed (the ledger); ``POST
-/v1/prediction/{id}/cancel`` stops one.
+/v1/prediction/{id}/cancel`` stops one. ``metrics.cost`` (USD, get-prediction.mdx) is
+what a prediction that succeeded cost, in the prediction and the legacy webhook body (the
+current body has no metrics), and is the ``cost_usd`` the ledger records for it.
 """
 
 from __future__ import annotations
@@ -278,6 +280,8 @@ class EachlabsEmulator:
         prediction.status = status
         prediction.output = output
         prediction.predict_time = round(time.monotonic() - prediction.started, 3)
+        if status == "success":
+            self.ledger.record(prediction.id, billed=True, cost_usd=self._cost(prediction))
         if status == "error":
             prediction.logs = f"Error: {output['error_message']}"
 
@@ -344,12 +348,15 @@ class EachlabsEmulator:
             raise ApiError(404, "Prediction not found")
         return prediction
 
+    def _cost(self, prediction: Prediction) -> float:
+        """What a prediction that succeeded cost (USD), as ``metrics.cost`` and the ledger
+        say; one that did not reports 0."""
+        if prediction.status != "success":
+            return 0
+        return round(COST[prediction.quality] * prediction.spec.count, 4)
+
     def _metrics(self, prediction: Prediction) -> dict[str, Any]:
-        cost = COST[prediction.quality] * prediction.spec.count
-        return {
-            "predict_time": prediction.predict_time,
-            "cost": round(cost, 4) if prediction.status == "success" else 0,
-        }
+        return {"predict_time": prediction.predict_time, "cost": self._cost(prediction)}
 
     async def _get(self, request: Request) -> Response:
         prediction = self._find(request, self._authorize(request))

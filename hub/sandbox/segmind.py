@@ -5,7 +5,8 @@ as a Bearer token is refused with 401. ``POST /v1/gpt-image-1-edit`` holds the r
 for the latency and answers with the image itself (Content-Type from ``output_format``)
 and the accounting headers. ``POST /v2/gpt-image-1-edit`` answers at once with a
 request id and poll URLs; a failed v2 request answers 422 ``{"status": "FAILED"}`` on
-its result URL. Segmind has no inference webhooks, so the callback faults do not apply.
+its result URL. What a job cost is ``x-cost`` (v1) or ``metrics.cost`` (v2), the figure
+the ledger records for it. Segmind has no inference webhooks, so the callback faults do not apply.
 Errors are ``{"error": "..."}``, except 405, which Segmind's gateway answers in HTML.
 """
 
@@ -196,6 +197,7 @@ class SegmindEmulator:
             raise v.invalid(str(error)) from None
 
     def _charge(self, edit: SegmindEdit) -> float:
+        """The job's cost (USD): what ``x-cost``, ``metrics.cost`` and the ledger say."""
         cost = COST[edit.quality]
         self._credits = max(0.0, self._credits - cost)
         return cost
@@ -218,8 +220,9 @@ class SegmindEmulator:
             if fault is FaultKind.FAIL:
                 raise ApiError(406, "Insufficient credits")
             # The 200 is decided here: billed, whether or not the caller is still there.
-            self.ledger.record(job_id, billed=True)
-            return image, self._charge(edit)
+            cost = self._charge(edit)
+            self.ledger.record(job_id, billed=True, cost_usd=cost)
+            return image, cost
 
         image, cost = await self._rt.finish(complete(), name=f"segmind:{job_id}")
         if fault is FaultKind.HANG:
@@ -281,7 +284,7 @@ class SegmindEmulator:
                 job.output = self._rt.publish(image, job.mount)
                 job.cost = self._charge(job.edit)
                 job.status = "COMPLETED"
-                self.ledger.record(job.id, billed=True)
+                self.ledger.record(job.id, billed=True, cost_usd=job.cost)
         job.inference_time = round(time.monotonic() - started, 3)
 
     def _find(self, request: Request) -> SegmindRequest:

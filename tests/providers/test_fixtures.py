@@ -221,6 +221,57 @@ async def test_eachlabs_documented_errors_are_classified(
     assert (error.resend, error.slot_full, error.retry_after) == (resend, slot_full, retry_after)
 
 
+@pytest.mark.parametrize(
+    "name, cost",
+    [("get_prediction_reference", 0.05), ("get_prediction_success", 0.042)],
+)
+async def test_eachlabs_polled_cost_is_the_billed_figure(name: str, cost: float):
+    async with mock_client(replying(EACH[name], [])) as client:
+        outcome = await Eachlabs(config("eachlabs"), client).poll("abc123-def456")
+    assert outcome.state == "succeeded"
+    assert outcome.detail["cost_usd"] == cost == EACH[name]["body"]["metrics"]["cost"]
+
+
+@pytest.mark.parametrize(
+    "name, cost",
+    [("webhook_legacy_success", 0.042), ("webhook_current_success", None)],
+)
+async def test_eachlabs_webhook_cost_where_the_body_has_one(name: str, cost: float | None):
+    # The current body has no metrics: the figure is then the estimate's, not made up.
+    async with mock_client(replying(EACH["prediction_response"], [])) as client:
+        outcome = await Eachlabs(config("eachlabs"), client).parse_callback(
+            {}, json.dumps(EACH[name]["body"]).encode(), None
+        )
+    assert outcome.state == "succeeded"
+    assert outcome.detail.get("cost_usd") == cost
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        b'{"cost": -0.05}',
+        b'{"cost": "0.05"}',  # the docs give a number: text is not read
+        b'{"cost": true}',
+        b'{"cost": null}',
+        b'{"cost": {"usd": 0.05}}',
+        b'{"cost": 1000000000000000000000000000000}',
+        b'"0.05"',
+    ],
+)
+async def test_eachlabs_a_cost_that_is_no_sane_figure_is_ignored(metrics: bytes):
+    body = json.loads(json.dumps(EACH["get_prediction_reference"]["body"]))
+    del body["metrics"]
+    raw = json.dumps(body).encode()[:-1] + b', "metrics": ' + metrics + b"}"
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=raw, headers={"Content-Type": "application/json"})
+
+    async with mock_client(handler) as client:
+        outcome = await Eachlabs(config("eachlabs"), client).poll("abc123-def456-ghi789")
+    # The job still succeeded; only its figure is dropped.
+    assert outcome.state == "succeeded" and "cost_usd" not in outcome.detail
+
+
 # -- AtlasCloud ---------------------------------------------------------------------------
 
 ATLAS = fixture("atlascloud")
@@ -327,6 +378,21 @@ async def test_segmind_request_has_the_documented_shape():
     assert "mask" in body and body["mask"] is None
     assert outcome.state == "succeeded" and outcome.outputs[0].data == PNG
     assert outcome.detail["cost"] == "0.14"
+    assert outcome.detail["cost_usd"] == 0.14
+
+
+@pytest.mark.parametrize("header", ["-0.14", "0.14 USD", "NaN", "inf", "1e2", "", "9" * 40])
+async def test_segmind_an_x_cost_that_is_no_sane_figure_is_ignored(header: str):
+    headers = {**SEG["edit_response"]["headers"], "x-cost": header}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=PNG, headers=headers)
+
+    async with mock_client(handler) as client:
+        outcome = await Segmind(config("segmind"), client).submit(
+            EditRequest("t", "p", (static_image(),))
+        )
+    assert outcome.state == "succeeded" and "cost_usd" not in outcome.detail
 
 
 @pytest.mark.parametrize("name", ["error_401", "error_406"])

@@ -101,7 +101,7 @@ async def test_an_accepted_job_without_an_answer_is_unknown_and_billed_once(
     # Segmind bills when its edit completes, a moment after the hub stopped waiting.
     await until(one_billed, timeout=10)
     jobs = await live.ledger(name)
-    assert len(jobs) == 1 and set(jobs[0]) == {"id", "billed", "at"}
+    assert len(jobs) == 1 and set(jobs[0]) == {"id", "billed", "at", "cost_usd"}
 
 
 @pytest.mark.parametrize("name", ALL)

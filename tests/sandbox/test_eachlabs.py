@@ -58,6 +58,9 @@ async def test_prediction_lifecycle_and_output_download(sb: Harness):
     result = await poll(sb, prediction_id)
     assert result["status"] == "success"
     assert result["metrics"]["cost"] > 0
+    ledger = (await sb.client.get("/eachlabs/_sandbox/ledger")).json()["jobs"]
+    job = next(j for j in ledger if j["id"] == prediction_id)
+    assert (job["billed"], job["cost_usd"]) == (True, result["metrics"]["cost"])
     assert result["urls"]["get"].endswith(f"/eachlabs/v1/prediction/{prediction_id}")
     assert result["urls"]["cancel"].endswith("/cancel")
     image = open_image((await sb.client.get(result["output"])).content)
@@ -176,6 +179,9 @@ async def test_webhook_legacy_shape():
         assert isinstance(payload["output"], str)
         assert payload["input"]["prompt"] == "add a hat"
         assert "predict_time" in payload["metrics"]
+        ledger = (await sb.client.get("/eachlabs/_sandbox/ledger")).json()["jobs"]
+        job = next(j for j in ledger if j["id"] == prediction_id)
+        assert payload["metrics"]["cost"] == job["cost_usd"] > 0
 
 
 async def test_webhook_retries_identically_until_acknowledged(sb: Harness):

@@ -35,6 +35,10 @@ async def test_v1_answers_raw_image_bytes(sb: Harness, fmt: str, content_type: s
     for header in ("x-cost", "x-remaining-credits", "x-generation-time", "x-request-id"):
         assert response.headers[header]
     assert float(response.headers["x-cost"]) > 0
+    # The figure reported is the one the ledger bills the job at.
+    ledger = (await sb.client.get("/segmind/_sandbox/ledger")).json()["jobs"]
+    job = next(j for j in ledger if j["id"] == response.headers["x-request-id"])
+    assert (job["billed"], job["cost_usd"]) == (True, float(response.headers["x-cost"]))
 
 
 async def test_v1_size_and_url_input(sb: Harness):
@@ -100,6 +104,9 @@ async def test_v2_queue_and_poll(sb: Harness):
     payload = result.json()
     assert payload["status"] == "COMPLETED"
     assert {"cost", "remaining_credits", "total_time"} <= set(payload["metrics"])
+    ledger = (await sb.client.get("/segmind/_sandbox/ledger")).json()["jobs"]
+    job = next(j for j in ledger if j["id"] == request_id)
+    assert (job["billed"], job["cost_usd"]) == (True, payload["metrics"]["cost"])
     assert open_image((await sb.client.get(payload["output"])).content).format == "WEBP"
     legacy = await sb.client.get(body["poll_url"], headers=KEY)
     assert legacy.json()["output"] == payload["output"]

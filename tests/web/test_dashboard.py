@@ -1,6 +1,7 @@
 """The dashboard at ``/``, driven in real headless Chromium against a live hub: signing in
 (and a wrong key), a channel made in the page and a callback to it shown live, tasks
-submitted through the API followed to their end with the image shown, reload, sign out.
+submitted through the API followed to their end with the image shown, a task card's
+prompt, input image, route and Cancel (and a cancel the hub refuses), reload, sign out.
 
 Needs Debian's ``chromium`` and Playwright's Python package (no browser download: Playwright
 drives the system Chromium). Without them the tests are skipped with the reason, unless
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import MakeSettings
-from tests.helpers import AUTH, KEY, LiveHub, data_url, live_hub, make_png
+from tests.helpers import AUTH, KEY, LiveHub, data_url, live_hub, make_png, until
 
 # Without it the fixture below skips (or fails) with the reason.
 with contextlib.suppress(ImportError):
@@ -29,6 +30,7 @@ with contextlib.suppress(ImportError):
         ConsoleMessage,
         Locator,
         Page,
+        Route,
         async_playwright,
         expect,
     )
@@ -87,8 +89,10 @@ async def page(browser: Browser, hub: LiveHub) -> AsyncIterator[Page]:
     opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
 
     def on_console(message: ConsoleMessage) -> None:
-        # Chromium logs every non-2xx fetch; the wrong-key test makes one on purpose.
-        if message.type == "error" and "401 (Unauthorized)" not in message.text:
+        # Chromium logs every non-2xx fetch; the wrong-key test makes one on purpose, and
+        # the refused cancel another.
+        expected = ("401 (Unauthorized)", "409 (Conflict)")
+        if message.type == "error" and not any(text in message.text for text in expected):
             problems.append(f"console error: {message.text}")
 
     opened.on("console", on_console)
@@ -113,10 +117,10 @@ async def _storage(page: Page) -> dict[str, Any]:
     return result
 
 
-async def _submit(http: httpx.AsyncClient, hub: LiveHub) -> str:
+async def _submit(http: httpx.AsyncClient, hub: LiveHub, prompt: str = "make it blue") -> str:
     body = {
         "provider": "acedata",
-        "input": {"prompt": "make it blue", "images": [data_url(make_png((96, 64)))]},
+        "input": {"prompt": prompt, "images": [data_url(make_png((96, 64)))]},
     }
     response = await http.post(f"{hub.url}/v1/tasks", json=body, headers=AUTH)
     assert response.status_code == 202, response.text
@@ -154,6 +158,8 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     channel = page.locator(f"li.channel[data-channel-id='{channel_id}']")
     await expect(channel.get_by_role("heading", level=3)).to_have_text("inbox <i>one</i>")
     await expect(channel.locator(".stream-state")).to_have_text("live", timeout=SOON)
+    # What a channel does not have (a verifier, a task id path) is left out, not "null".
+    await expect(channel.locator(".meta")).not_to_contain_text("null")
 
     # A callback to it appears live, headers and query and body, as text (never markup).
     response = await http.post(
@@ -179,7 +185,7 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     task_id = await _submit(http, hub)
     task = page.locator(f"li.task[data-task-id='{task_id}']")
     await expect(task.locator(".status")).to_have_text("succeeded", timeout=SOON)
-    image = task.get_by_role("img")
+    image = task.locator(".outputs").get_by_role("img")
     await _image_loaded(page, image)
     assert (await image.get_attribute("src") or "").startswith("blob:")
 
@@ -215,7 +221,7 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await page.reload()
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     await expect(task.locator(".status")).to_have_text("succeeded", timeout=SOON)
-    await _image_loaded(page, task.get_by_role("img"))
+    await _image_loaded(page, task.locator(".outputs").get_by_role("img"))
     await expect(channel.locator("li.delivery")).to_have_count(1, timeout=SOON)
     assert await _storage(page) == {"session": KEY, "local": 0}
 
@@ -227,6 +233,85 @@ async def test_the_dashboard_end_to_end(page: Page, hub: LiveHub, http: httpx.As
     await page.reload()
     await expect(page.get_by_label("API key")).to_be_visible()
     await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+
+async def test_a_task_card_shows_what_was_asked_and_cancels(
+    page: Page, hub: LiveHub, http: httpx.AsyncClient
+) -> None:
+    # The job is accepted and never ends: the task stays submitted until canceled.
+    fault = await http.post(f"{hub.url}/sandbox/acedata/_sandbox/faults", json={"kind": "stall"})
+    assert fault.status_code < 300, fault.text
+    prompt = "make it <b>blue</b> & shiny"
+    task_id = await _submit(http, hub, prompt)
+    await _sign_in(page, KEY)
+    task = page.locator(f"li.task[data-task-id='{task_id}']")
+    await expect(task.locator(".status")).to_have_text("submitted", timeout=SOON)
+
+    # The prompt, as text (never markup), and the input image, fetched with the key.
+    await expect(task.locator(".prompt q")).to_have_text(prompt)
+    await expect(task.locator(".prompt b")).to_have_count(0)
+    thumbnail = task.get_by_role("group", name="input images").get_by_role("img")
+    await expect(thumbnail).to_have_attribute("alt", f"Input image 1 of 1 of task {task_id}")
+    await _image_loaded(page, thumbnail)
+    assert (await thumbnail.get_attribute("src") or "").startswith("blob:")
+    await expect(task.locator(".input-image figcaption")).to_have_text("input 1 · 96\u00d764")
+    # No route given: none shown.
+    await expect(task.locator(".route")).to_be_hidden()
+
+    # Cancel, while it runs: the card, and the API, say canceled.
+    cancel = task.get_by_role("button", name="Cancel task")
+    await expect(cancel).to_be_visible()
+    await cancel.click()
+    await expect(task.locator(".status")).to_have_text("canceled", timeout=SOON)
+    await expect(task.get_by_role("status")).to_have_text("Task canceled.")
+    await expect(cancel).to_be_hidden()
+    shown = (await http.get(f"{hub.url}/v1/tasks/{task_id}", headers=AUTH)).json()
+    assert shown["status"] == "canceled"
+    await expect(task.locator(".task-error")).to_contain_text("canceled at the API key's request")
+
+
+async def test_a_route_is_shown_and_a_refused_cancel_says_why(
+    page: Page, hub: LiveHub, http: httpx.AsyncClient
+) -> None:
+    task_id = await _submit(http, hub)
+
+    async def succeeded() -> bool:
+        shown = await http.get(f"{hub.url}/v1/tasks/{task_id}", headers=AUTH)
+        return bool(shown.json()["status"] == "succeeded")
+
+    await until(succeeded, timeout=30)
+    route = [
+        {"provider": "atlascloud", "outcome": "failed", "billed": False, "reason": "<b>500</b>"},
+        {"provider": "acedata", "outcome": "succeeded", "billed": True},
+    ]
+
+    # The list as a hub with routing shows it, and (so that Cancel is offered for a task
+    # that has in fact ended) with the task still running and no stream to say otherwise.
+    async def with_route(intercepted: Route) -> None:
+        answer = await intercepted.fetch()
+        listed = await answer.json()
+        for item in listed["tasks"]:
+            if item["id"] == task_id:
+                item.update(status="submitted", route=route)
+                item.pop("watch_url", None)
+        await intercepted.fulfill(response=answer, json=listed)
+
+    await page.route("**/v1/tasks", with_route)
+    await _sign_in(page, KEY)
+    task = page.locator(f"li.task[data-task-id='{task_id}']")
+    await expect(task.locator(".status")).to_have_text("submitted", timeout=SOON)
+    await expect(task.locator(".route-now")).to_have_text("Route · now at acedata")
+    steps = task.get_by_role("list", name="providers tried").get_by_role("listitem")
+    await expect(steps).to_have_text(
+        ["atlascloud · failed · billed no · <b>500</b>", "acedata · succeeded · billed yes"]
+    )
+    await expect(task.locator(".route b")).to_have_count(0)
+
+    # The hub refuses: the task had ended. The card says so, in the hub's words.
+    await task.get_by_role("button", name="Cancel task").click()
+    await expect(task.get_by_role("status")).to_have_text(
+        f"Could not cancel: task {task_id} has already ended (succeeded)"
+    )
 
 
 async def test_a_channel_made_elsewhere_gets_a_url_after_a_reload_and_is_deleted(

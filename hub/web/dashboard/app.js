@@ -59,6 +59,11 @@
     return node;
   }
 
+  // replaceChildren() writes a null as the text "null": leave out what is not there.
+  function fill(node, ...children) {
+    node.replaceChildren(...children.filter((child) => child !== null && child !== undefined && child !== false));
+  }
+
   function timeEl(iso, withDate) {
     if (!iso) return el("span", { text: "?" });
     const date = new Date(iso);
@@ -359,7 +364,8 @@
   function updateChannelNode(entry) {
     const data = entry.data;
     entry.title.textContent = data.label || "Unlabelled channel";
-    entry.meta.replaceChildren(
+    fill(
+      entry.meta,
       el("code", { text: data.id }),
       " · made ",
       timeEl(data.created_at, true),
@@ -851,6 +857,12 @@
     entry.meta = el("p", { class: "meta" });
     entry.error = el("p", { class: "error task-error", hidden: true });
     entry.retries = el("ol", { class: "retries", "aria-label": "retries", hidden: true });
+    entry.prompt = el("p", { class: "prompt", hidden: true });
+    entry.inputs = el("div", { class: "inputs", role: "group", "aria-label": "input images", hidden: true });
+    entry.route = el("div", { class: "route", hidden: true });
+    entry.cancel = el("button", { type: "button", class: "cancel", hidden: true, text: "Cancel task" });
+    entry.cancelResult = el("p", { class: "note cancel-result", role: "status", "aria-live": "polite" });
+    entry.cancel.addEventListener("click", () => cancelTask(entry));
     entry.outputs = el("div", { class: "outputs" });
     return el(
       "li",
@@ -860,6 +872,10 @@
         { "aria-labelledby": titleId },
         el("header", { class: "card-head" }, entry.title, entry.status, entry.streamState),
         entry.meta,
+        entry.prompt,
+        entry.inputs,
+        entry.route,
+        el("div", { class: "actions" }, entry.cancel, entry.cancelResult),
         entry.retries,
         entry.error,
         entry.outputs,
@@ -873,7 +889,8 @@
     entry.title.textContent = data.provider || "task";
     entry.status.textContent = String(data.status).replace("_", " ");
     entry.status.className = `status status-${data.status}`;
-    entry.meta.replaceChildren(
+    fill(
+      entry.meta,
       el("code", { text: data.id }),
       " · made ",
       timeEl(data.created_at),
@@ -896,7 +913,94 @@
         retry_at: ended ? null : data.next_attempt_at,
       });
     }
+    showInput(entry);
+    showRoute(entry);
+    // Only a task that has not ended can be canceled (POST /v1/tasks/{id}/cancel).
+    entry.cancel.hidden = TERMINAL.has(data.status);
     if (data.status === "succeeded") showOutputs(entry);
+  }
+
+  // What was asked: the prompt, and the input images as thumbnails (fetched with the key,
+  // like the outputs). The input never changes, so it is drawn once.
+  function showInput(entry) {
+    const input = entry.data.input;
+    if (!input || entry.inputShown) return;
+    entry.inputShown = true;
+    if (typeof input.prompt === "string" && input.prompt) {
+      entry.prompt.replaceChildren(el("span", { class: "label", text: "Prompt" }), " ", el("q", { text: input.prompt }));
+      entry.prompt.hidden = false;
+    }
+    const images = Array.isArray(input.images) ? input.images.filter((url) => typeof url === "string") : [];
+    images.forEach((url, index) => {
+      const what = `Input image ${index + 1} of ${images.length} of task ${entry.data.id}`;
+      const caption = el("figcaption", { text: `input ${index + 1} · loading…` });
+      const figure = el("figure", { class: "input-image" }, caption);
+      entry.inputs.append(figure);
+      whenVisible(figure, () => loadThumbnail(entry, url, what, figure, caption, index));
+    });
+    entry.inputs.hidden = images.length === 0;
+  }
+
+  async function loadThumbnail(entry, url, what, figure, caption, index) {
+    try {
+      const objectUrl = await imageBlob(entry, url);
+      if (!objectUrl) return;
+      const img = el("img", { alt: what, src: objectUrl, decoding: "async" });
+      img.addEventListener("load", () => {
+        caption.textContent = `input ${index + 1} · ${img.naturalWidth}×${img.naturalHeight}`;
+      });
+      figure.prepend(img);
+    } catch (err) {
+      if (err instanceof Stale) return;
+      caption.textContent = `input ${index + 1} · could not load: ${err.message}`;
+    }
+  }
+
+  // Each provider the task was sent to, in order (``task.route``, where the hub gives it),
+  // with how it went and whether it was billed; and where the task is now.
+  function showRoute(entry) {
+    const route = Array.isArray(entry.data.route) ? entry.data.route : [];
+    if (!route.length) {
+      entry.route.hidden = true;
+      return;
+    }
+    const steps = route.map((step, index) => {
+      const item = step && typeof step === "object" ? step : {};
+      const billed = item.billed === true ? "billed yes" : item.billed === false ? "billed no" : "billed ?";
+      return el(
+        "li",
+        { class: "route-step", "data-outcome": String(item.outcome || "") },
+        el("strong", { text: String(item.provider || "?") }),
+        ` · ${String(item.outcome || "?")} · ${billed}`,
+        item.reason ? ` · ${errorText(item.reason)}` : null,
+      );
+    });
+    entry.route.replaceChildren(
+      el("p", { class: "route-now" }, "Route · now at ", el("strong", { text: String(entry.data.provider || "?") })),
+      el("ol", { class: "route-steps", "aria-label": "providers tried" }, ...steps),
+    );
+    entry.route.hidden = false;
+  }
+
+  async function cancelTask(entry) {
+    const gen = generation;
+    entry.cancel.disabled = true;
+    entry.cancelResult.textContent = "Canceling…";
+    try {
+      const response = await request(`v1/tasks/${encodeURIComponent(entry.data.id)}/cancel`, { method: "POST" });
+      const task = await response.json();
+      if (gen !== generation || tasks.get(entry.data.id) !== entry) return;
+      entry.cancelResult.textContent = `Task ${String(task.status || "canceled").replace("_", " ")}.`;
+      if (task && task.id === entry.data.id && rank(task.status) >= rank(entry.data.status)) {
+        entry.data = { ...entry.data, ...task };
+        updateTaskNode(entry);
+      }
+    } catch (err) {
+      if (err instanceof Stale) return;
+      entry.cancelResult.textContent = `Could not cancel: ${err.message}`;
+    } finally {
+      entry.cancel.disabled = false;
+    }
   }
 
   function errorText(error) {
@@ -978,20 +1082,28 @@
     observer.observe(node);
   }
 
+  // A blob: URL for one of the hub's images, kept with the task (and revoked with it);
+  // null if the task is gone from the page meanwhile.
+  async function imageBlob(entry, url) {
+    // Blob URLs need the key, which an <img src> cannot send: fetch, then show a blob:.
+    const response = await request(local(url));
+    // Only the image types the hub keeps, whatever a response says: a blob: URL opened
+    // in a tab runs in this page's origin, so it must never be SVG or HTML.
+    const type = (response.headers.get("content-type") || "").split(";")[0].trim();
+    if (!IMAGE_TYPES.has(type)) throw new Error(`not an image the hub keeps (${type || "no type"})`);
+    const objectUrl = URL.createObjectURL(new Blob([await response.arrayBuffer()], { type }));
+    if (tasks.get(entry.data.id) !== entry) {
+      URL.revokeObjectURL(objectUrl);
+      return null;
+    }
+    entry.images.set(url, objectUrl);
+    return objectUrl;
+  }
+
   async function loadImage(entry, output, what, figure, caption) {
     try {
-      // Blob URLs need the key, which an <img src> cannot send: fetch, then show a blob:.
-      const response = await request(local(output.url));
-      // Only the image types the hub keeps, whatever a response says: a blob: URL opened
-      // in a tab runs in this page's origin, so it must never be SVG or HTML.
-      const type = (response.headers.get("content-type") || "").split(";")[0].trim();
-      if (!IMAGE_TYPES.has(type)) throw new Error(`not an image the hub keeps (${type || "no type"})`);
-      const objectUrl = URL.createObjectURL(new Blob([await response.arrayBuffer()], { type }));
-      if (tasks.get(entry.data.id) !== entry) {
-        URL.revokeObjectURL(objectUrl);
-        return;
-      }
-      entry.images.set(output.url, objectUrl);
+      const objectUrl = await imageBlob(entry, output.url);
+      if (!objectUrl) return;
       const img = el("img", { alt: what, src: objectUrl, decoding: "async" });
       img.addEventListener("load", () => {
         caption.replaceChildren(
@@ -1032,7 +1144,7 @@
     }
     if (rank(data.status) >= rank(entry.data.status)) {
       const next = { ...entry.data, status: data.status };
-      for (const field of ["outputs", "error", "provider", "provider_task_id"]) {
+      for (const field of ["outputs", "error", "provider", "provider_task_id", "route"]) {
         if (field in data) next[field] = data[field];
       }
       if (data.at) next.updated_at = data.at;
