@@ -28,7 +28,7 @@ from tests.access.test_tokens import variants
 from tests.helpers import AUTH, KEY, OTHER_KEY, receiver, until
 from tests.net.test_bounded import bomb_server
 from tests.processes import HubProcess, free_port, running
-from tests.web.test_protocol import flood
+from tests.web.test_protocol import huge_headers_at_once
 from tests.webhooks.test_dispatcher import slow_failing_receiver
 
 OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
@@ -154,15 +154,7 @@ async def header_flood(http: httpx.AsyncClient, data: Path) -> None:
     with running(hub):
         await hub.ready(http)
         before = hub.memory()
-
-        async def one() -> int:
-            reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-            huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20)
-            status, _, _ = await flood(reader, writer, huge)
-            writer.close()
-            return status
-
-        statuses = await asyncio.gather(*(one() for _ in range(8)))
+        statuses = await huge_headers_at_once(hub.port, 8)
         after = hub.memory()
         line(6, "eight 64 MiB request headers at once: answers, RSS",
              "200 each, 603 MiB", f"{Counter(statuses)}, {mib(before.rss)} -> peak"
