@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hub.net.addresses import is_public
 from tests.access.test_tokens import variants
 from tests.helpers import AUTH, KEY, OTHER_KEY, receiver, until
-from tests.net.test_bounded import bomb_server
+from tests.net.test_bounded import task_with_a_bomb_image
 from tests.processes import HubProcess, free_port, running
 from tests.web.test_protocol import huge_headers_at_once
 from tests.webhooks.test_dispatcher import slow_failing_receiver
@@ -71,12 +71,7 @@ async def with_sandbox(http: httpx.AsyncClient, data: Path) -> None:
         await hub.ready(http)
         # 1. A gzip-of-gzip image URL.
         before = hub.memory()
-        async with bomb_server() as url:
-            answer = await http.post(
-                f"{hub.url}/v1/tasks",
-                headers=AUTH,
-                json={"provider": "segmind", "input": {"prompt": "p", "images": [url]}},
-            )
+        answer = await task_with_a_bomb_image(http, hub.url)
         after = hub.memory()
         line(1, "gzip-of-gzip image URL (1 GiB decoded): answer, RSS growth",
              "500 (MemoryError), 61 -> 1,088 MiB",
