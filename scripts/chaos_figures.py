@@ -25,13 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.net.addresses import is_public
 from tests.access.test_tokens import variants
-from tests.helpers import AUTH, KEY, OTHER_KEY, receiver, until
+from tests.helpers import AUTH, KEY, OTHER_AUTH, OTHER_KEY, receiver, until
 from tests.net.test_bounded import task_with_a_bomb_image
 from tests.processes import HubProcess, free_port, running
 from tests.web.test_protocol import huge_headers_at_once
 from tests.webhooks.test_dispatcher import slow_failing_receiver
-
-OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
 
 
 def line(number: int, what: str, before: str, after: str) -> None:
