@@ -25,13 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hub.net.addresses import is_public
 from tests.access.test_tokens import variants
-from tests.helpers import AUTH, KEY, OTHER_KEY, receiver, until
-from tests.net.test_bounded import bomb_server
+from tests.helpers import AUTH, KEY, OTHER_AUTH, OTHER_KEY, receiver, until
+from tests.net.test_bounded import task_with_a_bomb_image
 from tests.processes import HubProcess, free_port, running
-from tests.web.test_protocol import flood
+from tests.web.test_protocol import huge_headers_at_once
 from tests.webhooks.test_dispatcher import slow_failing_receiver
-
-OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
 
 
 def line(number: int, what: str, before: str, after: str) -> None:
@@ -71,12 +69,7 @@ async def with_sandbox(http: httpx.AsyncClient, data: Path) -> None:
         await hub.ready(http)
         # 1. A gzip-of-gzip image URL.
         before = hub.memory()
-        async with bomb_server() as url:
-            answer = await http.post(
-                f"{hub.url}/v1/tasks",
-                headers=AUTH,
-                json={"provider": "segmind", "input": {"prompt": "p", "images": [url]}},
-            )
+        answer = await task_with_a_bomb_image(http, hub.url)
         after = hub.memory()
         line(1, "gzip-of-gzip image URL (1 GiB decoded): answer, RSS growth",
              "500 (MemoryError), 61 -> 1,088 MiB",
@@ -154,15 +147,7 @@ async def header_flood(http: httpx.AsyncClient, data: Path) -> None:
     with running(hub):
         await hub.ready(http)
         before = hub.memory()
-
-        async def one() -> int:
-            reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
-            huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 << 20)
-            status, _, _ = await flood(reader, writer, huge)
-            writer.close()
-            return status
-
-        statuses = await asyncio.gather(*(one() for _ in range(8)))
+        statuses = await huge_headers_at_once(hub.port, 8)
         after = hub.memory()
         line(6, "eight 64 MiB request headers at once: answers, RSS",
              "200 each, 603 MiB", f"{Counter(statuses)}, {mib(before.rss)} -> peak"

@@ -23,6 +23,13 @@ KEY = "test-key-one"
 OTHER_KEY = "test-key-two"
 AUTH = {"authorization": f"Bearer {KEY}"}
 OTHER_AUTH = {"authorization": f"Bearer {OTHER_KEY}"}
+# Sandbox AceData and Eachlabs finish a job at once and are first polled after 5 s, so an
+# image edit ends by callback, in moments.
+FAST_SANDBOX = (
+    ("HUB_SANDBOX_LATENCY", "0"),
+    ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
+    ("HUB_EACHLABS_FIRST_POLL_AFTER", "5"),
+)
 
 
 def make_image(
@@ -37,6 +44,11 @@ def make_image(
 
 def make_png(size: tuple[int, int] = (64, 48), color: tuple[int, ...] = (40, 90, 200)) -> bytes:
     return make_image(size, "PNG", color)
+
+
+def png_file(name: str = "in.png", size: tuple[int, int] = (64, 48)) -> tuple[str, bytes, str]:
+    """A PNG as an upload: (file name, bytes, media type), as httpx and the openai SDK take it."""
+    return (name, make_png(size), "image/png")
 
 
 def data_url(data: bytes, media: str = "image/png") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from hub.enums import TERMINAL_EVENTS
 from hub.store.base import WEBHOOK_EVENTS, TaskRecord
@@ -61,6 +62,14 @@ TASK_FIELDS = frozenset(
      "lease_until", "error_code", "last_error_code", "last_error", "retry_at", "sending_at",
      "submitted_at", "provider", "route", "fallbacks", "provider_since"}
 )  # fmt: skip
+
+
+def check_task_changes(operation: str, changes: Mapping[str, object]) -> None:
+    """Refuse a change to a column outside TASK_FIELDS, before any SQL is built from it."""
+    unknown = set(changes) - TASK_FIELDS
+    if unknown:
+        raise ValueError(f"{operation} cannot change {sorted(unknown)}")
+
 
 # A provider's jobs unfinished, as its account counts them: being sent (the answer not yet
 # recorded, or never: it may have been accepted), or submitted without a result yet.

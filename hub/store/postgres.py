@@ -75,9 +75,9 @@ from hub.store.columns import (
     IN_FLIGHT_SQL,
     KEYS_SQL,
     TASK_COLUMNS,
-    TASK_FIELDS,
     USAGE_SQL,
     WEBHOOK_WANTS,
+    check_task_changes,
     task_values,
 )
 from hub.store.faults import postgres_transient, unavailable_on
@@ -421,9 +421,7 @@ class PostgresStore:
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
         changes, settle = costs.split(changes)
-        unknown = set(changes) - TASK_FIELDS
-        if unknown:
-            raise ValueError(f"update_task cannot change {sorted(unknown)}")
+        check_task_changes("update_task", changes)
         columns = sorted(changes)
         assignments = "".join(f"{column} = ${i}, " for i, column in enumerate(columns, 4))
         release = "" if "lease_until" in changes else "lease_until = NULL, "
@@ -509,9 +507,7 @@ class PostgresStore:
         now: float | None,
         changes: Mapping[str, object],
     ) -> Slot:
-        unknown = set(changes) - TASK_FIELDS
-        if unknown:
-            raise ValueError(f"take_slot cannot change {sorted(unknown)}")
+        check_task_changes("take_slot", changes)
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))", LIMITS_LOCK, limits.provider

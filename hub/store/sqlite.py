@@ -58,9 +58,9 @@ from hub.store.columns import (
     IN_FLIGHT_SQL,
     KEYS_SQL,
     TASK_COLUMNS,
-    TASK_FIELDS,
     USAGE_SQL,
     WEBHOOK_WANTS,
+    check_task_changes,
     task_values,
 )
 from hub.store.faults import sqlite_transient, unavailable_on
@@ -333,9 +333,7 @@ class SQLiteStore:
         delivery: Delivery | None = None,
     ) -> list[Event] | None:
         changes, settle = costs.split(changes)
-        unknown = set(changes) - TASK_FIELDS
-        if unknown:
-            raise ValueError(f"update_task cannot change {sorted(unknown)}")
+        check_task_changes("update_task", changes)
 
         def op(db: sqlite3.Connection, tx: Tx) -> list[Event] | None:
             columns = sorted(changes)
@@ -411,9 +409,7 @@ class SQLiteStore:
         now: float | None,
         changes: Mapping[str, object],
     ) -> Slot:
-        unknown = set(changes) - TASK_FIELDS
-        if unknown:
-            raise ValueError(f"take_slot cannot change {sorted(unknown)}")
+        check_task_changes("take_slot", changes)
 
         # One writer: the op runs alone, so its count and its change cannot interleave
         # with another's.

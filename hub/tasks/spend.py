@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -22,6 +23,9 @@ from hub.tasks.pricing import usd
 
 DAY = 86_400
 MAX_DAYS = 366
+
+# What _totals groups by: a provider's name, or a day (days since the epoch).
+Key = TypeVar("Key", str, int)
 
 
 class ProviderSpend(Struct, forbid_unknown_fields=True):
@@ -96,29 +100,33 @@ async def report(
 
 
 def _by_provider(rows: list[SpendRow]) -> list[ProviderSpend]:
-    sums: dict[str, list[int]] = {}
-    for row in rows:
-        total = sums.setdefault(row.provider, [0, 0, 0])
-        total[0] += row.tasks
-        total[1] += row.billed_micros
-        total[2] += row.reserved_micros
     return [
         ProviderSpend(provider, tasks, usd(billed), usd(reserved))
-        for provider, (tasks, billed, reserved) in sorted(sums.items())
+        for provider, (tasks, billed, reserved) in _totals(rows, lambda row: row.provider)
     ]
 
 
 def _by_day(rows: list[SpendRow]) -> list[DaySpend]:
-    sums: dict[int, list[int]] = {}
-    for row in rows:
-        total = sums.setdefault(row.day, [0, 0, 0])
-        total[0] += row.tasks
-        total[1] += row.billed_micros
-        total[2] += row.reserved_micros
     return [
         DaySpend(_iso_day(day), tasks, usd(billed), usd(reserved))
-        for day, (tasks, billed, reserved) in sorted(sums.items())
+        for day, (tasks, billed, reserved) in _totals(rows, lambda row: row.day)
     ]
+
+
+def _totals(
+    rows: list[SpendRow], key: Callable[[SpendRow], Key]
+) -> list[tuple[Key, tuple[int, int, int]]]:
+    """Tasks, billed and reserved micros summed for each key, in the keys' order."""
+    sums: dict[Key, tuple[int, int, int]] = {}
+    for row in rows:
+        group = key(row)
+        tasks, billed, reserved = sums.get(group, (0, 0, 0))
+        sums[group] = (
+            tasks + row.tasks,
+            billed + row.billed_micros,
+            reserved + row.reserved_micros,
+        )
+    return sorted(sums.items())
 
 
 def _iso_day(day: int) -> str:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from hub.net import bounded
+from tests.helpers import AUTH
 from tests.processes import HubProcess, free_port, running
 
 GIB = 1 << 30
@@ -112,18 +113,24 @@ async def bomb_server() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/photo.png"
 
 
+async def task_with_a_bomb_image(http: httpx.AsyncClient, hub_url: str) -> httpx.Response:
+    """The hub's answer to a Segmind task whose image URL serves the bomb.
+    scripts/chaos_figures.py measures the same."""
+    async with bomb_server() as url:
+        return await http.post(
+            f"{hub_url}/v1/tasks",
+            headers=AUTH,
+            json={"provider": "segmind", "input": {"prompt": "p", "images": [url]}},
+        )
+
+
 @pytest.mark.process
 async def test_hub_serve_refuses_a_bomb_image_without_growing(tmp_path, http):
     hub = HubProcess(tmp_path, free_port(), command=("serve", "--sandbox"))
     with running(hub):
         await hub.ready(http)
         before = hub.memory()
-        async with bomb_server() as url:
-            answer = await http.post(
-                f"{hub.url}/v1/tasks",
-                headers={"authorization": "Bearer test-key-one"},
-                json={"provider": "segmind", "input": {"prompt": "p", "images": [url]}},
-            )
+        answer = await task_with_a_bomb_image(http, hub.url)
         after = hub.memory()
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == "input.images[0]"

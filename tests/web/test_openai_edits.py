@@ -10,30 +10,18 @@ import openai
 import orjson
 import pytest
 
-from tests.helpers import AUTH, KEY, live_hub, make_png, open_image, receiver, until
-
-FAST = (
-    ("HUB_SANDBOX_LATENCY", "0"),
-    ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
-    ("HUB_EACHLABS_FIRST_POLL_AFTER", "5"),
-)
+from tests.helpers import AUTH, KEY, make_png, open_image, png_file, receiver, until
 
 
 @pytest.fixture
-async def hub(make_settings):
-    settings = make_settings(sandbox=True, extra_env=FAST, webhook_retry_seconds=0.05)
-    async with live_hub(settings) as live:
-        yield live
+def sandbox_settings(sandbox_settings):
+    return sandbox_settings.replace(webhook_retry_seconds=0.05)
 
 
 @pytest.fixture
 async def client(hub):
     async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=KEY, max_retries=0) as c:
         yield c
-
-
-def png_file(name: str = "in.png", size: tuple[int, int] = (64, 48)) -> tuple[str, bytes, str]:
-    return (name, make_png(size), "image/png")
 
 
 async def test_an_edit_answers_as_openai_does(client):

@@ -17,34 +17,29 @@ import pytest
 
 from hub.store.base import TaskRecord
 from hub.web.routes import openai_answer
-from tests.helpers import AUTH, live_hub, make_png, open_image, query_store, until
-
-FAST = (
-    ("HUB_SANDBOX_LATENCY", "0"),
-    ("HUB_ACEDATA_FIRST_POLL_AFTER", "5"),
-    ("HUB_EACHLABS_FIRST_POLL_AFTER", "5"),
+from tests.helpers import (
+    AUTH,
+    FAST_SANDBOX,
+    KEY,
+    live_hub,
+    make_png,
+    open_image,
+    png_file,
+    query_store,
+    until,
 )
 
 
 @pytest.fixture
-async def hub(make_settings):
-    settings = make_settings(sandbox=True, extra_env=FAST, openai_wait_seconds=2.0)
-    async with live_hub(settings) as live:
-        yield live
+def sandbox_settings(sandbox_settings):
+    return sandbox_settings.replace(openai_wait_seconds=2.0)
 
 
 @pytest.fixture
 async def sdk(hub):
     """The SDK as users have it: default retries, default timeout."""
-    async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=AUTH_KEY) as c:
+    async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=KEY) as c:
         yield c
-
-
-AUTH_KEY = AUTH["authorization"].removeprefix("Bearer ")
-
-
-def png_file(name: str = "in.png") -> tuple[str, bytes, str]:
-    return (name, make_png((64, 48)), "image/png")
 
 
 async def task_count(hub) -> int:
@@ -90,12 +85,10 @@ async def test_a_wait_past_the_deadline_is_an_openai_504_and_one_task(hub, sdk, 
 async def test_the_wait_ends_before_the_clients_own_timeout(make_settings, http):
     """An SDK with a 3 s timeout would give up and retry (a new task): the hub reads its
     x-stainless-read-timeout and answers first."""
-    settings = make_settings(sandbox=True, extra_env=FAST)  # the default wait, 540 s
+    settings = make_settings(sandbox=True, extra_env=FAST_SANDBOX)  # the default wait, 540 s
     async with live_hub(settings) as hub:
         await queue_faults(http, hub, "stall")
-        async with openai.AsyncOpenAI(
-            base_url=f"{hub.url}/v1", api_key=AUTH_KEY, timeout=3.0
-        ) as sdk:
+        async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=KEY, timeout=3.0) as sdk:
             with pytest.raises(openai.APIStatusError) as late:
                 await sdk.images.edit(image=png_file(), prompt="p")
         assert late.value.status_code == 504
@@ -229,15 +222,14 @@ async def test_a_failed_edit_repeated_with_its_key_is_the_same_failure(hub, sdk,
     assert await faults_left(http, hub) == 2
 
 
-async def test_a_kept_answer_is_replayed_after_a_restart(make_settings, http):
-    settings = make_settings(sandbox=True, extra_env=FAST, openai_wait_seconds=2.0)
+async def test_a_kept_answer_is_replayed_after_a_restart(sandbox_settings, http):
     key = {"Idempotency-Key": "across-restarts"}
     answers = []
     for run in range(2):
-        async with live_hub(settings) as hub:
+        async with live_hub(sandbox_settings) as hub:
             if run == 0:
                 await queue_faults(http, hub, "fail", 1)
-            async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=AUTH_KEY) as sdk:
+            async with openai.AsyncOpenAI(base_url=f"{hub.url}/v1", api_key=KEY) as sdk:
                 with pytest.raises(openai.APIStatusError) as failed:
                     await sdk.images.edit(image=png_file(), prompt="p", extra_headers=key)
             answers.append(failed.value.response)
