@@ -1,7 +1,7 @@
 """A provider's own figure for what a job cost, read from its answer.
 
 An adapter that finds one puts it in ``Outcome.detail["cost_usd"]``; the engine bills it
-instead of the estimate (``hub.tasks.billing.provider_cost``). A figure that cannot be
+instead of the estimate (``hub.tasks.billing.reported_usd``). A figure that cannot be
 trusted is dropped, never raised: a job that finished is not failed over its invoice
 line, and the estimate stays the billed figure.
 """

@@ -67,10 +67,15 @@ class Billing:
         )
 
 
-def provider_cost(outcome: Outcome) -> dict[str, object]:
+def reported_usd(outcome: Outcome) -> float | None:
     """The provider's own figure for a finished job, where its answer carried one (an
     adapter puts it in ``detail["cost_usd"]``): it replaces the estimate."""
     figure = outcome.detail.get("cost_usd")
     if isinstance(figure, int | float) and not isinstance(figure, bool) and figure >= 0:
-        return {BILLED_MICROS: to_micros(float(figure))}
-    return {}
+        return float(figure)
+    return None
+
+
+def provider_cost(figure: float | None) -> dict[str, object]:
+    """``update_task``'s change for the provider's figure, if it gave one."""
+    return {} if figure is None else {BILLED_MICROS: to_micros(figure)}

@@ -57,7 +57,7 @@ from hub.store.base import (
 )
 from hub.store.costs import REROUTED
 from hub.tasks import routing
-from hub.tasks.billing import Billing, provider_cost
+from hub.tasks.billing import Billing, provider_cost, reported_usd
 from hub.tasks.io import Held, Result, TaskIO, asked_n
 from hub.tasks.shapes import TaskError
 from hub.tasks.view import TaskView
@@ -564,25 +564,27 @@ class TaskEngine:
             await self._end(task, TaskStatus.FAILED, failure)
             return
         held = self._io.hold(task, outcome.outputs)
+        cost_usd = reported_usd(outcome)
         if task.result is not None:
             # A short result (a webhook with fewer images than asked) was polled for the
             # whole list: keep whichever holds more.
             before = Result.from_json(task.result)
             if len(before.entries) > len(held.entries):
                 held = Held(before.entries)
+            cost_usd = before.cost_usd if cost_usd is None else cost_usd
         if not held.entries:
             failure = TaskError(ErrorCode.PROVIDER_FAILED, f"{task.provider} returned no image")
             await self._end(task, TaskStatus.FAILED, failure)
             return
         provider_task_id = task.provider_task_id or outcome.provider_task_id
-        await self._complete(task, held, provider_task_id, provider_cost(outcome))
+        await self._complete(task, held, provider_task_id, cost_usd)
 
     async def _complete(
         self,
         task: TaskRecord,
         held: Held,
         provider_task_id: str | None,
-        cost: Mapping[str, object] | None = None,
+        cost_usd: float | None = None,
     ) -> None:
         """Download what is still a URL and succeed; a download that fails keeps the
         result (and the images already held) and is tried again until the deadline."""
@@ -591,7 +593,7 @@ class TaskEngine:
         except FetchError as exc:
             log.info("task %s: fetching outputs failed: %s", task.id, exc)
             changes = {
-                "result": Result(provider_task_id, held.entries).to_json(),
+                "result": Result(provider_task_id, held.entries, cost_usd=cost_usd).to_json(),
                 "next_at": min(time.time() + 5.0, task.deadline),
                 "sending_at": None,
             }
@@ -603,7 +605,7 @@ class TaskEngine:
             return
         blobs = held.blobs + fetched.blobs
         changes, events = self._success_change(task, provider_task_id, fetched)
-        changes.update(cost or {})  # the provider's own figure, where it gave one
+        changes.update(provider_cost(cost_usd))  # the provider's own figure, where it gave one
         await self._store.update_task(task.id, ACTIVE, changes, events, blobs)
 
     async def _settle_result(self, task: TaskRecord) -> None:
@@ -611,7 +613,7 @@ class TaskEngine:
         if result.short and task.provider_task_id is not None:
             await self._poll(task)  # for the whole list; _finish keeps the longer
             return
-        await self._complete(task, Held(result.entries), result.provider_task_id)
+        await self._complete(task, Held(result.entries), result.provider_task_id, result.cost_usd)
 
     async def _past_deadline(self, task: TaskRecord) -> None:
         if task.result is not None:
@@ -620,6 +622,7 @@ class TaskEngine:
             if result.short and held.complete and held.entries:
                 # The whole list never came: what the callback brought is the result.
                 changes, events = self._success_change(task, result.provider_task_id, held)
+                changes.update(provider_cost(result.cost_usd))
                 await self._store.update_task(task.id, ACTIVE, changes, events)
                 return
         failure = TaskError(
@@ -714,10 +717,10 @@ class TaskEngine:
         short = len(held.entries) < asked_n(task) and provider_task_id is not None
         if held.complete and held.entries and not short:
             changes, events = self._success_change(task, provider_task_id, held)
-            changes.update(provider_cost(outcome))
+            changes.update(provider_cost(reported_usd(outcome)))
             return changes, events, held.blobs
         # Outputs to download, or to complete: keep the result; the worker goes on at once.
-        result = Result(provider_task_id, held.entries, short)
+        result = Result(provider_task_id, held.entries, short, reported_usd(outcome))
         more = {"result": result.to_json(), "next_at": time.time(), "sending_at": None}
         if task.status != TaskStatus.QUEUED:
             return more, [], held.blobs

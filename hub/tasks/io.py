@@ -173,11 +173,12 @@ class Result:
     provider_task_id: str | None
     entries: list[dict[str, str]]
     short: bool = False
+    cost_usd: float | None = None  # what the provider said the job cost, if it did
 
     def to_json(self) -> bytes:
         return orjson.dumps(
             {"provider_task_id": self.provider_task_id, "outputs": self.entries,
-             "short": self.short}
+             "short": self.short, "cost_usd": self.cost_usd}
         )  # fmt: skip
 
     @staticmethod
@@ -185,7 +186,9 @@ class Result:
         raw = orjson.loads(data)
         # Kept before outputs were held in order: URLs only.
         entries = raw.get("outputs") or [{"url": url} for url in raw.get("urls", [])]
-        return Result(raw.get("provider_task_id"), entries, bool(raw.get("short")))
+        cost = raw.get("cost_usd")
+        figure = float(cost) if isinstance(cost, int | float) else None
+        return Result(raw.get("provider_task_id"), entries, bool(raw.get("short")), figure)
 
 
 def asked_n(task: TaskRecord) -> int:

@@ -61,11 +61,6 @@ async def test_a_task_is_billed_what_the_provider_reported(
     assert task["cost"] == {"estimated_usd": estimated, "billed_usd": reported, "currency": "USD"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a callback whose images are URLs keeps them as the task's result to download "
-    "(hub.tasks.io.Result), which has no place for the figure: the estimate is billed",
-)
 async def test_a_webhook_with_a_cost_bills_it(make_settings, http):
     options = {"quality": "low", "size": "1536x1024"}
     task, job = await run(make_settings, http, "eachlabs", options)

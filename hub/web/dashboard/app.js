@@ -14,7 +14,7 @@
   const MAX_DELIVERIES = 50;
   const PRESENCE_CHANNELS = 5;
   const MAX_BODY_CHARS = 64 * 1024;
-  const TASK_EVENTS = ["task.queued", "task.retrying", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
+  const TASK_EVENTS = ["task.queued", "task.retrying", "task.rerouted", "task.submitted", "task.succeeded", "task.failed", "task.timed_out", "task.canceled"];
   const TERMINAL = new Set(["succeeded", "failed", "timed_out", "canceled"]);
 
   const $ = (id) => document.getElementById(id);
@@ -1140,6 +1140,16 @@
     }
     if (event.type === "task.retrying") {
       addRetry(entry, data);
+      return;
+    }
+    if (event.type === "task.rerouted") {
+      // The task left a provider that did not bill it: its route gains that step, and
+      // the new provider is the one now responsible.
+      const before = (entry.data.route || []).slice(0, -1);
+      const left = { provider: data.from, outcome: data.reason, billed: false, reason: data.error ? data.error.message : undefined };
+      const now = { provider: data.to, outcome: entry.data.status, billed: false };
+      entry.data = { ...entry.data, provider: data.to, route: [...before, left, now] };
+      updateTaskNode(entry);
       return;
     }
     if (rank(data.status) >= rank(entry.data.status)) {
