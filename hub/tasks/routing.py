@@ -10,6 +10,7 @@ job the provider ran and failed, nor a refusal of the content: that is the answe
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 from typing import Any
 
@@ -63,6 +64,11 @@ def left(task: TaskRecord, why: Moved, error: TaskError) -> dict[str, Any]:
         "attempts": task.attempts,
         "reason": error.message,
     }
+
+
+def runnable(configured: Collection[str], providers: list[str]) -> list[str]:
+    """Those of ``providers`` configured here (all of them if none is)."""
+    return [name for name in providers if name in configured] or providers
 
 
 def encode(value: list[Any]) -> str | None:
