@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from hub.cli.connect import CommandError, client_for, sync
 from hub.cli.connect import add_connection as _connection
-from hub.enums import TaskStatus
+from hub.enums import ACTIVE, TaskStatus
 
 if TYPE_CHECKING:
     from hub.client import AsyncClient, Event
@@ -104,7 +104,15 @@ async def task_list(args: argparse.Namespace, out: TextIO) -> int:
         tasks = await client.list_tasks()
     for task in tasks:
         made = _when(task.get("created_at"))
-        out.write(f"{task['id']}  {task['status']:<9}  {task['provider']:<10}  {made}\n")
+        cost = task.get("cost") or {}
+        # What it was billed once it ended, what it is expected to cost while it runs.
+        figure = (
+            cost.get("billed_usd") if task["status"] not in ACTIVE else cost.get("estimated_usd")
+        )
+        shown = f"${figure:.4f}" if isinstance(figure, int | float) else "-"
+        out.write(
+            f"{task['id']}  {task['status']:<9}  {task['provider']:<10}  {shown:>9}  {made}\n"
+        )
     if not tasks:
         out.write("no tasks (start one with `hub submit`)\n")
     return 0

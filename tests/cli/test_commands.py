@@ -170,6 +170,12 @@ async def test_tasks_lists_the_keys_tasks(hub, tmp_path):
     [line] = [line for line in out.splitlines() if line.startswith(task["id"])]
     assert line.split()[1] in {"queued", "submitted", "succeeded"}
     assert line.split()[2] == "acedata"
+    # Once it ended, what it was billed.
+    async with AsyncClient(hub.url, KEY) as client:
+        ended = await client.wait(task["id"], timeout=30)
+    _, out, _ = await hub_command("tasks", "--url", hub.url, env={"HUB_API_KEY": KEY})
+    [line] = [line for line in out.splitlines() if line.startswith(task["id"])]
+    assert line.split()[1:4] == ["succeeded", "acedata", f"${ended['cost']['billed_usd']:.4f}"]
 
 
 async def test_http_errors_show_the_hubs_code_and_message_in_one_line(hub):
