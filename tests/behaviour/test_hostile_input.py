@@ -404,7 +404,11 @@ CASES = [
     tasks("string", 422, b'"segmind"'),
     tasks("provider-missing", 422, js({"input": INPUT})),
     tasks("provider-object", 422, task_and(provider={})),
-    tasks("provider-array", 422, task_and(provider=["segmind"])),
+    # A list is a route of providers to try in order: each one of them, at most four.
+    tasks("provider-array-empty", 422, task_and(provider=[])),
+    tasks("provider-array-nested", 422, task_and(provider=[["segmind"]])),
+    tasks("provider-array-twice", 422, task_and(provider=["segmind", "segmind"])),
+    tasks("provider-array-long", 422, task_and(provider=["segmind"] * 1000)),
     tasks("provider-number", 422, task_and(provider=1)),
     tasks("provider-null", 422, task_and(provider=None)),
     tasks("provider-uppercase", 422, task_and(provider="SEGMIND")),
