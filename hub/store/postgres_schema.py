@@ -236,6 +236,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX task_costs_owner ON task_costs (owner, created_at);
     CREATE TABLE budgets (owner text PRIMARY KEY, monthly_micros bigint);
     """,
+    # A callback's body kept once, in its delivery: its event's data holds null where the
+    # body goes, put back when read (hub.store.event_bodies). NULL: the data is whole.
+    """
+    ALTER TABLE events ADD COLUMN body_at integer;
+    ALTER TABLE events ADD COLUMN body_form text;
+    """,
 )
 
 

@@ -1,0 +1,74 @@
+"""The intake row alone, hub against bare (and hub-pg with ``--postgres``), alternating, as
+same-invocation ratios: for measuring one change to the intake path quickly.
+
+    .venv/bin/python -m bench.intake_only --rounds 3 --seconds 4 [--postgres URL]
+
+HUB_* variables set by the caller reach the hub (e.g. HUB_SQLITE_SYNCHRONOUS=FULL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import secrets
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench import rows
+from bench.hub_pg import HubPostgres
+from bench.run import free_ports
+from bench.servers import PidFile
+from bench.targets import Bare, Hub, Target
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--postgres", metavar="ADMIN_URL", help="also two hub replicas on it")
+    args = parser.parse_args()
+    plan = dataclasses.replace(rows.Plan(), intake_seconds=args.seconds)
+    with tempfile.TemporaryDirectory(prefix="hub-intake-") as tmp:
+        workdir = Path(tmp)
+        hub_port, bare_port, pg_a, pg_b = free_ports(4)
+        key = "bench-" + secrets.token_hex(8)
+        targets: dict[str, Target] = {
+            "hub": Hub(hub_port, workdir, api_key=key),
+            "bare": Bare(bare_port, workdir),
+        }
+        if args.postgres:
+            targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, key, args.postgres)
+        pids = PidFile(workdir / "pids")
+        rates: dict[str, list[float]] = {name: [] for name in targets}
+        ratios: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
+        for number in range(args.rounds):
+            names = list(targets)
+            names = names[number % len(names) :] + names[: number % len(names)]
+            got: dict[str, float] = {}
+            for name in names:
+                target = targets[name]
+                async with target.fresh(pids):
+                    figures = await rows.intake(target, plan)
+                got[name] = figures["requests_per_s"]
+                errors = figures["errors"]
+                print(f"round {number + 1} {name:<6} {got[name]:8,.0f}/s errors={errors}"
+                      f" server_cpu={figures.get('server_cpu_s', 0):.2f}s", flush=True)  # fmt: skip
+                await asyncio.sleep(0.5)
+            for name, rate in got.items():
+                rates[name].append(rate)
+                if name != "bare":
+                    ratios[name].append(rate / got["bare"])
+        for name in targets:
+            print(f"{name:<6} median {statistics.median(rates[name]):8,.0f}/s", end="")
+            if name != "bare":
+                print(f"  {name}/bare median {statistics.median(ratios[name]):.2f}", end="")
+                print(f" (rounds: {', '.join(f'{r:.2f}' for r in ratios[name])})", end="")
+            print()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())
