@@ -53,8 +53,11 @@ async def main() -> None:
                     figures = await rows.intake(target, plan)
                 got[name] = figures["requests_per_s"]
                 errors = figures["errors"]
+                cpu = figures.get("server_cpu_s", 0.0)
+                per = cpu / max(1, figures["requests"]) * 1e6
                 print(f"round {number + 1} {name:<6} {got[name]:8,.0f}/s errors={errors}"
-                      f" server_cpu={figures.get('server_cpu_s', 0):.2f}s", flush=True)  # fmt: skip
+                      f" server_cpu={cpu:.2f}s ({per:.0f} us per callback)"
+                      f" p50={figures['latency_p50_ms']:.1f}ms", flush=True)  # fmt: skip
                 await asyncio.sleep(0.5)
             for name, rate in got.items():
                 rates[name].append(rate)
