@@ -2,6 +2,7 @@
 same-invocation ratios: for measuring one change to the intake path quickly.
 
     .venv/bin/python -m bench.intake_only --rounds 3 --seconds 4 [--postgres URL]
+        [--baseline CHECKOUT]  (a checkout of another commit with its own .venv)
 
 HUB_* variables set by the caller reach the hub (e.g. HUB_SQLITE_SYNCHRONOUS=FULL).
 """
@@ -20,7 +21,7 @@ from bench import rows
 from bench.hub_pg import HubPostgres
 from bench.run import free_ports
 from bench.servers import PidFile
-from bench.targets import Bare, Hub, Target
+from bench.targets import Bare, Baseline, Hub, Target
 
 
 async def main() -> None:
@@ -28,16 +29,21 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--postgres", metavar="ADMIN_URL", help="also two hub replicas on it")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="CHECKOUT", help="also the hub of another checkout"
+    )
     args = parser.parse_args()
     plan = dataclasses.replace(rows.Plan(), intake_seconds=args.seconds)
     with tempfile.TemporaryDirectory(prefix="hub-intake-") as tmp:
         workdir = Path(tmp)
-        hub_port, bare_port, pg_a, pg_b = free_ports(4)
+        hub_port, bare_port, pg_a, pg_b, base_port = free_ports(5)
         key = "bench-" + secrets.token_hex(8)
         targets: dict[str, Target] = {
             "hub": Hub(hub_port, workdir, api_key=key),
             "bare": Bare(bare_port, workdir),
         }
+        if args.baseline:
+            targets["baseline"] = Baseline(base_port, workdir, key, args.baseline, "?")
         if args.postgres:
             targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, key, args.postgres)
         pids = PidFile(workdir / "pids")

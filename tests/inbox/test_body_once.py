@@ -138,3 +138,29 @@ async def test_an_event_stored_whole_replays_as_it_was(live, http):
         "GET", channel["stream_url"], headers={**AUTH, "last-event-id": "0"}
     ) as response:
         assert await Frames(response).next(1) == [frame]
+
+
+async def test_a_token_verified_before_is_still_refused_once_it_expires(
+    client, state, monkeypatch
+):
+    """The fast path keeps the claims of tokens it verified; their expiry is checked on
+    every callback all the same."""
+    import time
+
+    from hub.access.tokens import CALLBACK, Claims
+    from hub.web.routes import callbacks
+
+    channel = (await client.post("/v1/channels", headers=AUTH)).json()
+    expires = int(time.time()) + 60
+    token = state.signer.issue(CALLBACK, Claims(channel["id"], expires))
+    assert (await client.post(f"/callbacks/{token}", json={"n": 1})).status_code == 200
+
+    class Later:
+        @staticmethod
+        def time() -> float:
+            return expires + 1.0
+
+    monkeypatch.setattr(callbacks, "time", Later)
+    response = await client.post(f"/callbacks/{token}", json={"n": 2})
+    assert response.status_code == 410
+    assert response.json()["error"]["code"] == "expired_token"
