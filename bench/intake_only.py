@@ -17,11 +17,28 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench import rows
+from bench import rows, servers
 from bench.hub_pg import HubPostgres
 from bench.run import free_ports
 from bench.servers import PidFile
 from bench.targets import Bare, Baseline, Hub, Target
+
+
+class BaselinePostgres(HubPostgres):
+    """The other checkout's hub as two replicas on PostgreSQL (with --baseline)."""
+
+    name = "baseline-pg"
+
+    def __init__(self, ports: tuple[int, int], workdir: Path, api_key: str, admin_url: str,
+                 checkout: Path) -> None:  # fmt: skip
+        super().__init__(ports, workdir, api_key, admin_url)
+        self.bin_dir = checkout / ".venv" / "bin"
+
+    def hub_launch(
+        self, port: int, data_dir: Path, log: str, env: dict[str, str]
+    ) -> servers.Launch:
+        # Its own code only: a PYTHONPATH naming this checkout would shadow the commit's.
+        return super().hub_launch(port, data_dir, f"baseline-{log}", {**env, "PYTHONPATH": ""})
 
 
 async def main() -> None:
@@ -36,7 +53,7 @@ async def main() -> None:
     plan = dataclasses.replace(rows.Plan(), intake_seconds=args.seconds)
     with tempfile.TemporaryDirectory(prefix="hub-intake-") as tmp:
         workdir = Path(tmp)
-        hub_port, bare_port, pg_a, pg_b, base_port = free_ports(5)
+        hub_port, bare_port, pg_a, pg_b, base_port, base_a, base_b = free_ports(7)
         key = "bench-" + secrets.token_hex(8)
         targets: dict[str, Target] = {
             "hub": Hub(hub_port, workdir, api_key=key),
@@ -46,6 +63,10 @@ async def main() -> None:
             targets["baseline"] = Baseline(base_port, workdir, key, args.baseline, "?")
         if args.postgres:
             targets["hub-pg"] = HubPostgres((pg_a, pg_b), workdir, key, args.postgres)
+            if args.baseline:
+                targets["baseline-pg"] = BaselinePostgres(
+                    (base_a, base_b), workdir, key, args.postgres, args.baseline
+                )
         pids = PidFile(workdir / "pids")
         rates: dict[str, list[float]] = {name: [] for name in targets}
         ratios: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
