@@ -140,9 +140,7 @@ async def test_an_event_stored_whole_replays_as_it_was(live, http):
         assert await Frames(response).next(1) == [frame]
 
 
-async def test_a_token_verified_before_is_still_refused_once_it_expires(
-    client, state, monkeypatch
-):
+async def test_a_token_verified_before_is_still_refused_once_it_expires(client, state, monkeypatch):
     """The fast path keeps the claims of tokens it verified; their expiry is checked on
     every callback all the same."""
     import time
