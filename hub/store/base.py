@@ -123,6 +123,12 @@ class Delivery:
     # (a channel with dedupe off; a task's callback, which is once per URL and bytes).
     dedupe_key: bytes | None = None
     dedupe_until: float = 0.0
+    # The body kept once (hub.store.event_bodies): the event's row holds ``event_stub``,
+    # event_data with ``null`` at ``event_body_at`` where the body goes, put back from the
+    # delivery's bytes by ``event_body_form`` when read. None: event_data is kept whole.
+    event_stub: bytes | None = None
+    event_body_at: int | None = None
+    event_body_form: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

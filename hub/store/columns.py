@@ -41,7 +41,12 @@ DELIVERY_COLUMNS = (
     "channel_id, token_hash, body_sha256, received_at, content_type, headers, body, task_id,"
     " ref, public_id, query, verified, url_id"
 )
-EVENT_COLUMNS = "id, type, channel_id, task_id, ref, data, created_at"
+# An event as _event reads it: a callback's body kept once comes from its delivery.
+EVENT_COLUMNS = (
+    "id, type, channel_id, task_id, ref, data, created_at, body_at, body_form,"
+    " (SELECT d.body FROM deliveries d WHERE d.id = events.delivery_id"
+    " AND events.body_at IS NOT NULL)"
+)
 TASK_COLUMNS = (
     "id, owner, provider, status, input, channel_id, provider_task_id, callback_secret,"
     " outputs, result, error, attempts, next_at, deadline, created_at, updated_at,"

@@ -35,7 +35,7 @@ from hub.background.loops import Health
 from hub.enums import EventType
 from hub.errors import Conflict
 from hub.formats import dumps
-from hub.store import costs
+from hub.store import costs, event_bodies
 from hub.store import idempotency_sql as idem
 from hub.store.base import (
     CALLBACK_URL_REVOKED,
@@ -95,20 +95,30 @@ LIMITS_LOCK = 0x6875626C
 
 
 # Takes ids for $1 events (bumping the counter, which holds its lock until commit), inserts
-# them, and announces the newest id, all in one round trip.
-_EMIT = f"""
+# them, and announces the newest id, all in one round trip. _EMIT_ONCE also takes where a
+# callback's body kept once goes ($9, $10: see hub.store.event_bodies).
+_EMIT_TEMPLATE = """
 WITH counter AS (
     UPDATE meta SET value = value + $1 WHERE key = 'event_id' RETURNING value
 ), inserted AS (
-    INSERT INTO events (id, type, channel_id, task_id, ref, delivery_id, data, created_at)
+    INSERT INTO events (id, type, channel_id, task_id, ref, delivery_id, data, created_at,
+                        body_at, body_form)
     SELECT (SELECT value FROM counter) - $1 + e.n, e.type, e.channel_id, e.task_id, e.ref,
-           e.delivery_id, e.data, e.created_at
+           e.delivery_id, e.data, e.created_at, {body_at}, {body_form}
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::bytea[],
-                $8::float8[])
-         WITH ORDINALITY AS e(type, channel_id, task_id, ref, delivery_id, data, created_at, n)
+                $8::float8[]{bodies})
+         WITH ORDINALITY AS e(type, channel_id, task_id, ref, delivery_id, data, created_at,
+                              {body_columns}n)
 )
-SELECT value, pg_notify('{CHANNEL}', value::text)::text FROM counter
-"""  # noqa: S608 (CHANNEL is a constant)
+SELECT value, pg_notify('{channel}', value::text)::text FROM counter
+"""
+_EMIT = _EMIT_TEMPLATE.format(
+    body_at="NULL::int4", body_form="NULL::text", bodies="", body_columns="", channel=CHANNEL
+)
+_EMIT_ONCE = _EMIT_TEMPLATE.format(
+    body_at="e.body_at", body_form="e.body_form", bodies=", $9::int4[], $10::text[]",
+    body_columns="body_at, body_form, ", channel=CHANNEL,
+)  # fmt: skip
 
 _INSERT_DELIVERIES = f"""
 INSERT INTO deliveries ({DELIVERY_COLUMNS})
@@ -260,7 +270,8 @@ class PostgresStore:
                 for _, d, _ in kept
             ]
             times = [d.received_at for _, d, _ in kept]
-            events = await _emit(connection, new, [i for _, _, i in kept], times)
+            bodies = [d for _, d, _ in kept]
+            events = await _emit(connection, new, [i for _, _, i in kept], times, bodies)
         self.commits += 1
         self.feed.committed(events)
         results: list[Event | None] = [None] * len(batch)
@@ -847,23 +858,33 @@ async def _emit(
     new: Sequence[NewEvent],
     delivery_ids: Sequence[int | None] | None = None,
     times: Sequence[float] | None = None,
+    deliveries: Sequence[Delivery] | None = None,
 ) -> list[Event]:
-    """Write ``new`` as the transaction's last statement (see the module's docstring)."""
+    """Write ``new`` as the transaction's last statement (see the module's docstring);
+    a callback's body is kept once, in its delivery, where ``deliveries`` allows."""
     if not new:
         return []
     now = time.time()
     created = list(times) if times is not None else [now] * len(new)
-    newest = await connection.fetchval(
-        _EMIT,
+    columns = [
         len(new),
         [e.type for e in new],
         [e.channel_id for e in new],
         [e.task_id for e in new],
         [e.ref for e in new],
         list(delivery_ids) if delivery_ids is not None else [None] * len(new),
-        [e.data for e in new],
-        created,
-    )
+    ]
+    if deliveries is None:
+        newest = await connection.fetchval(_EMIT, *columns, [e.data for e in new], created)
+    else:
+        data = [
+            d.event_stub if d.event_stub is not None else e.data
+            for e, d in zip(new, deliveries, strict=True)
+        ]
+        newest = await connection.fetchval(
+            _EMIT_ONCE, *columns, data, created,
+            [d.event_body_at for d in deliveries], [d.event_body_form for d in deliveries],
+        )  # fmt: skip
     first = newest - len(new) + 1
     return [
         Event(
@@ -977,7 +998,9 @@ def _where(query: EventQuery, first: int) -> tuple[str, list[Any]]:
 
 
 def _event(row: asyncpg.Record) -> Event:
-    id_, type_, channel_id, task_id, ref, data, created_at = row
+    id_, type_, channel_id, task_id, ref, data, created_at, body_at, body_form, body = row
+    if body_at is not None and body is not None:
+        data = event_bodies.assemble(data, body_at, body_form, body)
     return Event(
         id_, type_, data, channel_id=channel_id, task_id=task_id, ref=ref, created_at=created_at
     )

@@ -242,6 +242,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN fallbacks text;
     ALTER TABLE tasks ADD COLUMN provider_since double precision;
     """,
+    # A callback's body kept once, in its delivery: its event's data holds null where the
+    # body goes, put back when read (hub.store.event_bodies). NULL: the data is whole.
+    """
+    ALTER TABLE events ADD COLUMN body_at integer;
+    ALTER TABLE events ADD COLUMN body_form text;
+    """,
 )
 
 

@@ -19,7 +19,7 @@ import aiosqlite
 
 from hub.errors import Conflict
 from hub.formats import dumps
-from hub.store import costs
+from hub.store import costs, event_bodies
 from hub.store import idempotency_sql as idem
 from hub.store.base import (
     CALLBACK_URL_REVOKED,
@@ -925,9 +925,12 @@ def _where(query: EventQuery) -> tuple[str, list[Any]]:
 
 
 def _event(row: Any) -> Event:
-    id_, type_, channel_id, task_id, ref, data, created_at = row
+    id_, type_, channel_id, task_id, ref, data, created_at, body_at, body_form, body = row
+    data = bytes(data)
+    if body_at is not None and body is not None:
+        data = event_bodies.assemble(data, body_at, body_form, bytes(body))
     return Event(
-        id_, type_, bytes(data),
+        id_, type_, data,
         channel_id=channel_id, task_id=task_id, ref=ref, created_at=created_at,
     )  # fmt: skip
 

@@ -228,4 +228,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN fallbacks TEXT;
     ALTER TABLE tasks ADD COLUMN provider_since REAL;
     """,
+    # A callback's body kept once, in its delivery: its event's data holds null where the
+    # body goes, put back when read (hub.store.event_bodies). NULL: the data is whole.
+    """
+    ALTER TABLE events ADD COLUMN body_at INTEGER;
+    ALTER TABLE events ADD COLUMN body_form TEXT;
+    """,
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,11 +14,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from hub.config.settings import Settings
 from hub.errors import HubError
 from hub.web import errors, openapi
-from hub.web.middleware import CallbackShortcut, RequestIds
+from hub.web.middleware import CallbackIntake, RequestIds, is_callback
 from hub.web.routes import (
     blobs,
     callbacks,
@@ -93,14 +95,11 @@ def create_app(settings: Settings) -> Starlette:
     if state.sandbox is not None:
         # The providers' emulators, in-process; the hub's lifespan starts and stops them.
         routes.append(Mount("/sandbox", app=state.sandbox.app))
-    app = Starlette(
+    app = _Hub(
+        CallbackIntake(access_log=settings.access_log),
         routes=routes,
         lifespan=lifespan,
-        # Request ids outermost, so the callback intake's log lines carry them too.
-        middleware=[
-            Middleware(RequestIds, access_log=settings.access_log),
-            Middleware(CallbackShortcut),
-        ],
+        middleware=[Middleware(RequestIds, access_log=settings.access_log)],
         exception_handlers={
             HubError: _hub_error,
             HTTPException: _http_error,
@@ -112,6 +111,22 @@ def create_app(settings: Settings) -> Starlette:
     app.router.redirect_slashes = False
     app.state.hub = state
     return app
+
+
+class _Hub(Starlette):
+    """Starlette, with callbacks answered ahead of its middleware stack and router (the
+    hot path: see hub.web.middleware)."""
+
+    def __init__(self, callbacks: CallbackIntake, **options: Any) -> None:
+        super().__init__(**options)
+        self._callbacks = callbacks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if is_callback(scope):
+            scope["app"] = self
+            await self._callbacks(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 async def _hub_error(request: Request, exc: Exception) -> Response:

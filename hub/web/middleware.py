@@ -6,10 +6,13 @@ context variable every log record picks up (``hub.logs.request_id``). With
 ``HUB_ACCESS_LOG=1`` it also logs a line per request, naming the route's template, never
 the path: a callback URL's path is a credential.
 
-``CallbackShortcut`` dispatches ``POST /callbacks/{token}`` ahead of Starlette's router. It
-is the hot path: the handler's own work costs less than the router's matching and the
-exception layers around it. It sends those requests straight to the same handler, with
-the same error shape; everything else goes on to the router.
+``CallbackIntake`` answers ``POST /callbacks/{token}`` ahead of all of that: the app calls
+it before Starlette's middleware stack and router. It is the hot path: the handler's own
+work costs less than the layers around it (the error middleware's and the request ids'
+wrappers of ``send``, the router's matching, the exception layers). It does what those
+layers do for a callback, the same way: the request id (answered in ``X-Request-ID`` and
+set for the log records), the access log line, the error shape for a refusal (counted by
+status), a logged 500 for anything unexpected. Everything else goes on to the stack.
 """
 
 from __future__ import annotations
@@ -40,16 +43,13 @@ class RequestIds:
     def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
         self.app = app
         self.access_log = access_log
-        # A random prefix per process and a counter: unique across replicas and restarts,
-        # without a call into the OS's random source on every request.
-        self._prefix = secrets.token_hex(3)
-        self._count = itertools.count(1)
+        self._ids = _Ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming(scope) or f"{self._prefix}{next(self._count):010x}"
+        rid = _incoming(scope) or self._ids.new()
         token = request_id.set(rid)
         status = 0
         started = time.perf_counter()
@@ -75,6 +75,17 @@ class RequestIds:
             request_id.reset(token)
 
 
+class _Ids:
+    def __init__(self) -> None:
+        # A random prefix per process and a counter: unique across replicas and restarts,
+        # without a call into the OS's random source on every request.
+        self._prefix = secrets.token_hex(3)
+        self._count = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count):010x}"
+
+
 def _incoming(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and _SANE_ID.fullmatch(value):
@@ -92,35 +103,61 @@ def _route(scope: Scope) -> str:
     return "(unrouted)"
 
 
-class CallbackShortcut:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def is_callback(scope: Scope) -> bool:
+    """``POST /callbacks/{token}``, which ``CallbackIntake`` answers."""
+    path: str = scope.get("path", "")
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and path.startswith(PREFIX)
+        and len(path) > len(PREFIX)
+        and "/" not in path[len(PREFIX) :]
+    )
+
+
+class CallbackIntake:
+    """Answers a callback POST (see the module's docstring); the app routes only those
+    here (``is_callback``), with ``scope["app"]`` set."""
+
+    def __init__(self, *, access_log: bool = False) -> None:
+        self.access_log = access_log
+        self._ids = _Ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not path.startswith(PREFIX)
-            or "/" in path[len(PREFIX) :]
-            or len(path) == len(PREFIX)
-        ):
-            await self.app(scope, receive, send)
-            return
-        scope["path_params"] = {"token": path[len(PREFIX) :]}
-        request = Request(scope, receive)
-        response: Response
+        rid = _incoming(scope) or self._ids.new()
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 0
         try:
-            response = await receive_callback(request)
-        except HubError as exc:
-            response = errors.response(exc)
-            _count(request, str(response.status_code))
-        except Exception:
-            # The path holds a credential: log the route, not the URL.
-            log.exception("unhandled error on POST /callbacks/{token}")
-            response = errors.internal_error()
-            _count(request, "500")
-        await response(scope, receive, send)
+            path: str = scope["path"]
+            scope["path_params"] = {"token": path[len(PREFIX) :]}
+            request = Request(scope, receive)
+            response: Response
+            try:
+                response = await receive_callback(request)
+            except HubError as exc:
+                response = errors.response(exc)
+                _count(request, str(response.status_code))
+            except Exception:
+                # The path holds a credential: log the route, not the URL.
+                log.exception("unhandled error on POST /callbacks/{token}")
+                response = errors.internal_error()
+                _count(request, "500")
+            status = response.status_code
+            headers = response.raw_headers
+            headers.append((b"x-request-id", rid.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            if self.access_log:
+                access.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    "/callbacks/{token}",
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+            request_id.reset(token)
 
 
 def _count(request: Request, outcome: str) -> None:

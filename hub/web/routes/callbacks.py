@@ -3,12 +3,13 @@ it names a channel (an inbox anyone may post to) or one of the hub's own tasks."
 
 from __future__ import annotations
 
+import functools
 import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hub.access.tokens import CALLBACK, Claims
+from hub.access.tokens import CALLBACK, VERIFIED_CACHE_SIZE, Claims, Signer
 from hub.bodies.read import read_body
 from hub.errors import Gone, HubError, Malformed, Unauthorized, Unavailable, not_found
 from hub.inbox import intake, verify
@@ -34,10 +35,11 @@ _CODES = {
 async def receive(request: Request) -> Response:
     state = hub(request)
     token = request.path_params["token"]
-    claims = state.signer.verify(CALLBACK, token)
+    claims, url_digest = _verified(state.signer, token)
+    if claims.expires_at <= time.time():
+        raise Gone("expired_token", "the token has expired")  # as Signer.verify says it
     # Only a genuine URL gets a bucket, so forged ones cannot fill the table; keyed on
-    # what the token grants, so another spelling of it shares the bucket.
-    url_digest = claims.digest()
+    # what the token grants (url_digest), so another spelling of it shares the bucket.
     state.callback_limit.check(url_digest)
     # An erased channel or a revoked URL is refused before its body is read.
     inbox = None if claims.task_id is not None else await _open_inbox(state, claims)
@@ -81,6 +83,16 @@ async def receive(request: Request) -> Response:
         return json_response(ChannelAck(ok=True, duplicate=True))
     state.metrics.stored.inc()
     return json_response(ChannelAck(ok=True, duplicate=False, event_id=event.id))
+
+
+@functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)
+def _verified(signer: Signer, token: str) -> tuple[Claims, bytes]:
+    """A callback token's claims and the digest of what it grants. Only tokens that verify
+    are kept (an exception is never cached), so a forger gains nothing; a kept token's
+    expiry is still checked on every use, by the caller. Saves the token's canonical-form
+    check and the digest on every callback to a URL seen before."""
+    claims = signer.verify(CALLBACK, token)
+    return claims, claims.digest()
 
 
 async def _open_inbox(state: HubState, claims: Claims) -> Inbox:
