@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -114,11 +115,24 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return plan
 
 
+# Below the kernel's ephemeral range (32768-60999 here): a port picked inside it can be
+# taken, between two fresh starts, as the local port of one of the idle row's client
+# connections (seen with --idle 16000: the next server's bind failed, "address in use").
+SERVER_PORTS = range(20_000, 32_768)
+
+
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
+    picker = random.Random()
+    sockets: list[socket.socket] = []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
+        while len(sockets) < count:
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", picker.choice(SERVER_PORTS)))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
