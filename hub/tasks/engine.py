@@ -43,7 +43,7 @@ from hub.store.base import (
 from hub.tasks import routing
 from hub.tasks.billing import Billing
 from hub.tasks.io import TaskIO
-from hub.tasks.results import Results, Timing
+from hub.tasks.results import Results, Shared, Timing
 from hub.tasks.sending import Sender
 from hub.tasks.view import TaskView
 
@@ -86,14 +86,11 @@ class TaskEngine:
             name: CallLimits(name, config.concurrency, config.requests_per_minute, window)
             for name, config in configs.items()
         }
-        timing = Timing(metrics)
-        self._results = Results(
-            settings, store, self._io, self.view, providers, configs, timing, self.wake
+        shared = Shared(
+            settings, store, self._io, self.view, providers, configs, Timing(metrics), self.wake
         )
-        self._sender = Sender(
-            settings, store, self._io, self.view, providers, configs, self._limits,
-            self.billing, self._results, timing, self.wake,
-        )  # fmt: skip
+        self._results = Results(shared)
+        self._sender = Sender(shared, self._limits, self.billing, self._results)
         health = health or Health()
         self._worker = health.component("tasks", stuck_after=30.0)
         self._renewer = health.component("task-leases", stuck_after=max(30.0, self._lease * 3))

@@ -53,27 +53,36 @@ class Timing:
                 self._metrics.provider_seconds.labels(provider, call, outcome).observe(elapsed)
 
 
-class Results:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        io: TaskIO,
-        view: TaskView,
-        providers: Mapping[str, Provider],
-        configs: Mapping[str, ProviderConfig],
-        timing: Timing,
-        wake: Callable[[], None],
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._io = io
-        self.view = view
-        self.providers = providers
-        self._configs = configs
-        self._timing = timing
-        self._wake = wake
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """What the engine's parts share: its settings, store and providers, how a task's
+    requests and views are made, the providers' call timer, and the worker's wake-up."""
 
+    settings: Settings
+    store: Store
+    io: TaskIO
+    view: TaskView
+    providers: Mapping[str, Provider]
+    configs: Mapping[str, ProviderConfig]
+    timing: Timing
+    wake: Callable[[], None]
+
+
+class Part:
+    """One part of the engine, with what they all share at hand."""
+
+    def __init__(self, shared: Shared) -> None:
+        self._settings = shared.settings
+        self._store = shared.store
+        self._io = shared.io
+        self.view = shared.view
+        self.providers = shared.providers
+        self._configs = shared.configs
+        self._timing = shared.timing
+        self._wake = shared.wake
+
+
+class Results(Part):
     async def apply_callback(self, task_id: str, outcome: Outcome, delivery: Delivery) -> bool:
         """Apply a verified callback in one transaction with its raw delivery. False if it
         changed nothing: a byte-identical retry, a task already ended, a progress note."""

@@ -16,20 +16,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from hub.config.settings import Settings
 from hub.enums import TaskStatus
 from hub.net.backoff import backoff
-from hub.providers.base import ErrorCode, Outcome, Provider, ProviderConfig, ProviderError, Resend
-from hub.store.base import CallLimits, Slot, Store, TaskRecord
+from hub.providers.base import ErrorCode, Outcome, ProviderError, Resend
+from hub.store.base import CallLimits, Slot, TaskRecord
 from hub.store.costs import REROUTED
 from hub.tasks import routing
 from hub.tasks.billing import Billing
-from hub.tasks.io import TaskIO
-from hub.tasks.results import QUEUED, SUBMITTED, Results, Timing, replaced
+from hub.tasks.results import QUEUED, SUBMITTED, Part, Results, Shared, replaced
 from hub.tasks.shapes import TaskError
-from hub.tasks.view import TaskView
 
 log = logging.getLogger("hub.tasks")
 
@@ -41,33 +38,19 @@ SLOT_FULL_WAIT = 5.0
 _jitter = random.Random()
 
 
-class Sender:
+class Sender(Part):
     def __init__(
         self,
-        settings: Settings,
-        store: Store,
-        io: TaskIO,
-        view: TaskView,
-        providers: Mapping[str, Provider],
-        configs: Mapping[str, ProviderConfig],
+        shared: Shared,
         limits: Mapping[str, CallLimits],
         billing: Billing,
         results: Results,
-        timing: Timing,
-        wake: Callable[[], None],
     ) -> None:
-        self._settings = settings
-        self._store = store
-        self._io = io
-        self.view = view
-        self.providers = providers
-        self._configs = configs
+        super().__init__(shared)
         self._limits = limits
         self._billing = billing
         self._results = results
-        self._timing = timing
-        self._wake = wake
-        self._lease = settings.task_lease_seconds
+        self._lease = shared.settings.task_lease_seconds
 
     async def submit(self, task: TaskRecord) -> None:
         name = task.provider
