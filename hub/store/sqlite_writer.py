@@ -133,10 +133,9 @@ class Writer:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
-        # A checkpoint runs inside a commit, on this thread, holding up the batch; at every
-        # 1,000 pages (SQLite's default) it ran often and wrote the same hot index pages
-        # again each time. 10,000 pages (about 40 MB of log) checkpoints a tenth as often.
-        db.execute("PRAGMA wal_autocheckpoint=10000")
+        # SQLite's default checkpoint (every 1,000 pages) stays: at 10,000 pages the log
+        # grew to 40 MB between checkpoints, and a hub whose disk had filled did not
+        # recover once space came back (tests/behaviour/test_store_faults.py).
         return db
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:

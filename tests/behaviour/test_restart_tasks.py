@@ -34,6 +34,8 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from hub.sandbox.app import PROVIDERS
+from hub.store import event_bodies
+from hub.store.columns import EVENT_COLUMNS
 from tests.helpers import AUTH, Frame, data_url, make_png, request_body, stream, until
 from tests.processes import HubProcess, free_port, local, replay, rows, running
 
@@ -222,12 +224,16 @@ def stored_task(hub: HubProcess, task: Task) -> tuple[str, int, bool]:
 
 
 def stored_events(hub: HubProcess) -> list[tuple[int, str, str | None, bytes]]:
-    return [
-        (i, t, task, bytes(data))
-        for i, t, task, data in rows(
-            hub.db, "SELECT id, type, task_id, data FROM events ORDER BY id"
-        )
-    ]
+    """Every event as the store keeps it, a callback's body put back from its delivery
+    (``hub.store.event_bodies``), as every read of the store does."""
+    found = []
+    sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY id"
+    for i, t, _, task, _, data, _, at, form, body in rows(hub.db, sql):
+        data = bytes(data)
+        if at is not None and body is not None:
+            data = event_bodies.assemble(data, at, form, bytes(body))
+        found.append((i, t, task, data))
+    return found
 
 
 def sandbox_process(tmp_path: Any) -> HubProcess:

@@ -960,7 +960,7 @@
   // with how it went and whether it was billed; and where the task is now.
   function showRoute(entry) {
     const route = Array.isArray(entry.data.route) ? entry.data.route : [];
-    if (!route.length) {
+    if (route.length < 2) {  // shown once the task has moved: one provider is the card's own line
       entry.route.hidden = true;
       return;
     }
